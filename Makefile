@@ -1,0 +1,140 @@
+# evpol — top-level build.
+#
+#   make                 build libevpol.so, libevpol.a and evpol.pc
+#   make check           all tests (conformance suite, examples)
+#   make conformance     the conformance suite with its clause summary
+#   make install         PREFIX=/usr/local DESTDIR=
+#   make check SANITIZE=address,undefined   (or SANITIZE=thread)
+#
+# Every target first makes sure the Debian packages it needs are installed
+# (build-aux/ensure-deps.sh): missing ones are installed as root or through
+# sudo, or the build stops with the command to run.
+
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR    ?=
+
+VERSION_MAJOR := 0
+VERSION       := 0.1.0
+SONAME        := libevpol.so.$(VERSION_MAJOR)
+
+CC ?= cc
+SANITIZE ?=
+
+# Each sanitizer build gets its own tree, so switching never mixes objects.
+ifeq ($(SANITIZE),)
+BUILD ?= build/default
+else
+BUILD ?= build/san-$(subst $(comma),-,$(SANITIZE))
+endif
+comma := ,
+
+DEPS_BUILD := libevent-dev libcmocka-dev pkg-config
+DEPS_TOOLS := lcov clang
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CSTD    := -std=c11 -D_GNU_SOURCE
+OPT     ?= -O2 -g
+SANFLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all)
+BASE_CFLAGS = $(CSTD) $(WARN) $(OPT) -pthread $(SANFLAGS) $(CFLAGS)
+
+# Evaluated when a recipe runs, i.e. after the dependency check.
+EVENT_CFLAGS = $(shell pkg-config --cflags libevent libevent_pthreads)
+EVENT_LIBS   = $(shell pkg-config --libs libevent libevent_pthreads)
+CMOCKA_CFLAGS = $(shell pkg-config --cflags cmocka)
+CMOCKA_LIBS   = $(shell pkg-config --libs cmocka)
+
+LIB_SRCS := $(sort $(wildcard lib/*.c))
+LIB_OBJS := $(patsubst lib/%.c,$(BUILD)/lib/%.o,$(LIB_SRCS))
+LIB_HDRS := lib/include/evpol.h lib/evpol-internal.h
+
+SHLIB  := $(BUILD)/libevpol.so.$(VERSION)
+STLIB  := $(BUILD)/libevpol.a
+PCFILE := $(BUILD)/evpol.pc
+
+# Conformance: every conformance/test_*.c is one cmocka program, linked with
+# the support code in conformance/support/.
+CONF_SRCS    := $(sort $(wildcard conformance/test_*.c))
+CONF_BINS    := $(patsubst conformance/%.c,$(BUILD)/conformance/%,$(CONF_SRCS))
+SUPPORT_SRCS := $(sort $(wildcard conformance/support/*.c))
+SUPPORT_OBJS := $(patsubst conformance/support/%.c,$(BUILD)/conformance/support/%.o,$(SUPPORT_SRCS))
+SUPPORT_HDRS := $(wildcard conformance/support/*.h)
+
+EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
+EXAMPLE_BINS := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
+
+# EVPOL_LIB=/path/to/libevpol.so runs the suite against another build.
+EVPOL_LIB ?=
+TEST_LIB_DIR = $(if $(EVPOL_LIB),$(dir $(abspath $(EVPOL_LIB))),$(abspath $(BUILD)))
+
+.PHONY: all deps tool-deps check conformance install uninstall clean examples tests
+
+all: $(SHLIB) $(STLIB) $(PCFILE)
+
+deps:
+	@build-aux/ensure-deps.sh $(DEPS_BUILD)
+
+tool-deps:
+	@build-aux/ensure-deps.sh $(DEPS_TOOLS)
+
+$(BUILD)/lib/%.o: lib/%.c $(LIB_HDRS) | deps
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -fPIC -fvisibility=hidden -Ilib/include -Ilib $(EVENT_CFLAGS) -c $< -o $@
+
+$(SHLIB): $(LIB_OBJS)
+	$(CC) $(BASE_CFLAGS) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined -o $@ $^ $(EVENT_LIBS) $(LDFLAGS)
+	ln -sf libevpol.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $(BUILD)/libevpol.so
+
+$(STLIB): $(LIB_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(PCFILE): evpol.pc.in Makefile
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+
+$(BUILD)/conformance/support/%.o: conformance/support/%.c $(SUPPORT_HDRS) lib/include/evpol.h | deps
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -Wno-missing-prototypes -Ilib/include -Iconformance/support $(CMOCKA_CFLAGS) $(EVENT_CFLAGS) -c $< -o $@
+
+$(BUILD)/conformance/%: conformance/%.c $(SUPPORT_OBJS) $(SUPPORT_HDRS) $(SHLIB)
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -Wno-missing-prototypes -Ilib/include -Iconformance/support $(CMOCKA_CFLAGS) $(EVENT_CFLAGS) \
+	    -o $@ $< $(SUPPORT_OBJS) -L$(BUILD) -levpol -Wl,-rpath,$(abspath $(BUILD)) $(CMOCKA_LIBS) $(EVENT_LIBS) $(LDFLAGS)
+
+$(BUILD)/examples/%: examples/%.c $(SHLIB)
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -Ilib/include $(EVENT_CFLAGS) -o $@ $< -L$(BUILD) -levpol \
+	    -Wl,-rpath,$(abspath $(BUILD)) $(EVENT_LIBS) $(LDFLAGS)
+
+tests: $(CONF_BINS) $(EXAMPLE_BINS)
+examples: $(EXAMPLE_BINS)
+
+# The suite runner gives each program a time limit and prints the closing
+# line "N passed, N failed".
+check: all tests
+	@LD_LIBRARY_PATH=$(TEST_LIB_DIR) build-aux/run-tests.sh $(BUILD) $(CONF_BINS) -- $(EXAMPLE_BINS)
+
+conformance: all tests
+	@LD_LIBRARY_PATH=$(TEST_LIB_DIR) build-aux/run-tests.sh $(BUILD) $(CONF_BINS)
+
+install: all
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 0644 lib/include/evpol.h $(DESTDIR)$(INCLUDEDIR)/evpol.h
+	install -m 0755 $(SHLIB) $(DESTDIR)$(LIBDIR)/libevpol.so.$(VERSION)
+	ln -sf libevpol.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libevpol.so
+	install -m 0644 $(STLIB) $(DESTDIR)$(LIBDIR)/libevpol.a
+	install -m 0644 $(PCFILE) $(DESTDIR)$(PKGCONFIGDIR)/evpol.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/evpol.h $(DESTDIR)$(LIBDIR)/libevpol.so.$(VERSION) \
+	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libevpol.so \
+	      $(DESTDIR)$(LIBDIR)/libevpol.a $(DESTDIR)$(PKGCONFIGDIR)/evpol.pc
+
+clean:
+	rm -rf build reports

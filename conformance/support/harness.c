@@ -1,0 +1,234 @@
+/*
+ * harness.c — shared helpers for the conformance programs (see harness.h).
+ */
+#include "harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+const evpol_watcher_kind harness_kind_threaded = EVPOL_WATCHER_THREADED;
+const evpol_watcher_kind harness_kind_multiloop = EVPOL_WATCHER_MULTILOOP;
+const evpol_watcher_kind harness_kind_safe = EVPOL_WATCHER_SAFE;
+const evpol_watcher_kind harness_kind_fast = EVPOL_WATCHER_FAST;
+const evpol_watcher_kind harness_kind_pidfd = EVPOL_WATCHER_PIDFD;
+
+evpol_watcher_kind test_watcher_kind(void **state)
+{
+    assert_non_null(state);
+    assert_non_null(*state);
+    return *(const evpol_watcher_kind *)*state;
+}
+
+const char *test_watcher_slug(evpol_watcher_kind kind)
+{
+    switch (kind) {
+    case EVPOL_WATCHER_THREADED: return "threaded";
+    case EVPOL_WATCHER_MULTILOOP: return "multiloop";
+    case EVPOL_WATCHER_SAFE: return "safe";
+    case EVPOL_WATCHER_FAST: return "fast";
+    case EVPOL_WATCHER_PIDFD: return "pidfd";
+    default: return "other";
+    }
+}
+
+/* ---- log capture ---- */
+
+static pthread_mutex_t capture_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void capture_hook(evpol_log_level level, evpol_log_category cat, const char *msg, void *arg)
+{
+    log_capture *cap = arg;
+    pthread_mutex_lock(&capture_lock);
+    if (cap->count < CAPTURE_MAX_LINES) {
+        cap->lines[cap->count].level = level;
+        cap->lines[cap->count].category = cat;
+        snprintf(cap->lines[cap->count].msg, sizeof cap->lines[0].msg, "%s", msg);
+        cap->count++;
+    }
+    pthread_mutex_unlock(&capture_lock);
+}
+
+void capture_start(log_capture *cap)
+{
+    memset(cap, 0, sizeof *cap);
+    evpol_set_log_hook(capture_hook, cap);
+}
+
+void capture_stop(void)
+{
+    evpol_set_log_hook(NULL, NULL);
+}
+
+int capture_count(log_capture *cap, int level, int category, const char *needle)
+{
+    int n = 0;
+    pthread_mutex_lock(&capture_lock);
+    for (int i = 0; i < cap->count; i++) {
+        if (level >= 0 && (int)cap->lines[i].level != level)
+            continue;
+        if (category >= 0 && (int)cap->lines[i].category != category)
+            continue;
+        if (needle && !strstr(cap->lines[i].msg, needle))
+            continue;
+        n++;
+    }
+    pthread_mutex_unlock(&capture_lock);
+    return n;
+}
+
+/* ---- running loops ---- */
+
+typedef struct until_state {
+    evpol_loop *loop;
+    volatile int *value;
+    int target;
+    int remaining_ticks;
+    int reached;
+} until_state;
+
+/* Polls every 2 ms; stops the loop when the target is reached or the safety
+ * timeout expires. */
+static void until_tick(void *arg)
+{
+    until_state *st = arg;
+    if (__atomic_load_n(st->value, __ATOMIC_SEQ_CST) >= st->target) {
+        st->reached = 1;
+        evpol_loop_stop(st->loop, NULL);
+        return;
+    }
+    if (--st->remaining_ticks <= 0) {
+        evpol_loop_stop(st->loop, NULL);
+        return;
+    }
+    evpol_loop_call_later(st->loop, 2, until_tick, st, NULL);
+}
+
+int run_until_count(evpol_loop *loop, volatile int *counter, int target, int timeout_ms)
+{
+    until_state st = {loop, counter, target, timeout_ms / 2 + 1, 0};
+    evpol_error err = {0};
+    if (evpol_loop_call_soon_threadsafe(loop, until_tick, &st, &err) != 0)
+        fail_msg("run_until: %s", err.message);
+    if (evpol_loop_run(loop, &err) != 0)
+        fail_msg("run_until: %s", err.message);
+    return st.reached || __atomic_load_n(counter, __ATOMIC_SEQ_CST) >= target;
+}
+
+int run_until(evpol_loop *loop, volatile int *flag, int timeout_ms)
+{
+    return run_until_count(loop, flag, 1, timeout_ms);
+}
+
+/* ---- children ---- */
+
+pid_t spawn_waiting_child(int *write_fd, int code, int sig)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        fail_msg("pipe2: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        char c;
+        close(fds[1]);
+        while (read(fds[0], &c, 1) < 0 && errno == EINTR)
+            ;
+        if (sig > 0) {
+            signal(sig, SIG_DFL);
+            raise(sig);
+        }
+        _exit(code);
+    }
+    close(fds[0]);
+    *write_fd = fds[1];
+    return pid;
+}
+
+void release_child(int write_fd)
+{
+    /* Closing the write end wakes the child's read with EOF. */
+    close(write_fd);
+}
+
+pid_t fork_exit(int code)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0)
+        _exit(code);
+    return pid;
+}
+
+/* ---- resources ---- */
+
+static int count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+resource_snapshot resources_now(void)
+{
+    resource_snapshot s;
+    /* opendir's own fd is counted while it reads: subtract it. */
+    s.fds = count_dir("/proc/self/fd") - 1;
+    s.threads = count_dir("/proc/self/task");
+    return s;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+int wait_threads_at_most(int threads, int timeout_ms)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 5) {
+        if (resources_now().threads <= threads)
+            return 1;
+        sleep_ms(5);
+    }
+    return 0;
+}
+
+int count_zombie_children(void)
+{
+    /* waitid with WNOWAIT looks without reaping. */
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0)
+        return 0; /* ECHILD: no children at all */
+    return info.si_pid != 0 ? 1 : 0;
+}
+
+void assert_no_leaks(resource_snapshot before)
+{
+    if (!wait_threads_at_most(before.threads, 10000))
+        fail_msg("thread leak: %d threads, %d before", resources_now().threads, before.threads);
+    resource_snapshot now = resources_now();
+    if (now.fds != before.fds)
+        fail_msg("fd leak: %d fds open, %d before", now.fds, before.fds);
+    if (count_zombie_children() != 0)
+        fail_msg("a zombie child is left");
+}

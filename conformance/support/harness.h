@@ -1,0 +1,107 @@
+/*
+ * harness.h — what every conformance test program shares.
+ *
+ * Clause tags: each test is registered with CLAUSE_TEST(fn, "POL-1 POL-2"),
+ * which becomes a cmocka test named "fn [POL-1 POL-2]". The clause matrix
+ * tool reads those names (from the source and from cmocka's XML results);
+ * never keep a separate list.
+ *
+ * Watcher-parametrised tests: a test that applies to several watchers is
+ * registered with WATCHER_TEST(fn, kind, "CW-1"); its name carries
+ * "@threaded" etc. so that the matrix has one row per clause x watcher, and
+ * the kind reaches the test through *state (see test_watcher_kind()).
+ */
+#ifndef EVPOL_HARNESS_H
+#define EVPOL_HARNESS_H
+
+#include <evpol.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#define CLAUSE_TEST(fn, clauses) \
+    { #fn " [" clauses "]", fn, NULL, NULL, NULL }
+#define CLAUSE_TEST_SETUP(fn, setup, teardown, clauses) \
+    { #fn " [" clauses "]", fn, setup, teardown, NULL }
+
+/* The kinds are stored in static storage so that &kind is a valid prestate. */
+extern const evpol_watcher_kind harness_kind_threaded, harness_kind_multiloop,
+    harness_kind_safe, harness_kind_fast, harness_kind_pidfd;
+#define HARNESS_KIND_PTR(k) ((void *)&harness_kind_##k)
+#define WATCHER_TEST(fn, k, clauses) \
+    { #fn "@" #k " [" clauses "]", fn, NULL, NULL, HARNESS_KIND_PTR(k) }
+
+/* The watcher kind of a WATCHER_TEST. */
+evpol_watcher_kind test_watcher_kind(void **state);
+const char *test_watcher_slug(evpol_watcher_kind kind); /* "threaded", ... */
+
+/* Assert an evpol call succeeded; on failure print the error message. */
+#define assert_ok(expr)                                                             \
+    do {                                                                            \
+        evpol_error harness_err_ = {0};                                             \
+        (void)harness_err_;                                                         \
+        int harness_rc_ = (expr);                                                   \
+        if (harness_rc_ < 0)                                                        \
+            fail_msg("%s failed: %d (%s)", #expr, harness_rc_, evpol_strerror(harness_rc_)); \
+    } while (0)
+
+/* ---- log capture ---- */
+
+#define CAPTURE_MAX_LINES 256
+typedef struct log_capture {
+    int count;
+    struct {
+        evpol_log_level level;
+        evpol_log_category category;
+        char msg[512];
+    } lines[CAPTURE_MAX_LINES];
+} log_capture;
+
+/* Install a hook recording every line (thread-safe); capture_stop restores
+ * the default hook. */
+void capture_start(log_capture *cap);
+void capture_stop(void);
+/* Number of captured lines whose message contains `needle` (and, when
+ * level >= 0 / category >= 0, has that level / category). */
+int capture_count(log_capture *cap, int level, int category, const char *needle);
+
+/* ---- running a loop in tests ---- */
+
+/* Run `loop` in the calling thread until *flag becomes nonzero or
+ * `timeout_ms` passes (a safety net against hangs, never a timing
+ * assertion). Returns 1 when the flag was set, 0 on timeout. */
+int run_until(evpol_loop *loop, volatile int *flag, int timeout_ms);
+/* Same with a counter: until *counter >= target. */
+int run_until_count(evpol_loop *loop, volatile int *counter, int target, int timeout_ms);
+
+/* ---- children ---- */
+
+/* fork a child that waits for a byte on a pipe (write_fd, returned to the
+ * caller) then exits with `code` (or raises `sig` when sig > 0). */
+pid_t spawn_waiting_child(int *write_fd, int code, int sig);
+/* Release such a child. */
+void release_child(int write_fd);
+/* fork a child that exits with `code` at once. */
+pid_t fork_exit(int code);
+
+/* ---- resource accounting (leak checks) ---- */
+
+typedef struct resource_snapshot {
+    int fds;     /* entries in /proc/self/fd */
+    int threads; /* entries in /proc/self/task */
+} resource_snapshot;
+
+resource_snapshot resources_now(void);
+/* Assert fds and threads are back to `before` (waits a little for exiting
+ * threads to disappear from /proc), and that no zombie child remains. */
+void assert_no_leaks(resource_snapshot before);
+/* Number of zombie children of this process. */
+int count_zombie_children(void);
+
+/* Wait (bounded) until no thread beyond `threads` remains. */
+int wait_threads_at_most(int threads, int timeout_ms);
+
+#endif

@@ -1,0 +1,139 @@
+/*
+ * childtab.c — pid -> registered child, a chained hash table.
+ *
+ * Watchers keep one per watcher under their own lock. Lookups are O(1) on
+ * average; the table doubles when it holds more entries than buckets.
+ */
+#include "evpol-internal.h"
+
+#include <stdlib.h>
+
+#define CHILDTAB_MIN_BUCKETS 64
+
+static size_t bucket_of(pid_t pid, size_t nbuckets)
+{
+    /* Fibonacci hashing spreads sequential pids over the buckets. */
+    uint64_t h = (uint64_t)(uint32_t)pid * UINT64_C(11400714819323198485);
+    return (size_t)(h >> 32) & (nbuckets - 1);
+}
+
+int evpol__childtab_init(evpol__childtab *t)
+{
+    t->buckets = calloc(CHILDTAB_MIN_BUCKETS, sizeof *t->buckets);
+    if (!t->buckets)
+        return EVPOL_ENOMEM;
+    t->nbuckets = CHILDTAB_MIN_BUCKETS;
+    t->count = 0;
+    return 0;
+}
+
+void evpol__childtab_fini(evpol__childtab *t, void (*fn)(evpol__child *c))
+{
+    if (!t->buckets)
+        return;
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        evpol__child *c = t->buckets[i];
+        while (c) {
+            evpol__child *next = c->next;
+            c->next = NULL;
+            if (fn)
+                fn(c);
+            c = next;
+        }
+    }
+    free(t->buckets);
+    t->buckets = NULL;
+    t->nbuckets = 0;
+    t->count = 0;
+}
+
+evpol__child *evpol__childtab_find(const evpol__childtab *t, pid_t pid)
+{
+    if (!t->buckets)
+        return NULL;
+    for (evpol__child *c = t->buckets[bucket_of(pid, t->nbuckets)]; c; c = c->next)
+        if (c->pid == pid)
+            return c;
+    return NULL;
+}
+
+static void grow(evpol__childtab *t)
+{
+    size_t n = t->nbuckets * 2;
+    evpol__child **b = calloc(n, sizeof *b);
+    if (!b)
+        return; /* a fuller table is slower, not wrong */
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        evpol__child *c = t->buckets[i];
+        while (c) {
+            evpol__child *next = c->next;
+            size_t j = bucket_of(c->pid, n);
+            c->next = b[j];
+            b[j] = c;
+            c = next;
+        }
+    }
+    free(t->buckets);
+    t->buckets = b;
+    t->nbuckets = n;
+}
+
+int evpol__childtab_insert(evpol__childtab *t, evpol__child *c)
+{
+    if (!t->buckets)
+        return EVPOL_ENOMEM;
+    if (t->count >= t->nbuckets)
+        grow(t);
+    size_t i = bucket_of(c->pid, t->nbuckets);
+    c->next = t->buckets[i];
+    t->buckets[i] = c;
+    t->count++;
+    return 0;
+}
+
+evpol__child *evpol__childtab_remove(evpol__childtab *t, pid_t pid)
+{
+    if (!t->buckets)
+        return NULL;
+    evpol__child **link = &t->buckets[bucket_of(pid, t->nbuckets)];
+    for (; *link; link = &(*link)->next) {
+        evpol__child *c = *link;
+        if (c->pid == pid) {
+            *link = c->next;
+            c->next = NULL;
+            t->count--;
+            return c;
+        }
+    }
+    return NULL;
+}
+
+size_t evpol__childtab_pids(const evpol__childtab *t, pid_t *out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < t->nbuckets && n < cap; i++)
+        for (evpol__child *c = t->buckets[i]; c && n < cap; c = c->next)
+            out[n++] = c->pid;
+    return n;
+}
+
+evpol__child *evpol__child_new(pid_t pid, evpol_child_fn cb, void *arg, evpol_loop *loop)
+{
+    evpol__child *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->pid = pid;
+    c->cb = cb;
+    c->arg = arg;
+    c->loop = loop ? evpol_loop_ref(loop) : NULL;
+    c->fd = -1;
+    return c;
+}
+
+void evpol__child_free(evpol__child *c)
+{
+    if (!c)
+        return;
+    evpol_loop_unref(c->loop);
+    free(c);
+}

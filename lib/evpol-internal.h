@@ -1,0 +1,214 @@
+/*
+ * evpol-internal.h — what the library's source files share. Never installed.
+ *
+ * Layout of lib/:
+ *   error.c      error codes, messages, the log hook, thread helpers
+ *   sys.c        the syscall seam (evpol__sys) and its real table
+ *   loop.c       evpol_loop on a libevent event_base
+ *   policy.c     policies, the process-wide policy, per-thread loops
+ *   watcher.c    the watcher interface: validation, dispatch, ref counting,
+ *                the callback gate, delivery to loops, custom watchers
+ *   childtab.c   pid -> registration table used by the watchers
+ *   watcher_threaded.c, watcher_multiloop.c, watcher_safe.c,
+ *   watcher_fast.c, watcher_pidfd.c   one file per watcher
+ *   spawn.c      evpol_loop_spawn
+ */
+#ifndef EVPOL_INTERNAL_H
+#define EVPOL_INTERNAL_H
+
+#include "evpol.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define EVPOL_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define EVPOL_HIDDEN __attribute__((visibility("hidden")))
+
+/* Type tags at the start of each public object, checked by evpol_is_*. */
+enum {
+    EVPOL_MAGIC_LOOP = 0x4c4f4f50,    /* "LOOP" */
+    EVPOL_MAGIC_POLICY = 0x504f4c49,  /* "POLI" */
+    EVPOL_MAGIC_WATCHER = 0x57415443, /* "WATC" */
+    EVPOL_MAGIC_DEAD = 0x44454144,    /* "DEAD": freed */
+};
+
+/* ---- errors (error.c) ---- */
+
+/* Fill *err (when non-NULL) and return `code`. */
+EVPOL_HIDDEN int evpol__fail(evpol_error *err, int code, const char *fmt, ...) EVPOL_PRINTF(3, 4);
+/* EVPOL_ESYSTEM with sys_errno = errnum; the message ends with strerror. */
+EVPOL_HIDDEN int evpol__fail_sys(evpol_error *err, int errnum, const char *fmt, ...)
+    EVPOL_PRINTF(3, 4);
+
+/* ---- logging (error.c) ---- */
+
+EVPOL_HIDDEN void evpol__log(evpol_log_level level, evpol_log_category cat, const char *fmt, ...)
+    EVPOL_PRINTF(3, 4);
+/* A debug line about `loop`: emitted only when the loop's debug flag is set
+ * (LOOP-7). */
+EVPOL_HIDDEN void evpol__log_debug(evpol_loop *loop, const char *fmt, ...) EVPOL_PRINTF(2, 3);
+/* One deprecation warning line (ERR-3). */
+EVPOL_HIDDEN void evpol__deprecated(const char *what);
+
+/* ---- threads (error.c) ---- */
+
+/* The main thread is the one whose tid equals the pid: right also in a
+ * forked child, where the forking thread becomes the main thread. */
+EVPOL_HIDDEN bool evpol__is_main_thread(void);
+/* The calling thread's name (pthread_getname_np), never empty. */
+EVPOL_HIDDEN void evpol__thread_name(char *buf, size_t size);
+
+/* ---- syscall seam (sys.c) ---- */
+
+/* The table in force. Read without a lock: evpol_sys_set is documented as
+ * not thread-safe and only swapped while no watcher is open. */
+extern EVPOL_HIDDEN evpol_sys evpol__sys;
+
+/* waitpid status -> asyncio returncode (CW-10): exit code, -signal, or 255
+ * for a status that is neither. */
+EVPOL_HIDDEN int evpol__returncode(int status);
+
+/* ---- loops (loop.c) ---- */
+
+/* A unit of work posted to a loop from any thread. The node is owned by the
+ * poster's record and lives until exactly one of fn or drop has been
+ * called: fn on the loop's thread, or drop (on the thread closing the loop)
+ * when the loop closes before fn ran. Posting never allocates, so an exit
+ * already reaped can always be handed to its loop. */
+typedef void (*evpol__drop_fn)(void *arg);
+typedef struct evpol__post {
+    struct evpol__post *next;
+    evpol_callback_fn fn;
+    evpol__drop_fn drop;
+    void *arg;
+} evpol__post;
+
+/* Queue `node` and wake the loop. Returns ERUNTIME, calling neither fn nor
+ * drop, when the loop is already closed. Any thread. */
+EVPOL_HIDDEN int evpol__loop_post(evpol_loop *loop, evpol__post *node, evpol_error *err);
+/* The loop running in this thread or NULL. */
+EVPOL_HIDDEN evpol_loop *evpol__running_loop(void);
+/* Forget the running loop of this thread (fork child, POL-21). */
+EVPOL_HIDDEN void evpol__reset_running_loop(void);
+/* True when the calling thread is the one running `loop`. */
+EVPOL_HIDDEN bool evpol__loop_in_own_thread(evpol_loop *loop);
+
+/* ---- watchers (watcher.c) ---- */
+
+struct evpol__child;
+
+/*
+ * Every watcher starts with this base. The generic layer in watcher.c
+ * validates arguments, rejects calls on closed watchers, and calls the ops
+ * with the watcher's own lock NOT held.
+ */
+struct evpol_watcher_ops {
+    const char *name;
+    evpol_watcher_kind kind;
+    /* add: `loop` is the loop to deliver on (referenced by the caller for
+     * the duration of the call; take evpol_loop_ref to keep it). It is
+     * non-NULL for watchers with needs_loop. */
+    int (*add)(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+               evpol_error *err);
+    /* 1 removed, 0 nothing to remove. */
+    int (*remove)(evpol_watcher *w, pid_t pid, evpol_error *err);
+    int (*attach)(evpol_watcher *w, evpol_loop *loop, evpol_error *err);
+    int (*is_active)(evpol_watcher *w);
+    /* Called exactly once, by the first evpol_watcher_close or by the last
+     * unref. Release threads, fds, handlers; after it returns and the gate
+     * is drained, no callback runs. */
+    int (*close)(evpol_watcher *w, evpol_error *err);
+    int (*enter)(evpol_watcher *w, evpol_error *err);
+    int (*exit)(evpol_watcher *w, evpol_error *err);
+    /* Free the watcher's memory (the struct that embeds the base). */
+    void (*destroy)(evpol_watcher *w);
+    /* add needs a delivery loop (Threaded, MultiLoop, Pidfd). */
+    bool needs_loop;
+};
+
+struct evpol_watcher {
+    uint32_t magic;
+    atomic_int refs;
+    atomic_bool closed;
+    const struct evpol_watcher_ops *ops;
+    /* Readers: callbacks running. Writer: close, waiting for them. */
+    pthread_rwlock_t gate;
+};
+
+/* Initialise the base of a freshly allocated watcher (one reference). */
+EVPOL_HIDDEN int evpol__watcher_init(evpol_watcher *w, const struct evpol_watcher_ops *ops,
+                                     evpol_error *err);
+/* Tear down the base; called by each ops->destroy before freeing. */
+EVPOL_HIDDEN void evpol__watcher_fini(evpol_watcher *w);
+EVPOL_HIDDEN bool evpol__watcher_closed(evpol_watcher *w);
+
+/* Run cb on the calling thread through the gate: never after close has
+ * returned. Use it for every user callback. */
+EVPOL_HIDDEN void evpol__watcher_invoke(evpol_watcher *w, evpol_child_fn cb, pid_t pid, int rc,
+                                        void *arg);
+
+/* Deliver c->cb(c->pid, rc, c->arg) on c->loop's thread through the gate
+ * (THR-5, MUL-3, PFD), taking ownership of `c` (already unlinked from any
+ * table; for Pidfd its fd already closed). Holds a watcher reference until
+ * done. If the loop is closed (now or before the call runs) the callback is
+ * not called and "Loop %p that handles pid %d is closed" is logged (CW-12).
+ * A record with a NULL cb is simply freed. Any thread; never allocates. */
+EVPOL_HIDDEN void evpol__deliver(evpol_watcher *w, struct evpol__child *c, int rc);
+
+/* The CW-11 warning for a child reaped elsewhere. */
+EVPOL_HIDDEN void evpol__warn_unknown_child(pid_t pid);
+
+/* Constructors of the built-in watchers (one file each). */
+EVPOL_HIDDEN int evpol__threaded_new(evpol_watcher **out, evpol_error *err);
+EVPOL_HIDDEN int evpol__multiloop_new(evpol_watcher **out, evpol_error *err);
+EVPOL_HIDDEN int evpol__safe_new(evpol_watcher **out, evpol_error *err);
+EVPOL_HIDDEN int evpol__fast_new(evpol_watcher **out, evpol_error *err);
+EVPOL_HIDDEN int evpol__pidfd_new(evpol_watcher **out, evpol_error *err);
+/* Does pidfd_open work in this process (through the seam)? */
+EVPOL_HIDDEN bool evpol__pidfd_usable(void);
+
+/* ---- pid table (childtab.c) ---- */
+
+/* One registered child. `loop` holds a reference when non-NULL. A NULL cb
+ * marks a child whose handler was removed but that is still to be reaped,
+ * so that no zombie is left (CW-4). */
+typedef struct evpol__child {
+    pid_t pid;
+    evpol_child_fn cb;
+    void *arg;
+    evpol_loop *loop;
+    int fd;     /* per-watcher use (Pidfd: the pidfd), else -1 */
+    void *data; /* per-watcher use */
+    struct evpol__child *next;
+    /* Used by evpol__deliver. */
+    int rc;
+    evpol_watcher *watcher;
+    evpol__post post;
+} evpol__child;
+
+/* A hash table pid -> child. Not locked: its owner locks. */
+typedef struct evpol__childtab {
+    evpol__child **buckets;
+    size_t nbuckets;
+    size_t count;
+} evpol__childtab;
+
+EVPOL_HIDDEN int evpol__childtab_init(evpol__childtab *t);
+/* Calls fn on every entry (which fn then owns), then frees the buckets. */
+EVPOL_HIDDEN void evpol__childtab_fini(evpol__childtab *t, void (*fn)(evpol__child *c));
+EVPOL_HIDDEN evpol__child *evpol__childtab_find(const evpol__childtab *t, pid_t pid);
+/* Insert `c` (whose pid is not in the table). 0 or EVPOL_ENOMEM (then the
+ * table is unchanged and still valid). */
+EVPOL_HIDDEN int evpol__childtab_insert(evpol__childtab *t, evpol__child *c);
+/* Unlink and return the entry for pid, or NULL. */
+EVPOL_HIDDEN evpol__child *evpol__childtab_remove(evpol__childtab *t, pid_t pid);
+/* Copy up to `cap` pids into `out`; returns the number copied. */
+EVPOL_HIDDEN size_t evpol__childtab_pids(const evpol__childtab *t, pid_t *out, size_t cap);
+/* Allocate a child record (fd = -1); takes a loop reference when loop set. */
+EVPOL_HIDDEN evpol__child *evpol__child_new(pid_t pid, evpol_child_fn cb, void *arg,
+                                            evpol_loop *loop);
+/* Drop the loop reference and free. NULL is ignored. */
+EVPOL_HIDDEN void evpol__child_free(evpol__child *c);
+
+#endif /* EVPOL_INTERNAL_H */

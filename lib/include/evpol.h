@@ -1,0 +1,541 @@
+/*
+ * evpol.h — asyncio's event-loop policies and child watchers for libevent.
+ *
+ * This header is the manual. Every public type is opaque; every function
+ * says who owns each pointer, from which threads it may be called and which
+ * errors it returns.
+ *
+ * Conventions used throughout
+ * ---------------------------
+ * - Fallible functions return 0 (EVPOL_OK) on success or a negative
+ *   evpol_errcode. Functions that answer a yes/no question return 1 or 0,
+ *   or a negative code when the question itself is invalid.
+ * - Every fallible function takes a last argument `evpol_error *err`. It may
+ *   be NULL; otherwise it receives the code, a readable message and, for
+ *   EVPOL_ESYSTEM, the errno of the failed system call. On success *err is
+ *   left untouched.
+ * - No input makes the library abort, assert or crash (clause ERR-1): NULL
+ *   pointers, objects of the wrong type, closed objects, negative or unknown
+ *   pids and calls from the wrong thread are all reported as errors.
+ * - Loops, policies and watchers are reference counted. A `_new` function
+ *   hands the caller one reference; `_unref` drops it. Getters return
+ *   borrowed pointers unless they say otherwise: take a reference with
+ *   `_ref` to keep one beyond the lifetime stated at the getter.
+ * - Warnings and debug lines go to the log hook (evpol_set_log_hook), never
+ *   straight to a stream, so that programs and tests can filter them.
+ *
+ * Python asyncio names map to C as `asyncio.get_event_loop_policy()` ->
+ * evpol_get_event_loop_policy(), a policy method `get_event_loop` ->
+ * evpol_policy_get_event_loop(policy, ...), a watcher method
+ * `add_child_handler` -> evpol_watcher_add_child_handler(watcher, ...).
+ * Clause IDs (POL-1, CW-4, ...) refer to the specification, CLAUSES.md.
+ */
+#ifndef EVPOL_H
+#define EVPOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EVPOL_VERSION_MAJOR 0
+#define EVPOL_VERSION_MINOR 1
+#define EVPOL_VERSION_PATCH 0
+
+#if defined(__GNUC__)
+#define EVPOL_API __attribute__((visibility("default")))
+#else
+#define EVPOL_API
+#endif
+
+struct event_base; /* libevent */
+
+/* ------------------------------------------------------------------------ */
+/* Errors (ERR-1)                                                           */
+/* ------------------------------------------------------------------------ */
+
+typedef enum evpol_errcode {
+    EVPOL_OK = 0,
+    /* The call is not valid in the current state: no current loop, a closed
+     * loop or watcher, the wrong thread, an inactive watcher (Python's
+     * RuntimeError). */
+    EVPOL_ERUNTIME = -1,
+    /* An object of the wrong type, or a method table missing a required
+     * method (Python's TypeError). */
+    EVPOL_ETYPE = -2,
+    /* An argument out of range: a NULL pointer where one is required, a
+     * negative pid, an unknown signal number (Python's ValueError). */
+    EVPOL_EINVAL = -3,
+    /* Memory could not be allocated. */
+    EVPOL_ENOMEM = -4,
+    /* A system call failed; evpol_error.sys_errno holds its errno. */
+    EVPOL_ESYSTEM = -5,
+    /* The operation is not available here (e.g. pidfd_open missing or
+     * refused by a seccomp filter, an abstract policy without watchers). */
+    EVPOL_ENOTSUP = -6,
+} evpol_errcode;
+
+#define EVPOL_ERROR_MESSAGE_MAX 256
+
+typedef struct evpol_error {
+    int code;          /* an evpol_errcode */
+    int sys_errno;     /* errno of the failed system call, or 0 */
+    char message[EVPOL_ERROR_MESSAGE_MAX];
+} evpol_error;
+
+/* A static, human-readable name for an error code ("runtime error", ...).
+ * Never NULL, also for unknown codes. Thread-safe. */
+EVPOL_API const char *evpol_strerror(int code);
+
+/* ------------------------------------------------------------------------ */
+/* Logging (ERR-2, ERR-3, LOOP-7)                                           */
+/* ------------------------------------------------------------------------ */
+
+typedef enum evpol_log_level {
+    EVPOL_LOG_DEBUG = 0,
+    EVPOL_LOG_INFO = 1,
+    EVPOL_LOG_WARNING = 2,
+    EVPOL_LOG_ERROR = 3,
+} evpol_log_level;
+
+typedef enum evpol_log_category {
+    EVPOL_LOG_CAT_RUNTIME = 0,     /* behaviour worth knowing (unknown pid, ...) */
+    EVPOL_LOG_CAT_DEPRECATION = 1, /* a deprecated call (ERR-3) */
+    EVPOL_LOG_CAT_RESOURCE = 2,    /* something released late or leaked */
+    EVPOL_LOG_CAT_DEBUG = 3,       /* loop debug lines (LOOP-7) */
+} evpol_log_category;
+
+/* The log hook. Called on whichever thread produced the line (a watcher's
+ * waiting thread, a loop's thread, the caller's thread); never from a signal
+ * handler. `msg` is valid only during the call. The hook must not call
+ * evpol_set_log_hook. */
+typedef void (*evpol_log_fn)(evpol_log_level level, evpol_log_category category,
+                             const char *msg, void *arg);
+
+/* Replace the process-wide log hook; NULL restores the default, which writes
+ * "evpol: LEVEL: CATEGORY: message" to stderr. Once this returns, the old
+ * hook is not running and will not be called again. Thread-safe. */
+EVPOL_API void evpol_set_log_hook(evpol_log_fn fn, void *arg);
+
+/* Lines below this level are not passed to the hook (default: DEBUG, i.e.
+ * everything; loop debug lines additionally need the loop's debug flag). */
+EVPOL_API void evpol_set_log_level(evpol_log_level min_level);
+
+/* ------------------------------------------------------------------------ */
+/* Loops (LOOP-1 ... LOOP-7)                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct evpol_loop evpol_loop;
+
+/* Backends for new loops (POL-19, POL-20). DEFAULT is libevent's preferred
+ * backend on this machine (epoll on Linux). */
+typedef enum evpol_backend {
+    EVPOL_BACKEND_DEFAULT = 0,
+    EVPOL_BACKEND_EPOLL = 1,
+    EVPOL_BACKEND_POLL = 2,
+    EVPOL_BACKEND_SELECT = 3,
+} evpol_backend;
+
+typedef void (*evpol_callback_fn)(void *arg);
+
+/* Create a loop with its own event_base on `backend`. The caller owns one
+ * reference. Errors: EINVAL (out NULL, unknown backend), ENOTSUP (backend not
+ * available), ENOMEM. Thread-safe. */
+EVPOL_API int evpol_loop_new(evpol_backend backend, evpol_loop **out, evpol_error *err);
+
+/* Wrap an existing event_base (LOOP-1). The loop does not take ownership of
+ * `base`: closing the loop releases evpol's events on it, never the base.
+ * The base must have been created after evthread_use_pthreads() (evpol calls
+ * it at load time, so any base made after linking evpol qualifies).
+ * Errors: EINVAL, ENOMEM. */
+EVPOL_API int evpol_loop_new_from_base(struct event_base *base, evpol_loop **out,
+                                       evpol_error *err);
+
+/* Reference counting. unref of the last reference closes the loop if needed
+ * and frees it. A running loop holds a reference of its own, so the last
+ * unref can never free a running loop. Thread-safe. NULL is ignored. */
+EVPOL_API evpol_loop *evpol_loop_ref(evpol_loop *loop);
+EVPOL_API void evpol_loop_unref(evpol_loop *loop);
+
+/* True when `p` points at a live evpol loop (type check, POL-12). */
+EVPOL_API bool evpol_is_loop(const void *p);
+
+/* The underlying event_base (borrowed, valid until the loop is closed), or
+ * NULL when the loop is closed or not a loop. */
+EVPOL_API struct event_base *evpol_loop_base(evpol_loop *loop);
+
+/* Run the loop in the calling thread until evpol_loop_stop (LOOP-2). While it
+ * runs, it is this thread's running loop (LOOP-6). A stop requested before
+ * run makes run return after one pass over what is ready.
+ * Errors: ERUNTIME (closed, already running, or another loop is already
+ * running in this thread), EINVAL. */
+EVPOL_API int evpol_loop_run(evpol_loop *loop, evpol_error *err);
+
+/* Ask a running loop to return from evpol_loop_run. Any thread.
+ * Errors: ERUNTIME (closed), EINVAL. */
+EVPOL_API int evpol_loop_stop(evpol_loop *loop, evpol_error *err);
+
+/* 1 or 0; EINVAL when `loop` is not a loop. Any thread. */
+EVPOL_API int evpol_loop_is_running(evpol_loop *loop);
+EVPOL_API int evpol_loop_is_closed(evpol_loop *loop);
+
+/* Close the loop: releases its events, pending calls (each dropped call's
+ * owner is told, see evpol_loop_call_soon_threadsafe) and, when evpol created
+ * it, the event_base. Closing a closed loop does nothing and returns 0.
+ * Errors: ERUNTIME (the loop is running), EINVAL. Any thread. */
+EVPOL_API int evpol_loop_close(evpol_loop *loop, evpol_error *err);
+
+/* Schedule fn(arg) on the loop's thread at its next iteration and wake the
+ * loop (LOOP-3). Safe from any thread. Calls run in the order scheduled.
+ * If the loop is closed before fn runs, fn is not called. Errors: ERUNTIME
+ * (closed), EINVAL (fn NULL), ENOMEM. */
+EVPOL_API int evpol_loop_call_soon_threadsafe(evpol_loop *loop, evpol_callback_fn fn,
+                                              void *arg, evpol_error *err);
+
+/* Schedule fn(arg) on the loop's thread after `msec` milliseconds. Any thread.
+ * The timer belongs to the loop; it is released when it fires or the loop
+ * closes. Errors: ERUNTIME (closed), EINVAL, ENOMEM. */
+EVPOL_API int evpol_loop_call_later(evpol_loop *loop, unsigned msec, evpol_callback_fn fn,
+                                    void *arg, evpol_error *err);
+
+/* Call fn(signum, arg) on the loop's thread when `signum` arrives (LOOP-4),
+ * through libevent's signal events. A second handler for the same signal
+ * replaces the first. Main thread only.
+ * Errors: ERUNTIME (not the main thread, closed), EINVAL (bad signum or fn),
+ * ENOMEM. */
+typedef void (*evpol_signal_fn)(int signum, void *arg);
+EVPOL_API int evpol_loop_add_signal_handler(evpol_loop *loop, int signum, evpol_signal_fn fn,
+                                            void *arg, evpol_error *err);
+/* Returns 1 if a handler was removed, 0 if none was set. Main thread only.
+ * Errors as above. */
+EVPOL_API int evpol_loop_remove_signal_handler(evpol_loop *loop, int signum, evpol_error *err);
+
+/* Call fn(fd, arg) on the loop's thread whenever `fd` is readable (LOOP-5).
+ * A second reader on the same fd replaces the first. The loop does not own
+ * `fd`. Any thread. Errors: ERUNTIME (closed), EINVAL, ENOMEM. */
+typedef void (*evpol_fd_fn)(int fd, void *arg);
+EVPOL_API int evpol_loop_add_reader(evpol_loop *loop, int fd, evpol_fd_fn fn, void *arg,
+                                    evpol_error *err);
+/* Returns 1 if a reader was removed, 0 if none was registered. */
+EVPOL_API int evpol_loop_remove_reader(evpol_loop *loop, int fd, evpol_error *err);
+
+/* Debug flag (LOOP-7): debug-level lines about this loop reach the log hook
+ * only while it is set. Any thread. */
+EVPOL_API int evpol_loop_set_debug(evpol_loop *loop, bool enabled, evpol_error *err);
+EVPOL_API int evpol_loop_get_debug(evpol_loop *loop);
+
+/* The loop running in the calling thread (LOOP-6), borrowed: valid while it
+ * runs. Errors: ERUNTIME "no running event loop". */
+EVPOL_API int evpol_get_running_loop(evpol_loop **out, evpol_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Child watchers (CW-1 ... CW-12, THR, MUL, SAF, FST, PFD)                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct evpol_watcher evpol_watcher;
+
+/* Called once when the child exits: returncode is the exit code, or -N when
+ * signal N killed it (CW-10), or 255 when the exit status was lost (CW-11).
+ * Each watcher documents the thread it runs on (CW-3); see below. */
+typedef void (*evpol_child_fn)(pid_t pid, int returncode, void *arg);
+
+typedef enum evpol_watcher_kind {
+    EVPOL_WATCHER_THREADED = 1,
+    EVPOL_WATCHER_MULTILOOP = 2,
+    EVPOL_WATCHER_SAFE = 3,
+    EVPOL_WATCHER_FAST = 4,
+    EVPOL_WATCHER_PIDFD = 5,
+    /* Pidfd when pidfd_open works in this process, else Threaded (PFD-4). */
+    EVPOL_WATCHER_AUTO = 6,
+    EVPOL_WATCHER_CUSTOM = 7,
+} evpol_watcher_kind;
+
+/*
+ * The built-in watchers. Each `new` hands the caller one reference.
+ *
+ * Threaded (THR): one small-stack thread per child blocks in waitpid(pid).
+ *   Works with loops in any thread; O(1) per exit; one thread per pending
+ *   child. Callback: on the loop the registering thread was running (or the
+ *   spawn's loop), through call_soon_threadsafe. Always active.
+ * MultiLoop (MUL): a process-wide SIGCHLD handler (sigaction, SA_RESTART)
+ *   installed by the first attach_loop, whose handler only writes to a pipe;
+ *   one internal reaper thread then polls each registered pid with
+ *   waitpid(pid, WNOHANG): O(n) per SIGCHLD. Callback: on the registering
+ *   thread's loop. Active while its handler is installed.
+ * Safe (SAF): SIGCHLD through the attached (main-thread) loop's signal
+ *   events; polls each registered pid: O(n). Callback: on the attached loop's
+ *   thread. Active only while that loop is running.
+ * Fast (FST): as Safe, but reaps with waitpid(-1) until nothing is left: O(1)
+ *   per exit, and it reaps other code's children too. Registration needs an
+ *   open spawn context.
+ * Pidfd (PFD): pidfd_open per child and a reader on the registering loop; no
+ *   signals, no threads: O(1). Callback: on the registering thread's loop.
+ *   Always active. Fails with ENOTSUP where pidfd_open does not work.
+ */
+EVPOL_API int evpol_watcher_new(evpol_watcher_kind kind, evpol_watcher **out, evpol_error *err);
+
+EVPOL_API evpol_watcher *evpol_watcher_ref(evpol_watcher *w);
+/* Drops a reference; the last one closes the watcher if needed and frees it. */
+EVPOL_API void evpol_watcher_unref(evpol_watcher *w);
+
+/* True when `p` points at a live evpol watcher (type check, POL-15). */
+EVPOL_API bool evpol_is_watcher(const void *p);
+
+/* The kind, or a negative code when `w` is not a watcher. For AUTO the kind
+ * actually chosen (PIDFD or THREADED) is returned. */
+EVPOL_API int evpol_watcher_kind_of(evpol_watcher *w);
+/* "ThreadedChildWatcher", ... or "custom"; never NULL. */
+EVPOL_API const char *evpol_watcher_name(evpol_watcher *w);
+
+/* Register cb(pid, returncode, arg) for when `pid` exits (CW-1); a second
+ * registration for the same pid replaces the first (CW-2). Callbacks are
+ * delivered on the loop running in the calling thread for Threaded,
+ * MultiLoop and Pidfd (ERUNTIME when none is running), and on the attached
+ * loop for Safe and Fast. `arg` is borrowed until the callback has run or
+ * the handler was removed or the watcher closed.
+ * Thread-safe. Errors: EINVAL (pid <= 0, cb NULL), ERUNTIME (closed, no
+ * running loop, Fast outside a spawn context), ESYSTEM, ENOMEM. */
+EVPOL_API int evpol_watcher_add_child_handler(evpol_watcher *w, pid_t pid, evpol_child_fn cb,
+                                              void *arg, evpol_error *err);
+
+/* Same, delivering to `loop` instead of the calling thread's running loop
+ * (for Safe and Fast `loop` is ignored: their callbacks run on the attached
+ * loop). This is what evpol_loop_spawn uses. */
+EVPOL_API int evpol_watcher_add_child_handler_on(evpol_watcher *w, evpol_loop *loop, pid_t pid,
+                                                 evpol_child_fn cb, void *arg, evpol_error *err);
+
+/* 1 if a handler was removed (it will never be called), 0 if there was none
+ * (CW-4, for every watcher). The child is still reaped by the watcher.
+ * Thread-safe. Errors: EINVAL. */
+EVPOL_API int evpol_watcher_remove_child_handler(evpol_watcher *w, pid_t pid, evpol_error *err);
+
+/* Detach from the current loop, then attach to `loop` (may be NULL) (CW-5).
+ * Errors: ERUNTIME (closed), ETYPE (`loop` not a loop), ESYSTEM. */
+EVPOL_API int evpol_watcher_attach_loop(evpol_watcher *w, evpol_loop *loop, evpol_error *err);
+
+/* 1 when ready to use (CW-6), 0 otherwise (closed watchers are inactive);
+ * EINVAL when `w` is not a watcher. */
+EVPOL_API int evpol_watcher_is_active(evpol_watcher *w);
+
+/* Release every thread, fd, signal handler and pending registration (CW-8);
+ * pending callbacks are never called afterwards. A second close returns 0.
+ * Must not be called from inside one of the watcher's own callbacks.
+ * Errors: EINVAL. */
+EVPOL_API int evpol_watcher_close(evpol_watcher *w, evpol_error *err);
+
+/* The spawn context (CW-9): enter before creating a process, exit after its
+ * handler is registered. Contexts nest and count. Errors: ERUNTIME (closed,
+ * exit without enter). */
+EVPOL_API int evpol_watcher_enter(evpol_watcher *w, evpol_error *err);
+EVPOL_API int evpol_watcher_exit(evpol_watcher *w, evpol_error *err);
+
+/*
+ * Custom watchers: fill in a method table; every method is required.
+ * `self` is what evpol_watcher_user_data returns. evpol validates the
+ * arguments (pid > 0, cb non-NULL, the watcher open) before calling a
+ * method, and calls `destroy` once, when the last reference is dropped
+ * (after `close`).
+ */
+typedef struct evpol_watcher_methods {
+    size_t size; /* sizeof(evpol_watcher_methods) */
+    int (*add_child_handler)(void *self, evpol_loop *loop, pid_t pid, evpol_child_fn cb,
+                             void *arg, evpol_error *err);
+    int (*remove_child_handler)(void *self, pid_t pid, evpol_error *err);
+    int (*attach_loop)(void *self, evpol_loop *loop, evpol_error *err);
+    int (*is_active)(void *self);
+    int (*close)(void *self, evpol_error *err);
+    int (*enter)(void *self, evpol_error *err);
+    int (*exit)(void *self, evpol_error *err);
+    void (*destroy)(void *self);
+} evpol_watcher_methods;
+
+/* `methods` is copied. Errors: ETYPE (size wrong or a method missing),
+ * EINVAL, ENOMEM. */
+EVPOL_API int evpol_watcher_new_custom(const evpol_watcher_methods *methods, void *self,
+                                       evpol_watcher **out, evpol_error *err);
+EVPOL_API void *evpol_watcher_user_data(evpol_watcher *w);
+
+/* ------------------------------------------------------------------------ */
+/* Policies (POL-1 ... POL-21)                                              */
+/* ------------------------------------------------------------------------ */
+
+typedef struct evpol_policy evpol_policy;
+
+/*
+ * A policy's methods. `self` is the policy itself, so an override can call
+ * the default implementation ("super", POL-8) with evpol_policy_default_*.
+ * The default implementations call the policy's own methods through the
+ * table (evpol_policy_*), so overrides are seen by them.
+ *
+ * Ownership in the methods: get_event_loop returns a borrowed loop;
+ * new_event_loop returns a new reference; set_event_loop does not take the
+ * caller's reference (the policy takes its own).
+ */
+typedef struct evpol_policy_methods {
+    size_t size; /* sizeof(evpol_policy_methods) */
+    int (*get_event_loop)(evpol_policy *self, evpol_loop **out, evpol_error *err);
+    int (*set_event_loop)(evpol_policy *self, evpol_loop *loop, evpol_error *err);
+    int (*new_event_loop)(evpol_policy *self, evpol_loop **out, evpol_error *err);
+    int (*get_child_watcher)(evpol_policy *self, evpol_watcher **out, evpol_error *err);
+    int (*set_child_watcher)(evpol_policy *self, evpol_watcher *w, evpol_error *err);
+    /* Called once when the last reference is dropped, before evpol frees its
+     * own state; may be NULL. */
+    void (*destroy)(evpol_policy *self);
+} evpol_policy_methods;
+
+/* The default policy (POL-19): per-thread loops, libevent's preferred
+ * backend, the Threaded watcher by default. Caller owns one reference. */
+EVPOL_API int evpol_policy_new_default(evpol_policy **out, evpol_error *err);
+
+/* A default policy whose loops use `backend` (POL-20); otherwise identical
+ * to the default. Errors: EINVAL, ENOTSUP (backend unavailable), ENOMEM. */
+EVPOL_API int evpol_policy_new_with_backend(evpol_backend backend, evpol_policy **out,
+                                            evpol_error *err);
+
+/* A default policy whose lazily created watcher is of `kind` (e.g. AUTO). */
+EVPOL_API int evpol_policy_new_with_watcher_kind(evpol_watcher_kind kind, evpol_policy **out,
+                                                 evpol_error *err);
+
+/* A subclass of the default policy (POL-8): each NULL method in `methods`
+ * is inherited from the default. `user_data` is for the overrides.
+ * `methods` is copied. Errors: ETYPE (size wrong), EINVAL, ENOMEM. */
+EVPOL_API int evpol_policy_new_custom(const evpol_policy_methods *methods, void *user_data,
+                                      evpol_policy **out, evpol_error *err);
+
+/* A policy that does not derive from the default (AbstractEventLoopPolicy,
+ * POL-7): get/set/new_event_loop are required (ETYPE when missing); missing
+ * watcher methods make the watcher calls fail with ENOTSUP. */
+EVPOL_API int evpol_policy_new_abstract(const evpol_policy_methods *methods, void *user_data,
+                                        evpol_policy **out, evpol_error *err);
+
+EVPOL_API evpol_policy *evpol_policy_ref(evpol_policy *p);
+EVPOL_API void evpol_policy_unref(evpol_policy *p);
+EVPOL_API bool evpol_is_policy(const void *p);
+EVPOL_API void *evpol_policy_user_data(evpol_policy *p);
+
+/* Method dispatch: these call the policy's (possibly overridden) method.
+ * get_event_loop never yields NULL: it succeeds with a loop or fails
+ * (POL-9). Errors: EINVAL/ETYPE for a non-policy, plus the method's own. */
+EVPOL_API int evpol_policy_get_event_loop(evpol_policy *p, evpol_loop **out, evpol_error *err);
+EVPOL_API int evpol_policy_set_event_loop(evpol_policy *p, evpol_loop *loop, evpol_error *err);
+EVPOL_API int evpol_policy_new_event_loop(evpol_policy *p, evpol_loop **out, evpol_error *err);
+/* Borrowed: valid until the policy's watcher is replaced or the policy
+ * freed. Deprecated (ERR-3): logs a deprecation warning. */
+EVPOL_API int evpol_policy_get_child_watcher(evpol_policy *p, evpol_watcher **out,
+                                             evpol_error *err);
+/* Closes the previous watcher, then takes a reference to `w` (NULL allowed)
+ * (POL-15). Deprecated (ERR-3). Errors: ETYPE (not a watcher). */
+EVPOL_API int evpol_policy_set_child_watcher(evpol_policy *p, evpol_watcher *w,
+                                             evpol_error *err);
+
+/* The default ("super") implementations, for overrides to call (POL-8).
+ * Errors: ETYPE when `p` was made by evpol_policy_new_abstract. */
+EVPOL_API int evpol_policy_default_get_event_loop(evpol_policy *p, evpol_loop **out,
+                                                  evpol_error *err);
+EVPOL_API int evpol_policy_default_set_event_loop(evpol_policy *p, evpol_loop *loop,
+                                                  evpol_error *err);
+EVPOL_API int evpol_policy_default_new_event_loop(evpol_policy *p, evpol_loop **out,
+                                                  evpol_error *err);
+EVPOL_API int evpol_policy_default_get_child_watcher(evpol_policy *p, evpol_watcher **out,
+                                                     evpol_error *err);
+EVPOL_API int evpol_policy_default_set_child_watcher(evpol_policy *p, evpol_watcher *w,
+                                                     evpol_error *err);
+
+/* The process-wide policy (POL-1, POL-2): borrowed, valid until the policy
+ * is replaced. The default is created on first use, exactly once. Only fails
+ * with ENOMEM. Thread-safe. */
+EVPOL_API int evpol_get_event_loop_policy(evpol_policy **out, evpol_error *err);
+
+/* Make `p` the process-wide policy, taking a reference to it (POL-3); NULL
+ * restores a fresh default on next use (POL-4). Errors: ETYPE (not a
+ * policy; the current policy is unchanged, POL-5). Thread-safe. */
+EVPOL_API int evpol_set_event_loop_policy(evpol_policy *p, evpol_error *err);
+
+/* Top-level helpers (POL-17, POL-18): the running loop of this thread if one
+ * is running, else the current policy's get_event_loop. */
+EVPOL_API int evpol_get_event_loop(evpol_loop **out, evpol_error *err);
+EVPOL_API int evpol_set_event_loop(evpol_loop *loop, evpol_error *err);
+EVPOL_API int evpol_new_event_loop(evpol_loop **out, evpol_error *err);
+EVPOL_API int evpol_get_child_watcher(evpol_watcher **out, evpol_error *err);
+EVPOL_API int evpol_set_child_watcher(evpol_watcher *w, evpol_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Subprocesses (SUB-1 ... SUB-4)                                           */
+/* ------------------------------------------------------------------------ */
+
+typedef enum evpol_stdio {
+    EVPOL_STDIO_INHERIT = 0,
+    EVPOL_STDIO_DEVNULL = 1,
+    EVPOL_STDIO_PIPE = 2,
+} evpol_stdio;
+
+typedef struct evpol_spawn_options {
+    const char *file;       /* program; searched in PATH when it has no '/' */
+    char *const *argv;      /* NULL-terminated; argv[0] required */
+    char *const *envp;      /* NULL: inherit the environment */
+    const char *cwd;        /* NULL: inherit */
+    evpol_stdio stdio[3];   /* stdin, stdout, stderr */
+    evpol_child_fn on_exit; /* required; runs on the loop's thread (SUB-3) */
+    void *arg;              /* borrowed until on_exit ran */
+} evpol_spawn_options;
+
+typedef struct evpol_spawn_result {
+    pid_t pid;
+    /* For each EVPOL_STDIO_PIPE stream, the parent's end (O_CLOEXEC, owned
+     * by the caller: stdin's is for writing, the others for reading); -1
+     * otherwise. */
+    int stdio_fd[3];
+} evpol_spawn_result;
+
+/* Spawn a process and watch it with the current policy's watcher (SUB-1):
+ * is_active is checked before anything is created (SUB-2, CW-7); the
+ * process is created and registered inside the watcher's spawn context; on
+ * exit, on_exit(pid, returncode, arg) runs on `loop`'s thread (SUB-3). An
+ * exec failure is ESYSTEM with the errno, with no callback and nothing left
+ * behind (SUB-4). Any thread.
+ * Errors: EINVAL, ERUNTIME (loop closed, watcher inactive), ESYSTEM, ENOMEM. */
+EVPOL_API int evpol_loop_spawn(evpol_loop *loop, const evpol_spawn_options *opts,
+                               evpol_spawn_result *result, evpol_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Test seam: the kernel calls made by watchers and spawn                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Every system call that the watchers and spawn make goes through this
+ * table, so that tests and fuzzers can put a deterministic fake kernel in
+ * its place. Each member has the signature and errno convention of the
+ * system call it names. Production code never needs this.
+ */
+typedef struct evpol_sys {
+    size_t size; /* sizeof(evpol_sys) */
+    pid_t (*waitpid)(pid_t pid, int *status, int options);
+    int (*pidfd_open)(pid_t pid, unsigned int flags);
+    int (*sigaction)(int signum, const struct sigaction *act, struct sigaction *old);
+    /* posix_spawnp's contract: 0 or an errno value; *pid set on success. */
+    int (*spawn)(pid_t *pid, const char *file, const posix_spawn_file_actions_t *file_actions,
+                 const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
+    int (*kill)(pid_t pid, int sig);
+    /* pthread_create's contract; stack_size 0 means the default. */
+    int (*thread_create)(pthread_t *thread, size_t stack_size, void *(*fn)(void *), void *arg);
+    int (*close)(int fd);
+    int (*pipe2)(int fds[2], int flags);
+} evpol_sys;
+
+/* Install `table` (copied); NULL restores the real kernel. Not thread-safe:
+ * call it with no watcher open. Errors: ETYPE (size wrong or member NULL). */
+EVPOL_API int evpol_sys_set(const evpol_sys *table, evpol_error *err);
+/* The real kernel's table, for fakes that pass some calls through. */
+EVPOL_API const evpol_sys *evpol_sys_real(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EVPOL_H */

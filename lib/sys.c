@@ -1,0 +1,91 @@
+/*
+ * sys.c — the syscall seam.
+ *
+ * Watchers and spawn reach the kernel only through evpol__sys, a table of
+ * function pointers. The real table costs one indirect call per system call;
+ * tests and fuzzers install a deterministic fake kernel with evpol_sys_set.
+ */
+#include "evpol-internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int real_pidfd_open(pid_t pid, unsigned int flags)
+{
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, flags);
+#else
+    (void)pid;
+    (void)flags;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static int real_spawn(pid_t *pid, const char *file, const posix_spawn_file_actions_t *actions,
+                      const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    return posix_spawnp(pid, file, actions, attr, argv, envp);
+}
+
+static int real_thread_create(pthread_t *thread, size_t stack_size, void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t attr;
+    int rc = pthread_attr_init(&attr);
+    if (rc)
+        return rc;
+    if (stack_size)
+        rc = pthread_attr_setstacksize(&attr, stack_size);
+    if (!rc)
+        rc = pthread_create(thread, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
+static const evpol_sys real_sys = {
+    .size = sizeof(evpol_sys),
+    .waitpid = waitpid,
+    .pidfd_open = real_pidfd_open,
+    .sigaction = sigaction,
+    .spawn = real_spawn,
+    .kill = kill,
+    .thread_create = real_thread_create,
+    .close = close,
+    .pipe2 = pipe2,
+};
+
+evpol_sys evpol__sys = real_sys;
+
+const evpol_sys *evpol_sys_real(void)
+{
+    return &real_sys;
+}
+
+int evpol_sys_set(const evpol_sys *table, evpol_error *err)
+{
+    if (!table) {
+        evpol__sys = real_sys;
+        return 0;
+    }
+    if (table->size != sizeof(evpol_sys))
+        return evpol__fail(err, EVPOL_ETYPE, "evpol_sys table has size %zu, expected %zu",
+                           table->size, sizeof(evpol_sys));
+    if (!table->waitpid || !table->pidfd_open || !table->sigaction || !table->spawn ||
+        !table->kill || !table->thread_create || !table->close || !table->pipe2)
+        return evpol__fail(err, EVPOL_ETYPE, "evpol_sys table has a NULL member");
+    evpol__sys = *table;
+    return 0;
+}
+
+int evpol__returncode(int status)
+{
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return -WTERMSIG(status);
+    return 255;
+}

@@ -1,0 +1,358 @@
+/*
+ * watcher.c — the child watcher interface.
+ *
+ * The public evpol_watcher_* functions validate their arguments, reject
+ * calls on closed watchers, and dispatch to the watcher's ops. Two
+ * guarantees that CPython does not give are made here, once for every
+ * watcher:
+ *  - no callback after close (CW-8): every user callback runs through the
+ *    watcher's gate (a read-write lock); close takes it for writing, so when
+ *    close returns no callback is running and none will start;
+ *  - an exit is delivered to a loop without allocating (evpol__deliver), so
+ *    a reaped status is never lost to an out-of-memory error.
+ */
+#include "evpol-internal.h"
+
+#include <stdlib.h>
+
+/* The watcher whose callback this thread is running, so that a callback may
+ * close its own watcher without waiting for itself. */
+static _Thread_local evpol_watcher *tls_in_callback;
+
+int evpol__watcher_init(evpol_watcher *w, const struct evpol_watcher_ops *ops, evpol_error *err)
+{
+    int rc = pthread_rwlock_init(&w->gate, NULL);
+    if (rc)
+        return evpol__fail_sys(err, rc, "cannot create watcher lock");
+    w->magic = EVPOL_MAGIC_WATCHER;
+    atomic_init(&w->refs, 1);
+    atomic_init(&w->closed, false);
+    w->ops = ops;
+    return 0;
+}
+
+void evpol__watcher_fini(evpol_watcher *w)
+{
+    w->magic = EVPOL_MAGIC_DEAD;
+    pthread_rwlock_destroy(&w->gate);
+}
+
+bool evpol__watcher_closed(evpol_watcher *w)
+{
+    return atomic_load(&w->closed);
+}
+
+bool evpol_is_watcher(const void *p)
+{
+    return p && ((const evpol_watcher *)p)->magic == EVPOL_MAGIC_WATCHER;
+}
+
+int evpol_watcher_new(evpol_watcher_kind kind, evpol_watcher **out, evpol_error *err)
+{
+    if (!out)
+        return evpol__fail(err, EVPOL_EINVAL, "evpol_watcher_new: out is NULL");
+    *out = NULL;
+    switch (kind) {
+    case EVPOL_WATCHER_THREADED: return evpol__threaded_new(out, err);
+    case EVPOL_WATCHER_MULTILOOP: return evpol__multiloop_new(out, err);
+    case EVPOL_WATCHER_SAFE: return evpol__safe_new(out, err);
+    case EVPOL_WATCHER_FAST: return evpol__fast_new(out, err);
+    case EVPOL_WATCHER_PIDFD: return evpol__pidfd_new(out, err);
+    case EVPOL_WATCHER_AUTO:
+        return evpol__pidfd_usable() ? evpol__pidfd_new(out, err) : evpol__threaded_new(out, err);
+    case EVPOL_WATCHER_CUSTOM:
+        return evpol__fail(err, EVPOL_EINVAL, "custom watchers are made by evpol_watcher_new_custom");
+    }
+    return evpol__fail(err, EVPOL_EINVAL, "unknown watcher kind %d", (int)kind);
+}
+
+evpol_watcher *evpol_watcher_ref(evpol_watcher *w)
+{
+    if (evpol_is_watcher(w))
+        atomic_fetch_add(&w->refs, 1);
+    return w;
+}
+
+void evpol_watcher_unref(evpol_watcher *w)
+{
+    if (!evpol_is_watcher(w))
+        return;
+    if (atomic_fetch_sub(&w->refs, 1) != 1)
+        return;
+    evpol_watcher_close(w, NULL);
+    w->ops->destroy(w);
+}
+
+int evpol_watcher_kind_of(evpol_watcher *w)
+{
+    if (!evpol_is_watcher(w))
+        return EVPOL_EINVAL;
+    return (int)w->ops->kind;
+}
+
+const char *evpol_watcher_name(evpol_watcher *w)
+{
+    return evpol_is_watcher(w) ? w->ops->name : "not a watcher";
+}
+
+#define CHECK_WATCHER(w, fn)                                                                   \
+    do {                                                                                       \
+        if (!(w))                                                                              \
+            return evpol__fail(err, EVPOL_EINVAL, fn ": watcher is NULL");                    \
+        if (!evpol_is_watcher(w))                                                              \
+            return evpol__fail(err, EVPOL_ETYPE, fn ": not a child watcher");                 \
+    } while (0)
+
+#define CHECK_OPEN(w, fn)                                                                      \
+    do {                                                                                       \
+        CHECK_WATCHER(w, fn);                                                                  \
+        if (evpol__watcher_closed(w))                                                          \
+            return evpol__fail(err, EVPOL_ERUNTIME, fn ": %s is closed", (w)->ops->name);     \
+    } while (0)
+
+int evpol_watcher_add_child_handler_on(evpol_watcher *w, evpol_loop *loop, pid_t pid,
+                                       evpol_child_fn cb, void *arg, evpol_error *err)
+{
+    CHECK_OPEN(w, "add_child_handler");
+    if (pid <= 0)
+        return evpol__fail(err, EVPOL_EINVAL, "add_child_handler: invalid pid %ld", (long)pid);
+    if (!cb)
+        return evpol__fail(err, EVPOL_EINVAL, "add_child_handler: callback is NULL");
+    if (loop && !evpol_is_loop(loop))
+        return evpol__fail(err, EVPOL_ETYPE, "add_child_handler: not an event loop");
+    if (loop && evpol_loop_is_closed(loop) == 1)
+        return evpol__fail(err, EVPOL_ERUNTIME, "add_child_handler: the event loop is closed");
+    if (w->ops->needs_loop && !loop)
+        return evpol__fail(err, EVPOL_ERUNTIME, "add_child_handler: no running event loop");
+    return w->ops->add(w, loop, pid, cb, arg, err);
+}
+
+int evpol_watcher_add_child_handler(evpol_watcher *w, pid_t pid, evpol_child_fn cb, void *arg,
+                                    evpol_error *err)
+{
+    return evpol_watcher_add_child_handler_on(w, evpol__running_loop(), pid, cb, arg, err);
+}
+
+int evpol_watcher_remove_child_handler(evpol_watcher *w, pid_t pid, evpol_error *err)
+{
+    CHECK_OPEN(w, "remove_child_handler");
+    if (pid <= 0)
+        return evpol__fail(err, EVPOL_EINVAL, "remove_child_handler: invalid pid %ld", (long)pid);
+    return w->ops->remove(w, pid, err);
+}
+
+int evpol_watcher_attach_loop(evpol_watcher *w, evpol_loop *loop, evpol_error *err)
+{
+    CHECK_OPEN(w, "attach_loop");
+    if (loop && !evpol_is_loop(loop))
+        return evpol__fail(err, EVPOL_ETYPE, "attach_loop: not an event loop");
+    return w->ops->attach(w, loop, err);
+}
+
+int evpol_watcher_is_active(evpol_watcher *w)
+{
+    if (!evpol_is_watcher(w))
+        return EVPOL_EINVAL;
+    if (evpol__watcher_closed(w))
+        return 0;
+    return w->ops->is_active(w) ? 1 : 0;
+}
+
+int evpol_watcher_close(evpol_watcher *w, evpol_error *err)
+{
+    CHECK_WATCHER(w, "close");
+    if (atomic_exchange(&w->closed, true))
+        return 0;
+    int rc = w->ops->close(w, err);
+    /* Wait until no callback of this watcher is running (except our own
+     * caller's, when a callback closes its own watcher). */
+    if (tls_in_callback != w) {
+        pthread_rwlock_wrlock(&w->gate);
+        pthread_rwlock_unlock(&w->gate);
+    }
+    return rc;
+}
+
+int evpol_watcher_enter(evpol_watcher *w, evpol_error *err)
+{
+    CHECK_OPEN(w, "enter");
+    return w->ops->enter(w, err);
+}
+
+int evpol_watcher_exit(evpol_watcher *w, evpol_error *err)
+{
+    CHECK_OPEN(w, "exit");
+    return w->ops->exit(w, err);
+}
+
+/* ---- callbacks and delivery ---- */
+
+void evpol__watcher_invoke(evpol_watcher *w, evpol_child_fn cb, pid_t pid, int rc, void *arg)
+{
+    if (!cb)
+        return;
+    pthread_rwlock_rdlock(&w->gate);
+    if (!evpol__watcher_closed(w)) {
+        evpol_watcher *outer = tls_in_callback;
+        tls_in_callback = w;
+        cb(pid, rc, arg);
+        tls_in_callback = outer;
+    }
+    pthread_rwlock_unlock(&w->gate);
+}
+
+void evpol__warn_unknown_child(pid_t pid)
+{
+    evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
+               "Unknown child process pid %ld, will report returncode 255", (long)pid);
+}
+
+static void delivery_run(void *p)
+{
+    evpol__child *c = p;
+    evpol_watcher *w = c->watcher;
+    evpol__log_debug(c->loop, "process %ld exited with returncode %d", (long)c->pid, c->rc);
+    evpol__watcher_invoke(w, c->cb, c->pid, c->rc, c->arg);
+    evpol__child_free(c);
+    evpol_watcher_unref(w);
+}
+
+static void warn_loop_closed(evpol__child *c)
+{
+    evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
+               "Loop %p that handles pid %ld is closed", (void *)c->loop, (long)c->pid);
+}
+
+static void delivery_drop(void *p)
+{
+    evpol__child *c = p;
+    evpol_watcher *w = c->watcher;
+    warn_loop_closed(c);
+    evpol__child_free(c);
+    evpol_watcher_unref(w);
+}
+
+void evpol__deliver(evpol_watcher *w, evpol__child *c, int rc)
+{
+    if (!c->cb || evpol__watcher_closed(w)) {
+        evpol__child_free(c);
+        return;
+    }
+    if (!c->loop) {
+        /* No loop to hand it to: call it here. */
+        evpol__watcher_invoke(w, c->cb, c->pid, rc, c->arg);
+        evpol__child_free(c);
+        return;
+    }
+    c->rc = rc;
+    c->watcher = evpol_watcher_ref(w);
+    c->post.fn = delivery_run;
+    c->post.drop = delivery_drop;
+    c->post.arg = c;
+    if (evpol__loop_post(c->loop, &c->post, NULL) != 0)
+        delivery_drop(c);
+}
+
+/* ---- custom watchers ---- */
+
+typedef struct custom_watcher {
+    evpol_watcher base;
+    evpol_watcher_methods m;
+    void *self;
+} custom_watcher;
+
+static custom_watcher *as_custom(evpol_watcher *w)
+{
+    return (custom_watcher *)w;
+}
+
+static int custom_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+                      evpol_error *err)
+{
+    return as_custom(w)->m.add_child_handler(as_custom(w)->self, loop, pid, cb, arg, err);
+}
+
+static int custom_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
+{
+    return as_custom(w)->m.remove_child_handler(as_custom(w)->self, pid, err);
+}
+
+static int custom_attach(evpol_watcher *w, evpol_loop *loop, evpol_error *err)
+{
+    return as_custom(w)->m.attach_loop(as_custom(w)->self, loop, err);
+}
+
+static int custom_is_active(evpol_watcher *w)
+{
+    return as_custom(w)->m.is_active(as_custom(w)->self);
+}
+
+static int custom_close(evpol_watcher *w, evpol_error *err)
+{
+    return as_custom(w)->m.close(as_custom(w)->self, err);
+}
+
+static int custom_enter(evpol_watcher *w, evpol_error *err)
+{
+    return as_custom(w)->m.enter(as_custom(w)->self, err);
+}
+
+static int custom_exit(evpol_watcher *w, evpol_error *err)
+{
+    return as_custom(w)->m.exit(as_custom(w)->self, err);
+}
+
+static void custom_destroy(evpol_watcher *w)
+{
+    custom_watcher *cw = as_custom(w);
+    cw->m.destroy(cw->self);
+    evpol__watcher_fini(w);
+    free(cw);
+}
+
+static const struct evpol_watcher_ops custom_ops = {
+    .name = "custom",
+    .kind = EVPOL_WATCHER_CUSTOM,
+    .add = custom_add,
+    .remove = custom_remove,
+    .attach = custom_attach,
+    .is_active = custom_is_active,
+    .close = custom_close,
+    .enter = custom_enter,
+    .exit = custom_exit,
+    .destroy = custom_destroy,
+    .needs_loop = false,
+};
+
+int evpol_watcher_new_custom(const evpol_watcher_methods *m, void *self, evpol_watcher **out,
+                             evpol_error *err)
+{
+    if (!out || !m)
+        return evpol__fail(err, EVPOL_EINVAL, "evpol_watcher_new_custom: NULL argument");
+    *out = NULL;
+    if (m->size != sizeof *m)
+        return evpol__fail(err, EVPOL_ETYPE,
+                           "evpol_watcher_methods has size %zu, expected %zu", m->size, sizeof *m);
+    if (!m->add_child_handler || !m->remove_child_handler || !m->attach_loop || !m->is_active ||
+        !m->close || !m->enter || !m->exit || !m->destroy)
+        return evpol__fail(err, EVPOL_ETYPE, "a custom watcher must implement every method");
+    custom_watcher *cw = calloc(1, sizeof *cw);
+    if (!cw)
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    int rc = evpol__watcher_init(&cw->base, &custom_ops, err);
+    if (rc) {
+        free(cw);
+        return rc;
+    }
+    cw->m = *m;
+    cw->self = self;
+    *out = &cw->base;
+    return 0;
+}
+
+void *evpol_watcher_user_data(evpol_watcher *w)
+{
+    if (!evpol_is_watcher(w) || w->ops != &custom_ops)
+        return NULL;
+    return as_custom(w)->self;
+}
