@@ -31,7 +31,7 @@ BUILD ?= build/san-$(subst $(comma),-,$(SANITIZE))
 endif
 comma := ,
 
-DEPS_BUILD := libevent-dev libcmocka-dev pkg-config
+DEPS_BUILD := libevent-dev libcmocka-dev pkg-config python3
 DEPS_TOOLS := lcov clang
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -114,13 +114,34 @@ $(BUILD)/examples/%: examples/%.c $(SHLIB)
 tests: $(CONF_BINS) $(EXAMPLE_BINS)
 examples: $(EXAMPLE_BINS)
 
-# The suite runner gives each program a time limit and prints the closing
-# line "N passed, N failed".
-check: all tests
-	@LD_LIBRARY_PATH=$(TEST_LIB_DIR) build-aux/run-tests.sh $(BUILD) $(CONF_BINS) -- $(EXAMPLE_BINS)
+# The suite runner (build-aux/run-tests.sh) gives each program a time limit,
+# collects cmocka's JUnit XML, then build-aux/clause-matrix writes the clause
+# matrix and prints the failures, the per-family table and the closing line
+# "N passed, N failed". The default build reports to reports/, any other
+# build tree (sanitizers, BUILD=...) to $(BUILD)/reports, so runs never mix.
+REPORTS    ?= $(if $(filter build/default,$(BUILD)),reports,$(BUILD)/reports)
+CLAUSES_MD ?= ../shared/spec/CLAUSES.md
+NA_TSV     ?= conformance/na.tsv
+MATRIX_SELFTEST := conformance/test_matrix_tool.sh
+RUN_TESTS = LD_LIBRARY_PATH=$(TEST_LIB_DIR) build-aux/run-tests.sh --reports $(REPORTS) \
+	--sources conformance --clauses $(CLAUSES_MD) --na $(NA_TSV)
 
-conformance: all tests
-	@LD_LIBRARY_PATH=$(TEST_LIB_DIR) build-aux/run-tests.sh $(BUILD) $(CONF_BINS)
+# Builds what builds: a program that fails to compile must not stop the
+# others from running, and must not leave a stale binary that would test
+# old code. Its tests are then reported as "did not build" failures.
+define build_programs
+	@$(MAKE) --no-print-directory -k $(1) || true
+	@for b in $(1); do $(MAKE) --no-print-directory -s $$b >/dev/null 2>&1 || rm -f $$b; done
+endef
+
+# Gaps (clauses without a test) fail `make conformance`, not `make check`.
+check: all
+	$(call build_programs,$(CONF_BINS) $(EXAMPLE_BINS))
+	@$(RUN_TESTS) --allow-gaps $(CONF_BINS) -- $(EXAMPLE_BINS) $(MATRIX_SELFTEST)
+
+conformance: all
+	$(call build_programs,$(CONF_BINS))
+	@$(RUN_TESTS) $(CONF_BINS)
 
 install: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)

@@ -141,8 +141,12 @@ void evpol__log_debug(evpol_loop *loop, const char *fmt, ...)
     va_end(ap);
 }
 
+_Thread_local bool evpol__tls_quiet_deprecation;
+
 void evpol__deprecated(const char *what)
 {
+    if (evpol__tls_quiet_deprecation)
+        return;
     evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_DEPRECATION,
                "%s is deprecated (as in Python 3.12)", what);
 }

@@ -48,8 +48,18 @@ EVPOL_HIDDEN void evpol__log(evpol_log_level level, evpol_log_category cat, cons
 /* A debug line about `loop`: emitted only when the loop's debug flag is set
  * (LOOP-7). */
 EVPOL_HIDDEN void evpol__log_debug(evpol_loop *loop, const char *fmt, ...) EVPOL_PRINTF(2, 3);
-/* One deprecation warning line (ERR-3). */
+/* One deprecation warning line (ERR-3), unless the calling thread is inside
+ * evpol__current_child_watcher. */
 EVPOL_HIDDEN void evpol__deprecated(const char *what);
+
+/* ---- policies (policy.c) ---- */
+
+/* The current policy's watcher, through its (possibly overridden)
+ * get_child_watcher, with a reference for the caller and without the
+ * deprecation warning: what spawn uses, as CPython's own subprocess code
+ * silences that warning. */
+EVPOL_HIDDEN int evpol__current_child_watcher(evpol_watcher **out_ref, evpol_error *err);
+EVPOL_HIDDEN extern _Thread_local bool evpol__tls_quiet_deprecation;
 
 /* ---- threads (error.c) ---- */
 
@@ -132,6 +142,9 @@ struct evpol_watcher {
     atomic_int refs;
     atomic_bool closed;
     const struct evpol_watcher_ops *ops;
+    /* Open spawn contexts (CW-9), counted here for every watcher so that an
+     * exit without enter is an error whatever the watcher. */
+    atomic_int contexts;
     /* Readers: callbacks running. Writer: close, waiting for them. */
     pthread_rwlock_t gate;
 };

@@ -27,6 +27,7 @@ int evpol__watcher_init(evpol_watcher *w, const struct evpol_watcher_ops *ops, e
     w->magic = EVPOL_MAGIC_WATCHER;
     atomic_init(&w->refs, 1);
     atomic_init(&w->closed, false);
+    atomic_init(&w->contexts, 0);
     w->ops = ops;
     return 0;
 }
@@ -176,13 +177,25 @@ int evpol_watcher_close(evpol_watcher *w, evpol_error *err)
 int evpol_watcher_enter(evpol_watcher *w, evpol_error *err)
 {
     CHECK_OPEN(w, "enter");
-    return w->ops->enter(w, err);
+    int rc = w->ops->enter(w, err);
+    if (rc == 0)
+        atomic_fetch_add(&w->contexts, 1);
+    return rc;
 }
 
 int evpol_watcher_exit(evpol_watcher *w, evpol_error *err)
 {
     CHECK_OPEN(w, "exit");
-    return w->ops->exit(w, err);
+    int open = atomic_load(&w->contexts);
+    do {
+        if (open <= 0)
+            return evpol__fail(err, EVPOL_ERUNTIME, "exit: %s has no open spawn context",
+                               w->ops->name);
+    } while (!atomic_compare_exchange_weak(&w->contexts, &open, open - 1));
+    int rc = w->ops->exit(w, err);
+    if (rc != 0)
+        atomic_fetch_add(&w->contexts, 1);
+    return rc;
 }
 
 /* ---- callbacks and delivery ---- */

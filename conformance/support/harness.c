@@ -232,3 +232,32 @@ void assert_no_leaks(resource_snapshot before)
     if (count_zombie_children() != 0)
         fail_msg("a zombie child is left");
 }
+
+/* ---- appended: children that hold no sibling's pipe ---- */
+
+pid_t spawn_lone_child(int *write_fd, int code, int sig)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        fail_msg("pipe2: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        char c;
+        /* Move our read end to 3 and drop everything else we inherited. */
+        if (fds[0] != 3 && dup2(fds[0], 3) < 0)
+            _exit(127);
+        close_range(4, ~0u, 0);
+        while (read(3, &c, 1) < 0 && errno == EINTR)
+            ;
+        if (sig > 0) {
+            signal(sig, SIG_DFL);
+            raise(sig);
+        }
+        _exit(code);
+    }
+    close(fds[0]);
+    *write_fd = fds[1];
+    return pid;
+}

@@ -104,4 +104,10 @@ int count_zombie_children(void);
 /* Wait (bounded) until no thread beyond `threads` remains. */
 int wait_threads_at_most(int threads, int timeout_ms);
 
+/* Like spawn_waiting_child, but the child closes every inherited fd except
+ * its own pipe end (and 0-2), so that it never holds a sibling's write end:
+ * releasing one child among several, or children forked concurrently by
+ * several threads, works; if the test dies, the child gets EOF and exits. */
+pid_t spawn_lone_child(int *write_fd, int code, int sig);
+
 #endif

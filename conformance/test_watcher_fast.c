@@ -1,0 +1,351 @@
+/*
+ * test_watcher_fast.c — what only FastChildWatcher does (FST-1 ... FST-8):
+ * the spawn context it requires, the exits it keeps for a registration to
+ * come, and its warnings about children nobody registered. The behaviour it
+ * shares with SafeChildWatcher (exit codes, replace, remove, attach, close,
+ * stress) runs for both kinds in test_watcher_safe.c.
+ *
+ * Real children, real SIGCHLD, loops run in the main thread. FastChildWatcher
+ * reaps every child of the process (waitpid(-1)), so each test lets it reap
+ * what it forks; callbacks only record, the test asserts afterwards.
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define TIMEOUT_MS 10000
+
+static pthread_t main_thread;
+
+static void *nothing(void *arg)
+{
+    return arg;
+}
+
+/* Sanitizer runtimes start a helper thread of their own with the first
+ * pthread_create; start it before any test counts threads. */
+static void warm_up_threads(void)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, nothing, NULL) == 0)
+        pthread_join(t, NULL);
+}
+
+typedef struct exit_rec {
+    volatile int count;
+    pid_t pid;
+    int rc;
+    int on_main;
+    evpol_loop *ran_on;
+} exit_rec;
+
+static void record_exit(pid_t pid, int rc, void *arg)
+{
+    exit_rec *r = arg;
+    r->pid = pid;
+    r->rc = rc;
+    r->on_main = pthread_equal(pthread_self(), main_thread);
+    evpol_loop *l = NULL;
+    r->ran_on = evpol_get_running_loop(&l, NULL) == 0 ? l : NULL;
+    __atomic_add_fetch(&r->count, 1, __ATOMIC_SEQ_CST);
+}
+
+typedef struct fixture {
+    resource_snapshot before;
+    evpol_loop *loop;
+    evpol_watcher *w;
+} fixture;
+
+static void fx_open(fixture *fx)
+{
+    fx->before = resources_now();
+    assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &fx->loop, NULL));
+    assert_ok(evpol_watcher_new(EVPOL_WATCHER_FAST, &fx->w, NULL));
+    assert_ok(evpol_watcher_attach_loop(fx->w, fx->loop, NULL));
+}
+
+static void fx_close(fixture *fx)
+{
+    assert_int_equal(evpol_watcher_close(fx->w, NULL), 0);
+    evpol_watcher_unref(fx->w);
+    assert_int_equal(evpol_loop_close(fx->loop, NULL), 0);
+    evpol_loop_unref(fx->loop);
+    assert_no_leaks(fx->before);
+}
+
+static void let_go(int wfd)
+{
+    ssize_t n;
+    do
+        n = write(wfd, "x", 1);
+    while (n < 0 && errno == EINTR);
+    assert_int_equal(n, 1);
+    close(wfd);
+}
+
+static void wait_exited(pid_t pid)
+{
+    siginfo_t si;
+    while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) != 0 && errno == EINTR)
+        ;
+}
+
+static void run_once(evpol_loop *loop)
+{
+    assert_ok(evpol_loop_stop(loop, NULL));
+    assert_ok(evpol_loop_run(loop, NULL));
+}
+
+/* Run `loop` until `pid` has been reaped (by the watcher). */
+typedef struct reap_poll {
+    evpol_loop *loop;
+    pid_t pid;
+    volatile int done;
+} reap_poll;
+static reap_poll the_reap_poll;
+
+static void reap_poll_tick(void *arg)
+{
+    reap_poll *p = arg;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0 && errno == ECHILD) {
+        p->done = 1;
+        return;
+    }
+    evpol_loop_call_later(p->loop, 1, reap_poll_tick, p, NULL);
+}
+
+static int run_until_reaped(evpol_loop *loop, pid_t pid)
+{
+    the_reap_poll.loop = loop;
+    the_reap_poll.pid = pid;
+    the_reap_poll.done = 0;
+    assert_ok(evpol_loop_call_soon_threadsafe(loop, reap_poll_tick, &the_reap_poll, NULL));
+    return run_until(loop, &the_reap_poll.done, TIMEOUT_MS);
+}
+
+/* ------------------------------------------------------------------ */
+
+static void test_fast_identity(void **state)
+{
+    (void)state;
+    evpol_watcher *w = NULL;
+    assert_ok(evpol_watcher_new(EVPOL_WATCHER_FAST, &w, NULL));
+    assert_string_equal(evpol_watcher_name(w), "FastChildWatcher");
+    assert_int_equal(evpol_watcher_kind_of(w), EVPOL_WATCHER_FAST);
+    evpol_watcher_unref(w);
+}
+
+static void test_fast_add_needs_context(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_open(&fx);
+    evpol_error err = {0};
+    exit_rec rec = {0};
+    int wfd;
+    assert_ok(evpol_watcher_enter(fx.w, NULL));
+    pid_t pid = spawn_waiting_child(&wfd, 0, 0);
+    assert_ok(evpol_watcher_exit(fx.w, NULL));
+
+    /* Outside the context: refused (CPython: "Must use the context
+     * manager"), nothing registered. */
+    assert_int_equal(evpol_watcher_add_child_handler(fx.w, pid, record_exit, &rec, &err),
+                     EVPOL_ERUNTIME);
+    assert_int_equal(err.code, EVPOL_ERUNTIME);
+    assert_non_null(strstr(err.message, "Must use the context manager"));
+    assert_int_equal(evpol_watcher_remove_child_handler(fx.w, pid, NULL), 0);
+
+    /* exit without enter is an error too, and leaves the count at zero. */
+    memset(&err, 0, sizeof err);
+    assert_int_equal(evpol_watcher_exit(fx.w, &err), EVPOL_ERUNTIME);
+    assert_int_equal(err.code, EVPOL_ERUNTIME);
+    assert_int_equal(evpol_watcher_add_child_handler(fx.w, pid, record_exit, &rec, NULL),
+                     EVPOL_ERUNTIME);
+
+    /* Contexts nest: registration works until the outermost exit. */
+    assert_ok(evpol_watcher_enter(fx.w, NULL));
+    assert_ok(evpol_watcher_enter(fx.w, NULL));
+    assert_ok(evpol_watcher_exit(fx.w, NULL));
+    assert_ok(evpol_watcher_add_child_handler(fx.w, pid, record_exit, &rec, NULL));
+    assert_ok(evpol_watcher_exit(fx.w, NULL));
+    assert_int_equal(evpol_watcher_add_child_handler(fx.w, pid, record_exit, &rec, NULL),
+                     EVPOL_ERUNTIME);
+
+    let_go(wfd);
+    assert_true(run_until(fx.loop, &rec.count, TIMEOUT_MS));
+    assert_int_equal(rec.pid, pid);
+    assert_int_equal(rec.rc, 0);
+    fx_close(&fx);
+}
+
+static void test_fast_kept_exit_reported_at_registration(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_open(&fx);
+    log_capture cap;
+    capture_start(&cap);
+    assert_ok(evpol_watcher_enter(fx.w, NULL));
+    pid_t pid = fork_exit(44);
+    wait_exited(pid);
+    /* The watcher reaps it before it is registered and keeps its status. */
+    assert_true(run_until_reaped(fx.loop, pid));
+    exit_rec rec = {0};
+    assert_ok(evpol_watcher_add_child_handler(fx.w, pid, record_exit, &rec, NULL));
+    assert_ok(evpol_watcher_exit(fx.w, NULL));
+    assert_true(run_until(fx.loop, &rec.count, TIMEOUT_MS));
+    run_once(fx.loop);
+    assert_int_equal(rec.count, 1);
+    assert_int_equal(rec.pid, pid);
+    assert_int_equal(rec.rc, 44);
+    assert_true(rec.on_main);
+    assert_ptr_equal(rec.ran_on, fx.loop);
+    /* Claimed, so neither dropped nor unknown. */
+    assert_int_equal(capture_count(&cap, -1, -1, "Caught subprocess"), 0);
+    capture_stop();
+    fx_close(&fx);
+}
+
+static void test_fast_kept_exits_dropped_at_last_exit(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_open(&fx);
+    log_capture cap;
+    capture_start(&cap);
+    assert_ok(evpol_watcher_enter(fx.w, NULL));
+    assert_ok(evpol_watcher_enter(fx.w, NULL));
+    pid_t a = fork_exit(3);
+    pid_t b = fork_exit(4);
+    assert_true(run_until_reaped(fx.loop, a));
+    assert_true(run_until_reaped(fx.loop, b));
+    /* Not the last context: kept. */
+    assert_ok(evpol_watcher_exit(fx.w, NULL));
+    assert_int_equal(capture_count(&cap, -1, -1, "Caught subprocesses"), 0);
+    assert_ok(evpol_watcher_exit(fx.w, NULL));
+    const char *head = "Caught subprocesses termination from unknown pids: ";
+    assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME, head), 1);
+    char pa[32], pb[32];
+    snprintf(pa, sizeof pa, "%ld: 3", (long)a);
+    snprintf(pb, sizeof pb, "%ld: 4", (long)b);
+    assert_int_equal(capture_count(&cap, -1, -1, pa), 1);
+    assert_int_equal(capture_count(&cap, -1, -1, pb), 1);
+    /* Dropped: the next context does not find them. */
+    exit_rec rec = {0};
+    assert_ok(evpol_watcher_enter(fx.w, NULL));
+    assert_ok(evpol_watcher_add_child_handler(fx.w, a, record_exit, &rec, NULL));
+    assert_int_equal(evpol_watcher_remove_child_handler(fx.w, a, NULL), 1);
+    assert_ok(evpol_watcher_exit(fx.w, NULL));
+    run_once(fx.loop);
+    assert_int_equal(rec.count, 0);
+    assert_int_equal(capture_count(&cap, -1, -1, head), 1);
+    capture_stop();
+    fx_close(&fx);
+}
+
+static void test_fast_unknown_child_without_context(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_open(&fx);
+    log_capture cap;
+    capture_start(&cap);
+    pid_t pid = fork_exit(6);
+    assert_true(run_until_reaped(fx.loop, pid));
+    char msg[128];
+    snprintf(msg, sizeof msg, "Caught subprocess termination from unknown pid: %ld -> 6",
+             (long)pid);
+    assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME, msg), 1);
+    /* Forgotten: a later registration (in a context) finds nothing. */
+    exit_rec rec = {0};
+    assert_ok(evpol_watcher_enter(fx.w, NULL));
+    assert_ok(evpol_watcher_add_child_handler(fx.w, pid, record_exit, &rec, NULL));
+    assert_ok(evpol_watcher_exit(fx.w, NULL));
+    run_once(fx.loop);
+    assert_int_equal(rec.count, 0);
+    assert_int_equal(evpol_watcher_remove_child_handler(fx.w, pid, NULL), 1);
+    capture_stop();
+    fx_close(&fx);
+}
+
+static void test_fast_reaps_other_code_children(void **state)
+{
+    /* The price of waitpid(-1): a child nobody registered is reaped, and
+     * whoever waits for it later gets ECHILD. */
+    (void)state;
+    fixture fx;
+    fx_open(&fx);
+    log_capture cap;
+    capture_start(&cap);
+    pid_t stranger = fork_exit(1);
+    wait_exited(stranger);
+    exit_rec rec = {0};
+    assert_ok(evpol_watcher_enter(fx.w, NULL));
+    int wfd;
+    pid_t pid = spawn_waiting_child(&wfd, 2, 0);
+    assert_ok(evpol_watcher_add_child_handler(fx.w, pid, record_exit, &rec, NULL));
+    assert_ok(evpol_watcher_exit(fx.w, NULL));
+    let_go(wfd);
+    assert_true(run_until(fx.loop, &rec.count, TIMEOUT_MS));
+    assert_true(run_until_reaped(fx.loop, stranger));
+    errno = 0;
+    assert_int_equal(waitpid(stranger, NULL, WNOHANG), -1);
+    assert_int_equal(errno, ECHILD);
+    assert_int_equal(rec.rc, 2);
+    capture_stop();
+    fx_close(&fx);
+}
+
+static void test_fast_close_clears_kept_exits(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_open(&fx);
+    log_capture cap;
+    capture_start(&cap);
+    assert_ok(evpol_watcher_enter(fx.w, NULL));
+    pid_t pid = fork_exit(9);
+    assert_true(run_until_reaped(fx.loop, pid));
+    exit_rec rec = {0};
+    int wfd;
+    pid_t pending = spawn_waiting_child(&wfd, 1, 0);
+    assert_ok(evpol_watcher_add_child_handler(fx.w, pending, record_exit, &rec, NULL));
+    /* Close inside the open context: the kept exit and the handler go
+     * without a word, and nothing is called afterwards. */
+    assert_int_equal(evpol_watcher_close(fx.w, NULL), 0);
+    evpol_error err = {0};
+    assert_int_equal(evpol_watcher_exit(fx.w, &err), EVPOL_ERUNTIME);
+    let_go(wfd);
+    wait_exited(pending);
+    run_once(fx.loop);
+    assert_int_equal(rec.count, 0);
+    assert_int_equal(capture_count(&cap, -1, -1, "Caught subprocess"), 0);
+    assert_int_equal(waitpid(pending, NULL, 0), pending);
+    capture_stop();
+    fx_close(&fx);
+}
+
+int main(void)
+{
+    main_thread = pthread_self();
+    warm_up_threads();
+    const struct CMUnitTest tests[] = {
+        WATCHER_TEST(test_fast_identity, fast, "CW-9"),
+        WATCHER_TEST(test_fast_add_needs_context, fast, "FST-4 CW-9"),
+        WATCHER_TEST(test_fast_kept_exit_reported_at_registration, fast, "FST-5 CW-3"),
+        WATCHER_TEST(test_fast_kept_exits_dropped_at_last_exit, fast, "FST-6 CW-9"),
+        WATCHER_TEST(test_fast_unknown_child_without_context, fast, "FST-7"),
+        WATCHER_TEST(test_fast_reaps_other_code_children, fast, "FST-1"),
+        WATCHER_TEST(test_fast_close_clears_kept_exits, fast, "FST-8 CW-8"),
+    };
+    return cmocka_run_group_tests_name("watcher_fast", tests, NULL, NULL);
+}

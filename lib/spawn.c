@@ -1,0 +1,495 @@
+/*
+ * spawn.c — evpol_loop_spawn (SUB-1 ... SUB-4), the watchers' consumer.
+ *
+ * What it does, in CPython's order (_make_subprocess_transport): take the
+ * current policy's watcher (without the deprecation warning, as CPython
+ * silences it), refuse to start anything while it is inactive (SUB-2,
+ * CW-7), then, inside the watcher's spawn context (CW-9), create the pipes
+ * and the process and register the exit. The watcher's callback may run on
+ * any thread (Safe and Fast: the attached main loop; the others: `loop`
+ * itself, inside the watcher's callback gate), so it only hands a record,
+ * allocated before the process existed, to `loop` with evpol__loop_post;
+ * on_exit then runs on `loop`'s thread (SUB-3), outside any watcher lock,
+ * and no allocation happens once the child has exited.
+ *
+ * Why posix_spawn rather than fork + exec: glibc creates the child with
+ * CLONE_VM | CLONE_VFORK, so the cost does not grow with the parent's
+ * memory and no pthread_atfork handler runs (a fork would run every
+ * handler of the program and of libevent, and could deadlock on a lock
+ * held by another thread); and the child reports an exec failure to the
+ * parent through the return value, after glibc has reaped it, so SUB-4
+ * needs no error pipe and leaves no zombie. Every fd is created O_CLOEXEC
+ * and reaches the child only through the file actions' dup2, which clear
+ * that flag on the target.
+ *
+ * Records outlive the call, so they are kept in one process-wide list. A
+ * registration that ends without its callback (the watcher closed, or a
+ * Threaded/MultiLoop/Pidfd loop closed before the exit) leaves an orphan,
+ * which the next spawn frees once it can prove the callback can no longer
+ * run (sweep_orphans). Custom watchers give no such proof, so their orphans
+ * are kept (reachable) until the process exits.
+ */
+#include "evpol-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* ---- records ---- */
+
+typedef enum rec_state {
+    REC_REGISTERING, /* spawn is still registering it: never swept */
+    REC_PENDING,     /* registered, waiting for the watcher's callback */
+    REC_POSTED,      /* owned by the post: freed by rec_run or rec_drop */
+    REC_DONE,        /* the post failed (loop closed): the next sweep frees it */
+} rec_state;
+
+typedef struct spawn_rec {
+    struct spawn_rec *prev, *next; /* the records list, under records_lock */
+    rec_state state;               /* under records_lock */
+    evpol__post post;
+    evpol_loop *loop;       /* referenced */
+    evpol_watcher *watcher; /* referenced: sweep_orphans reads its state */
+    evpol_child_fn on_exit;
+    void *arg;
+    pid_t pid;
+    int rc;
+} spawn_rec;
+
+static pthread_mutex_t records_lock = PTHREAD_MUTEX_INITIALIZER;
+static spawn_rec *records;
+
+static void link_rec_locked(spawn_rec *r)
+{
+    r->prev = NULL;
+    r->next = records;
+    if (records)
+        records->prev = r;
+    records = r;
+}
+
+static void unlink_rec_locked(spawn_rec *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        records = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+}
+
+static void free_rec(spawn_rec *r)
+{
+    evpol_loop_unref(r->loop);
+    evpol_watcher_unref(r->watcher);
+    free(r);
+}
+
+static void warn_loop_closed(const spawn_rec *r)
+{
+    /* The same line as the watchers' (CW-12). */
+    evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
+               "Loop %p that handles pid %ld is closed", (void *)r->loop, (long)r->pid);
+}
+
+/* On `loop`'s thread, outside any watcher lock (SUB-3). */
+static void rec_run(void *p)
+{
+    spawn_rec *r = p;
+    pthread_mutex_lock(&records_lock);
+    unlink_rec_locked(r);
+    pthread_mutex_unlock(&records_lock);
+    evpol__log_debug(r->loop, "spawned process %ld exited with returncode %d", (long)r->pid,
+                     r->rc);
+    r->on_exit(r->pid, r->rc, r->arg);
+    free_rec(r);
+}
+
+/* `loop` was closed with the exit still queued: on_exit is never called. */
+static void rec_drop(void *p)
+{
+    spawn_rec *r = p;
+    warn_loop_closed(r);
+    pthread_mutex_lock(&records_lock);
+    unlink_rec_locked(r);
+    pthread_mutex_unlock(&records_lock);
+    free_rec(r);
+}
+
+/*
+ * The watcher's callback: any thread, possibly inside the watcher's gate,
+ * so it never drops the watcher reference (which might be the last one, and
+ * destroy the watcher under its own gate) and never allocates.
+ */
+static void on_child_exit(pid_t pid, int returncode, void *arg)
+{
+    (void)pid;
+    spawn_rec *r = arg;
+    pthread_mutex_lock(&records_lock);
+    if (r->state != REC_REGISTERING && r->state != REC_PENDING) {
+        /* A second call for one registration: a misbehaving custom watcher. */
+        pthread_mutex_unlock(&records_lock);
+        return;
+    }
+    r->state = REC_POSTED;
+    r->rc = returncode;
+    pthread_mutex_unlock(&records_lock);
+    if (evpol__loop_post(r->loop, &r->post, NULL) == 0)
+        return; /* r now belongs to the post */
+    warn_loop_closed(r);
+    pthread_mutex_lock(&records_lock);
+    r->state = REC_DONE;
+    pthread_mutex_unlock(&records_lock);
+}
+
+/*
+ * Can the watcher still call on_child_exit for this pending record? Not
+ * when:
+ *  - the watcher is closed and its gate is free: every callback runs
+ *    through the gate and rechecks `closed` inside it, so once a writer got
+ *    the gate after close began, none is running and none will start. A
+ *    try-lock, so a sweep run from inside one of that watcher's callbacks
+ *    cannot wait for itself (the record is then kept for a later sweep);
+ *  - or the watcher delivers on the loop (needs_loop: Threaded, MultiLoop,
+ *    Pidfd) and the loop is closed: those callbacks run only on that loop's
+ *    thread while it runs, and a closed loop never runs again.
+ * Custom watchers may call the callback from anywhere (a delegate watcher,
+ * a thread of their own): never provably done.
+ */
+static bool callback_impossible(spawn_rec *r)
+{
+    evpol_watcher *w = r->watcher;
+    if (w->ops->kind == EVPOL_WATCHER_CUSTOM)
+        return false;
+    if (evpol__watcher_closed(w) && pthread_rwlock_trywrlock(&w->gate) == 0) {
+        pthread_rwlock_unlock(&w->gate);
+        return true;
+    }
+    return w->ops->needs_loop && evpol_loop_is_closed(r->loop) == 1;
+}
+
+/* O(records still pending) per spawn: noise next to creating a process. */
+static void sweep_orphans(void)
+{
+    spawn_rec *dead = NULL;
+    pthread_mutex_lock(&records_lock);
+    for (spawn_rec *r = records, *next; r; r = next) {
+        next = r->next;
+        if (r->state == REC_DONE || (r->state == REC_PENDING && callback_impossible(r))) {
+            unlink_rec_locked(r);
+            r->next = dead;
+            dead = r;
+        }
+    }
+    pthread_mutex_unlock(&records_lock);
+    /* Unreferenced outside the lock: a last unref closes a watcher. */
+    while (dead) {
+        spawn_rec *next = dead->next;
+        free_rec(dead);
+        dead = next;
+    }
+}
+
+/* ---- validation ---- */
+
+static int check_args(evpol_loop *loop, const evpol_spawn_options *opts,
+                      evpol_spawn_result *result, evpol_error *err)
+{
+    if (!loop)
+        return evpol__fail(err, EVPOL_EINVAL, "evpol_loop_spawn: loop is NULL");
+    if (!evpol_is_loop(loop))
+        return evpol__fail(err, EVPOL_ETYPE, "evpol_loop_spawn: not an event loop");
+    if (!opts)
+        return evpol__fail(err, EVPOL_EINVAL, "evpol_loop_spawn: opts is NULL");
+    if (!result)
+        return evpol__fail(err, EVPOL_EINVAL, "evpol_loop_spawn: result is NULL");
+    if (!opts->file)
+        return evpol__fail(err, EVPOL_EINVAL, "evpol_loop_spawn: opts->file is NULL");
+    if (!opts->argv || !opts->argv[0])
+        return evpol__fail(err, EVPOL_EINVAL,
+                           "evpol_loop_spawn: opts->argv must hold at least argv[0]");
+    for (int i = 0; i < 3; i++) {
+        evpol_stdio s = opts->stdio[i];
+        if (s != EVPOL_STDIO_INHERIT && s != EVPOL_STDIO_DEVNULL && s != EVPOL_STDIO_PIPE)
+            return evpol__fail(err, EVPOL_EINVAL, "evpol_loop_spawn: opts->stdio[%d] is %d", i,
+                               (int)s);
+    }
+    if (!opts->on_exit)
+        return evpol__fail(err, EVPOL_EINVAL, "evpol_loop_spawn: opts->on_exit is NULL");
+    if (evpol_loop_is_closed(loop) == 1)
+        return evpol__fail(err, EVPOL_ERUNTIME, "evpol_loop_spawn: the event loop is closed");
+    return 0;
+}
+
+/* ---- pipes and the child's setup ---- */
+
+typedef struct spawn_fds {
+    int parent[3]; /* ends kept by the caller, -1 when not a pipe */
+    int child[3];  /* ends for the child, closed by us after the spawn */
+} spawn_fds;
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        evpol__sys.close(*fd);
+    *fd = -1;
+}
+
+static void close_all(spawn_fds *f)
+{
+    for (int i = 0; i < 3; i++) {
+        close_fd(&f->parent[i]);
+        close_fd(&f->child[i]);
+    }
+}
+
+/*
+ * A child end numbered 0..2 (the caller runs with a standard stream closed)
+ * could be overwritten by another stream's dup2 before its own dup2 runs in
+ * the child; moving it to 3 or above makes the order of the file actions
+ * irrelevant. Rare, hence the plain fcntl outside the seam.
+ */
+static int lift_above_stdio(int *fd, evpol_error *err)
+{
+    if (*fd > 2)
+        return 0;
+    int nfd = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
+    if (nfd < 0)
+        return evpol__fail_sys(err, errno, "evpol_loop_spawn: cannot move a pipe end");
+    close_fd(fd);
+    *fd = nfd;
+    return 0;
+}
+
+static int make_pipes(const evpol_spawn_options *opts, spawn_fds *f, evpol_error *err)
+{
+    for (int i = 0; i < 3; i++) {
+        if (opts->stdio[i] != EVPOL_STDIO_PIPE)
+            continue;
+        int p[2];
+        if (evpol__sys.pipe2(p, O_CLOEXEC) != 0)
+            return evpol__fail_sys(err, errno, "evpol_loop_spawn: cannot create a pipe");
+        /* stdin: the child reads, the caller writes; stdout/stderr: the
+         * other way round. */
+        f->child[i] = i == 0 ? p[0] : p[1];
+        f->parent[i] = i == 0 ? p[1] : p[0];
+    }
+    for (int i = 0; i < 3; i++) {
+        int rc = f->child[i] >= 0 ? lift_above_stdio(&f->child[i], err) : 0;
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int file_actions(const evpol_spawn_options *opts, const spawn_fds *f,
+                        posix_spawn_file_actions_t *fa, evpol_error *err)
+{
+    int rc = 0;
+    for (int i = 0; i < 3 && !rc; i++) {
+        if (opts->stdio[i] == EVPOL_STDIO_PIPE)
+            rc = posix_spawn_file_actions_adddup2(fa, f->child[i], i);
+        else if (opts->stdio[i] == EVPOL_STDIO_DEVNULL)
+            /* Opened by the child straight onto fd i: the parent never
+             * holds a /dev/null descriptor that could leak. */
+            rc = posix_spawn_file_actions_addopen(fa, i, "/dev/null", O_RDWR, 0);
+    }
+    if (!rc && opts->cwd)
+        rc = posix_spawn_file_actions_addchdir_np(fa, opts->cwd);
+    if (rc == ENOMEM)
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    if (rc)
+        return evpol__fail_sys(err, rc, "evpol_loop_spawn: cannot prepare the child's files");
+    return 0;
+}
+
+/*
+ * The child starts with no blocked signal (the spawning thread may be a
+ * loop or watcher thread that blocks some) and with the default action for
+ * the signals a parent commonly ignores for its own sake: SIGPIPE and
+ * SIGXFSZ (as CPython's restore_signals), SIGCHLD (ignoring it would make
+ * the child's own children vanish), and the termination requests. A SIGHUP
+ * ignored nohup-style is deliberately inherited. Handlers need no reset:
+ * exec (and glibc's spawn, before it) restores their default action.
+ */
+static int spawn_attr(posix_spawnattr_t *attr, evpol_error *err)
+{
+    static const int reset[] = {SIGPIPE, SIGXFSZ, SIGCHLD, SIGINT, SIGQUIT, SIGTERM};
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    for (size_t i = 0; i < sizeof reset / sizeof reset[0]; i++)
+        sigaddset(&defaults, reset[i]);
+    int rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (!rc)
+        rc = posix_spawnattr_setsigmask(attr, &none);
+    if (!rc)
+        rc = posix_spawnattr_setsigdefault(attr, &defaults);
+    if (rc)
+        return evpol__fail_sys(err, rc, "evpol_loop_spawn: cannot prepare the child's signals");
+    return 0;
+}
+
+static int create_process(const evpol_spawn_options *opts, const spawn_fds *f, pid_t *pid,
+                          evpol_error *err)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int rc = posix_spawn_file_actions_init(&fa);
+    if (rc)
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    rc = posix_spawnattr_init(&attr);
+    if (rc) {
+        posix_spawn_file_actions_destroy(&fa);
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    }
+    rc = file_actions(opts, f, &fa, err);
+    if (!rc)
+        rc = spawn_attr(&attr, err);
+    if (!rc) {
+        char *const *envp = opts->envp ? opts->envp : environ;
+        int e = evpol__sys.spawn(pid, opts->file, &fa, &attr, opts->argv, envp);
+        /* glibc reports a failed exec (ENOENT, EACCES, ...) here, having
+         * already reaped the child (SUB-4). */
+        if (e)
+            rc = evpol__fail_sys(err, e, "evpol_loop_spawn: cannot execute '%s'", opts->file);
+    }
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    return rc;
+}
+
+/* The process exists but nobody will watch it: leave neither it nor its
+ * zombie behind. */
+static void kill_and_reap(pid_t pid)
+{
+    evpol__sys.kill(pid, SIGKILL);
+    int status;
+    /* ECHILD: a reap-everything watcher (Fast) got it first. */
+    while (evpol__sys.waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+}
+
+/* ---- evpol_loop_spawn ---- */
+
+static int spawn_in_context(evpol_loop *loop, evpol_watcher *w, const evpol_spawn_options *opts,
+                            spawn_rec *r, spawn_fds *f, pid_t *out_pid, evpol_error *err)
+{
+    int rc = make_pipes(opts, f, err);
+    if (rc)
+        return rc;
+    pid_t pid = -1;
+    rc = create_process(opts, f, &pid, err);
+    for (int i = 0; i < 3; i++)
+        close_fd(&f->child[i]);
+    if (rc)
+        return rc;
+    r->pid = pid;
+
+    /* Linked before registering: the exit may be delivered (on another
+     * thread) before add_child_handler even returns. */
+    pthread_mutex_lock(&records_lock);
+    link_rec_locked(r);
+    pthread_mutex_unlock(&records_lock);
+    rc = evpol_watcher_add_child_handler_on(w, loop, pid, on_child_exit, r, err);
+    pthread_mutex_lock(&records_lock);
+    if (rc)
+        unlink_rec_locked(r);
+    else if (r->state == REC_REGISTERING)
+        r->state = REC_PENDING;
+    pthread_mutex_unlock(&records_lock);
+    if (rc) {
+        kill_and_reap(pid);
+        return rc;
+    }
+    /* r may already be freed: the child can exit and be delivered before
+     * this line. */
+    *out_pid = pid;
+    evpol__log_debug(loop, "spawned process %ld (%s) on loop %p", (long)pid, opts->file,
+                     (void *)loop);
+    return 0;
+}
+
+int evpol_loop_spawn(evpol_loop *loop, const evpol_spawn_options *opts,
+                     evpol_spawn_result *result, evpol_error *err)
+{
+    int rc = check_args(loop, opts, result, err);
+    if (rc)
+        return rc;
+    result->pid = -1;
+    for (int i = 0; i < 3; i++)
+        result->stdio_fd[i] = -1;
+
+    sweep_orphans();
+
+    evpol_watcher *w = NULL;
+    rc = evpol__current_child_watcher(&w, err);
+    if (rc)
+        return rc;
+    /* SUB-2, CW-7: before anything is created, not even the context. */
+    if (evpol_watcher_is_active(w) != 1) {
+        rc = evpol__fail(err, EVPOL_ERUNTIME,
+                         "evpol_loop_spawn: the child watcher (%s) is not activated, "
+                         "subprocess support is not installed.",
+                         evpol_watcher_name(w));
+        evpol_watcher_unref(w);
+        return rc;
+    }
+
+    spawn_rec *r = calloc(1, sizeof *r);
+    if (!r) {
+        evpol_watcher_unref(w);
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    }
+    r->state = REC_REGISTERING;
+    r->loop = evpol_loop_ref(loop);
+    r->watcher = w; /* the reference taken above, now the record's */
+    r->on_exit = opts->on_exit;
+    r->arg = opts->arg;
+    r->pid = -1;
+    r->post.fn = rec_run;
+    r->post.drop = rec_drop;
+    r->post.arg = r;
+
+    /* The record keeps the watcher alive beyond the call; this reference
+     * keeps it alive for the call even if the exit is delivered and the
+     * record freed before we leave the context. */
+    evpol_watcher_ref(w);
+    rc = evpol_watcher_enter(w, err);
+    if (rc) {
+        free_rec(r);
+        evpol_watcher_unref(w);
+        return rc;
+    }
+
+    spawn_fds f = {{-1, -1, -1}, {-1, -1, -1}};
+    pid_t pid = -1;
+    rc = spawn_in_context(loop, w, opts, r, &f, &pid, err);
+    if (rc)
+        free_rec(r); /* not registered, not linked */
+
+    evpol_error exit_err = {0};
+    if (evpol_watcher_exit(w, &exit_err) != 0 && rc == 0 && !evpol__watcher_closed(w))
+        /* The process runs and is registered: the caller needs its pid and
+         * fds more than this error, which only the watcher can act on. */
+        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
+                   "evpol_loop_spawn: leaving the spawn context of %s failed: %s",
+                   evpol_watcher_name(w), exit_err.message);
+    evpol_watcher_unref(w);
+
+    if (rc) {
+        close_all(&f);
+        return rc;
+    }
+    result->pid = pid;
+    for (int i = 0; i < 3; i++)
+        result->stdio_fd[i] = f.parent[i];
+    return 0;
+}

@@ -1,0 +1,611 @@
+/*
+ * watcher_multiloop.c — MultiLoopChildWatcher (MUL-1 ... MUL-7).
+ *
+ * How it works: the first attach_loop, whatever its argument (CPython's
+ * policy calls it from the main thread; the loop itself is not used),
+ * activates the watcher: it makes a self-pipe, installs a process-wide
+ * SIGCHLD handler with sigaction (MUL-1, MUL-5), saving the previous
+ * disposition, and starts one internal reaper thread. The handler only
+ * writes one byte to the pipe (MUL-7). The reaper blocks on the pipe; on
+ * each wake, and once right after activation to catch children that exited
+ * before the handler existed, it polls every registered pid with
+ * waitpid(pid, WNOHANG) (MUL-2): other code's children are never reaped.
+ * add_child_handler also polls its pid at once, so a child that exited
+ * before registration is reported (also before activation).
+ *
+ * Cost: O(n) waitpid calls per SIGCHLD for n registered children (signals
+ * coalesce, so one wake may report many exits). One thread and two fds per
+ * active watcher, whatever the number of children.
+ *
+ * Callbacks run on the loop that was running in the registering thread
+ * (MUL-3), or the loop given to add_child_handler_on, through
+ * evpol__deliver: never on the reaper thread, never inside add. The reaper
+ * only runs the log hook (CW-11, CW-12).
+ *
+ * One per process: the SIGCHLD disposition is process-wide and a signal
+ * handler cannot carry a pointer, so at most one MultiLoop watcher is
+ * active at a time. A second one's attach_loop fails with ERUNTIME and
+ * leaves it inactive, rather than taking over: a takeover would silently
+ * strand the first watcher's pending children, while the failure is
+ * visible at once (spawn checks is_active, CW-7). Replacing the policy's
+ * watcher works because set_child_watcher closes the old one first; attach
+ * the new one after that.
+ *
+ * Close (CW-8, MUL-4) restores the saved disposition if ours is still in
+ * place (else warns and leaves the outside handler alone), stops and joins
+ * the reaper, closes the pipe and frees the registrations. Children still
+ * pending at close are left to the program, as in CPython: their callbacks
+ * are never called and the watcher does not reap them, so the program can
+ * still waitpid() them (a resource warning names how many). Children whose
+ * handler was removed (CW-4) are the watcher's to reap: close reaps those
+ * that have already exited.
+ *
+ * After fork(), the child process inherits the handler and the pipe but
+ * not the reaper; closing the inherited watcher there restores the
+ * disposition and closes the fds without waiting for a thread that does
+ * not exist. The inherited handler may make the parent's reaper poll once
+ * for nothing, which is harmless.
+ */
+#include "evpol-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the SIGCHLD handler needs lock-free atomics");
+
+/* ---- process-wide state, shared with the signal handler ---- */
+
+/* The write end of the active watcher's pipe, or -1. An atomic int rather
+ * than a pointer to the watcher: the handler needs nothing else, and a
+ * lock-free atomic is async-signal-safe. */
+static atomic_int g_wake_fd = -1;
+/* Handlers between reading g_wake_fd and finishing their write. Close waits
+ * for zero after clearing g_wake_fd, so that no handler can write into an
+ * fd number that has been closed and reused. */
+static atomic_int g_in_handler;
+
+/* Serialises activation and deactivation (the sigaction calls and g_owner). */
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+typedef struct ml_watcher ml_watcher;
+static ml_watcher *g_owner; /* the active watcher; under g_lock */
+
+/* Set on the reaper thread when its own watcher was closed and freed from
+ * under it (it dropped the last reference): it must then leave without
+ * touching the watcher. */
+static _Thread_local bool tls_reaper_orphaned;
+
+struct ml_watcher {
+    evpol_watcher base; /* first: the ops receive &base */
+
+    /* Guards tab and shut. Every waitpid on a registered pid is made under
+     * it, so the reaper and add never both wait for the same pid (the
+     * loser would see ECHILD and report a false 255). Never held while
+     * calling into a loop or the log hook. */
+    pthread_mutex_t lock;
+    evpol__childtab tab;
+    bool shut; /* close has started; under lock and under g_lock */
+
+    /* Under g_lock. */
+    atomic_bool active; /* handler installed by us and not yet removed */
+    struct sigaction saved;
+    int pipe_rd, pipe_wr;
+    pthread_t reaper;
+    bool reaper_started;
+    pid_t owner_pid; /* process that started the reaper */
+
+    atomic_bool stopping; /* the reaper should exit at its next wake */
+};
+
+static ml_watcher *as_ml(evpol_watcher *w)
+{
+    return (ml_watcher *)w;
+}
+
+/* MUL-7: only async-signal-safe work (an atomic load, write(2)), errno
+ * preserved for the interrupted code. */
+static void on_sigchld(int signum)
+{
+    (void)signum;
+    int saved_errno = errno;
+    atomic_fetch_add(&g_in_handler, 1);
+    int fd = atomic_load(&g_wake_fd);
+    if (fd >= 0) {
+        char byte = 0;
+        /* EAGAIN when the pipe is full is fine: a byte is already waiting,
+         * and the reaper polls every pid on each wake. */
+        ssize_t n = write(fd, &byte, 1);
+        (void)n;
+    }
+    atomic_fetch_sub(&g_in_handler, 1);
+    errno = saved_errno;
+}
+
+static bool disposition_is_ours(const struct sigaction *sa)
+{
+    /* sa_handler and sa_sigaction share storage on Linux, so this is also
+     * right for an SA_SIGINFO handler (which is never ours). */
+    return !(sa->sa_flags & SA_SIGINFO) && sa->sa_handler == on_sigchld;
+}
+
+static bool disposition_is_known(const struct sigaction *sa)
+{
+    return sa->sa_handler == SIG_DFL || sa->sa_handler == SIG_IGN || disposition_is_ours(sa);
+}
+
+/* Stop the handler from writing to the pipe; g_lock held. */
+static void disconnect_handler(void)
+{
+    atomic_store(&g_wake_fd, -1);
+    /* A handler that read the old fd finishes in a few instructions; when
+     * it runs on this very thread it has already returned. */
+    while (atomic_load(&g_in_handler) != 0)
+        sched_yield();
+}
+
+/* A reference to `w` unless its last reference is already gone (close and
+ * destroy are then under way): evpol_watcher_ref would resurrect it. */
+static bool watcher_try_ref(evpol_watcher *w)
+{
+    int n = atomic_load(&w->refs);
+    while (n > 0)
+        if (atomic_compare_exchange_weak(&w->refs, &n, n + 1))
+            return true;
+    return false;
+}
+
+/* ---- reaping ---- */
+
+/* Marks a record whose status was reaped elsewhere (ECHILD, CW-11). */
+static char lost_marker;
+
+/* Poll c->pid once; m->lock held. Returns true when the child is gone, with
+ * c->rc set (and c->data = &lost_marker when the status was lost). */
+static bool poll_child_locked(evpol__child *c)
+{
+    int status = 0;
+    pid_t r;
+    do
+        r = evpol__sys.waitpid(c->pid, &status, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == c->pid) {
+        c->rc = evpol__returncode(status);
+        return true;
+    }
+    if (r < 0 && errno == ECHILD) {
+        c->rc = 255;
+        c->data = &lost_marker;
+        return true;
+    }
+    /* 0: still running. Any other error cannot happen for a pid > 0 with
+     * WNOHANG; keep the record and look again on the next SIGCHLD. */
+    return false;
+}
+
+/* Hand a list of reaped records to their loops (caller holds a watcher
+ * reference and no lock). */
+static void deliver_list(evpol_watcher *w, evpol__child *list)
+{
+    while (list) {
+        evpol__child *c = list;
+        list = c->next;
+        c->next = NULL;
+        if (c->data == &lost_marker && c->cb)
+            evpol__warn_unknown_child(c->pid);
+        c->data = NULL;
+        evpol__deliver(w, c, c->rc);
+    }
+}
+
+static void free_list(evpol__child *list)
+{
+    while (list) {
+        evpol__child *next = list->next;
+        evpol__child_free(list);
+        list = next;
+    }
+}
+
+/* One poll round over every registered pid (MUL-2). Returns false when the
+ * watcher was freed during delivery (the reaper must leave at once). */
+static bool reap_registered(ml_watcher *m)
+{
+    evpol__child *done = NULL;
+    pthread_mutex_lock(&m->lock);
+    if (!m->shut) {
+        for (size_t i = 0; i < m->tab.nbuckets; i++) {
+            evpol__child *next;
+            for (evpol__child *c = m->tab.buckets[i]; c; c = next) {
+                next = c->next;
+                if (!poll_child_locked(c))
+                    continue;
+                evpol__childtab_remove(&m->tab, c->pid);
+                c->next = done;
+                done = c;
+            }
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (!done)
+        return true;
+
+    /* The reference keeps the watcher alive while we deliver; if it cannot
+     * be taken, the last unref is closing the watcher and nothing may be
+     * delivered any more. */
+    if (!watcher_try_ref(&m->base)) {
+        free_list(done);
+        return true;
+    }
+    deliver_list(&m->base, done);
+    /* May be the last reference: the watcher is then closed and freed on
+     * this thread (ml_close sees that and sets tls_reaper_orphaned). */
+    evpol_watcher_unref(&m->base);
+    return !tls_reaper_orphaned;
+}
+
+/* Block until the handler (or close) writes to the pipe, then empty it.
+ * Emptying before polling means a SIGCHLD arriving during the poll round
+ * leaves a byte for the next one. Returns false when the reaper should stop. */
+static bool wait_for_wake(ml_watcher *m)
+{
+    struct pollfd pfd = {.fd = m->pipe_rd, .events = POLLIN};
+    for (;;) {
+        int n = poll(&pfd, 1, -1);
+        if (n > 0)
+            break;
+        if (n < 0 && errno != EINTR) {
+            evpol__log(EVPOL_LOG_ERROR, EVPOL_LOG_CAT_RUNTIME,
+                       "MultiLoopChildWatcher: poll on its pipe failed (%s); "
+                       "children exiting from now on are not reported",
+                       strerror(errno));
+            return false;
+        }
+    }
+    char buf[64];
+    while (read(m->pipe_rd, buf, sizeof buf) > 0)
+        ;
+    return !atomic_load(&m->stopping);
+}
+
+static void *reaper_main(void *p)
+{
+    ml_watcher *m = p;
+    pthread_setname_np(pthread_self(), "evpol-multiloop");
+    do {
+        if (!reap_registered(m))
+            return NULL; /* orphaned: m is freed */
+    } while (wait_for_wake(m));
+    return NULL;
+}
+
+/* ---- ops ---- */
+
+static int ml_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+                  evpol_error *err)
+{
+    ml_watcher *m = as_ml(w);
+    /* Allocated before locking; unused (and freed) for a replacement. */
+    evpol__child *fresh = evpol__child_new(pid, cb, arg, loop);
+    if (!fresh)
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    evpol_loop *old_loop = NULL;
+    evpol__child *done = NULL;
+
+    pthread_mutex_lock(&m->lock);
+    if (m->shut) {
+        pthread_mutex_unlock(&m->lock);
+        evpol__child_free(fresh);
+        return evpol__fail(err, EVPOL_ERUNTIME, "add_child_handler: %s is closed", w->ops->name);
+    }
+    evpol__child *c = evpol__childtab_find(&m->tab, pid);
+    if (c) {
+        /* CW-2: swap the registration in place; the loop reference moves
+         * from the fresh record to the kept one. */
+        old_loop = c->loop;
+        c->loop = fresh->loop;
+        fresh->loop = NULL;
+        c->cb = cb;
+        c->arg = arg;
+    } else {
+        if (evpol__childtab_insert(&m->tab, fresh) != 0) {
+            pthread_mutex_unlock(&m->lock);
+            evpol__child_free(fresh);
+            return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+        }
+        c = fresh;
+        fresh = NULL;
+    }
+    /* The child may have exited before it was registered (or before the
+     * handler existed): look now, as CPython does. */
+    if (poll_child_locked(c)) {
+        evpol__childtab_remove(&m->tab, pid);
+        done = c;
+    }
+    pthread_mutex_unlock(&m->lock);
+
+    evpol__child_free(fresh);
+    evpol_loop_unref(old_loop);
+    /* Never the callback itself: evpol__deliver posts it to the loop. The
+     * caller's reference keeps the watcher alive meanwhile. */
+    deliver_list(w, done);
+    return 0;
+}
+
+static int ml_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
+{
+    (void)err;
+    ml_watcher *m = as_ml(w);
+    evpol_loop *old_loop = NULL;
+    int removed = 0;
+    pthread_mutex_lock(&m->lock);
+    evpol__child *c = m->shut ? NULL : evpol__childtab_find(&m->tab, pid);
+    if (c && c->cb) {
+        /* The record stays so that the reaper still reaps the child: no
+         * zombie is left (CW-4). */
+        c->cb = NULL;
+        c->arg = NULL;
+        old_loop = c->loop;
+        c->loop = NULL;
+        removed = 1;
+    }
+    pthread_mutex_unlock(&m->lock);
+    evpol_loop_unref(old_loop);
+    return removed;
+}
+
+/* Undo a partial activation; g_lock held. */
+static void abandon_activation(ml_watcher *m, bool handler_installed)
+{
+    if (handler_installed)
+        evpol__sys.sigaction(SIGCHLD, &m->saved, NULL);
+    disconnect_handler();
+    evpol__sys.close(m->pipe_rd);
+    evpol__sys.close(m->pipe_wr);
+    m->pipe_rd = m->pipe_wr = -1;
+}
+
+static int ml_attach(evpol_watcher *w, evpol_loop *loop, evpol_error *err)
+{
+    /* The loop is not used: callbacks go to each registering thread's loop.
+     * CPython, too, only uses the first attach_loop as the moment to
+     * install its handler. */
+    (void)loop;
+    ml_watcher *m = as_ml(w);
+    int rc = 0;
+    bool foreign_previous = false;
+
+    pthread_mutex_lock(&g_lock);
+    if (m->shut) {
+        rc = evpol__fail(err, EVPOL_ERUNTIME, "attach_loop: %s is closed", w->ops->name);
+        goto out;
+    }
+    if (atomic_load(&m->active))
+        goto out;
+    if (g_owner) {
+        rc = evpol__fail(err, EVPOL_ERUNTIME,
+                         "attach_loop: another MultiLoopChildWatcher (%p) already handles "
+                         "SIGCHLD in this process; close it first",
+                         (void *)g_owner);
+        goto out;
+    }
+
+    int fds[2];
+    if (evpol__sys.pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+        rc = evpol__fail_sys(err, errno, "attach_loop: cannot create the SIGCHLD pipe");
+        goto out;
+    }
+    m->pipe_rd = fds[0];
+    m->pipe_wr = fds[1];
+    atomic_store(&g_wake_fd, m->pipe_wr);
+
+    /* SA_RESTART, as CPython's siginterrupt(SIGCHLD, False): code that is
+     * interrupted by SIGCHLD mostly resumes instead of failing with EINTR
+     * (MUL-5). No SA_NOCLDSTOP: it would spare one useless poll round when
+     * a child stops or continues, but it changes which events the kernel
+     * reports for the whole process, and we keep the disposition CPython
+     * leaves in force so that programs behave as they do under asyncio; a
+     * stop only costs one O(n) round of WNOHANG waits that reap nothing.
+     * The mask stays empty: the handler is reentrant. */
+    struct sigaction act;
+    memset(&act, 0, sizeof act);
+    act.sa_handler = on_sigchld;
+    sigemptyset(&act.sa_mask);
+    act.sa_flags = SA_RESTART;
+    if (evpol__sys.sigaction(SIGCHLD, &act, &m->saved) != 0) {
+        int e = errno;
+        abandon_activation(m, false);
+        rc = evpol__fail_sys(err, e, "attach_loop: cannot install the SIGCHLD handler");
+        goto out;
+    }
+    /* CPython cannot restore a handler set from C and falls back to
+     * SIG_DFL; we saved the whole disposition, so we restore it exactly,
+     * but it will not run while we are active: say so. */
+    foreign_previous = !disposition_is_known(&m->saved);
+
+    /* Started after the handler is in place: its first poll round then
+     * catches every child that exited before. All signals blocked in it, so
+     * that it never takes a signal meant for the program's threads. */
+    atomic_store(&m->stopping, false);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int terr = evpol__sys.thread_create(&m->reaper, 0, reaper_main, m);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (terr != 0) {
+        abandon_activation(m, true);
+        rc = evpol__fail_sys(err, terr, "attach_loop: cannot start the reaper thread");
+        foreign_previous = false;
+        goto out;
+    }
+    m->reaper_started = true;
+    m->owner_pid = getpid();
+    atomic_store(&m->active, true);
+    g_owner = m;
+out:
+    pthread_mutex_unlock(&g_lock);
+    if (foreign_previous)
+        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
+                   "Previous SIGCHLD handler was set by non-evpol code: it will not be called "
+                   "while MultiLoopChildWatcher is active, and is restored on watcher close");
+    return rc;
+}
+
+/* MUL-6: true exactly while our handler is installed, which outside code
+ * can undo behind our back, so ask the kernel. */
+static int ml_is_active(evpol_watcher *w)
+{
+    ml_watcher *m = as_ml(w);
+    if (!atomic_load(&m->active))
+        return 0;
+    struct sigaction cur;
+    if (evpol__sys.sigaction(SIGCHLD, NULL, &cur) != 0)
+        return 0;
+    return disposition_is_ours(&cur);
+}
+
+static int ml_close(evpol_watcher *w, evpol_error *err)
+{
+    ml_watcher *m = as_ml(w);
+    int rc = 0;
+    bool changed_outside = false;
+    bool join = false;
+
+    pthread_mutex_lock(&m->lock);
+    m->shut = true;
+    pthread_mutex_unlock(&m->lock);
+
+    pthread_mutex_lock(&g_lock);
+    if (atomic_load(&m->active)) {
+        struct sigaction cur;
+        if (evpol__sys.sigaction(SIGCHLD, NULL, &cur) == 0 && !disposition_is_ours(&cur)) {
+            changed_outside = true;
+        } else if (evpol__sys.sigaction(SIGCHLD, &m->saved, NULL) != 0) {
+            rc = evpol__fail_sys(err, errno, "close: cannot restore the SIGCHLD handler");
+        }
+        disconnect_handler();
+        atomic_store(&m->active, false);
+        g_owner = NULL;
+    }
+    if (m->reaper_started) {
+        m->reaper_started = false;
+        if (m->owner_pid != getpid()) {
+            /* Forked child: the reaper does not exist here. */
+        } else if (pthread_equal(pthread_self(), m->reaper)) {
+            /* The reaper dropped the last reference while delivering: it
+             * cannot wait for itself, and must not touch m once we return. */
+            pthread_detach(m->reaper);
+            tls_reaper_orphaned = true;
+        } else {
+            join = true;
+        }
+    }
+    pthread_mutex_unlock(&g_lock);
+
+    if (changed_outside)
+        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
+                   "SIGCHLD handler was changed by outside code");
+
+    if (join) {
+        atomic_store(&m->stopping, true);
+        char byte = 0;
+        /* EAGAIN means the pipe is full, so the reaper wakes anyway. */
+        ssize_t n = write(m->pipe_wr, &byte, 1);
+        (void)n;
+        pthread_join(m->reaper, NULL);
+    }
+    if (m->pipe_rd >= 0) {
+        evpol__sys.close(m->pipe_rd);
+        evpol__sys.close(m->pipe_wr);
+        m->pipe_rd = m->pipe_wr = -1;
+    }
+
+    /* The reaper is gone (or never touches the table again), so the table
+     * is ours; the lock only orders us after any add still finishing. */
+    pthread_mutex_lock(&m->lock);
+    evpol__childtab tab = m->tab;
+    m->tab = (evpol__childtab){0};
+    size_t pending = 0;
+    for (size_t i = 0; i < tab.nbuckets; i++) {
+        evpol__child *next;
+        for (evpol__child *c = tab.buckets[i]; c; c = next) {
+            next = c->next;
+            if (c->cb)
+                pending++;
+            else
+                poll_child_locked(c); /* removed handler (CW-4): ours to reap */
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+
+    if (pending)
+        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
+                   "MultiLoopChildWatcher %p closed with %zu pending child handler(s): "
+                   "they will not be called and the children are left to the program",
+                   (void *)w, pending);
+    evpol__childtab_fini(&tab, evpol__child_free);
+    return rc;
+}
+
+static int ml_noop(evpol_watcher *w, evpol_error *err)
+{
+    (void)w;
+    (void)err;
+    return 0;
+}
+
+static void ml_destroy(evpol_watcher *w)
+{
+    ml_watcher *m = as_ml(w);
+    evpol__watcher_fini(w);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+static const struct evpol_watcher_ops ml_ops = {
+    .name = "MultiLoopChildWatcher",
+    .kind = EVPOL_WATCHER_MULTILOOP,
+    .add = ml_add,
+    .remove = ml_remove,
+    .attach = ml_attach,
+    .is_active = ml_is_active,
+    .close = ml_close,
+    .enter = ml_noop,
+    .exit = ml_noop,
+    .destroy = ml_destroy,
+    .needs_loop = true,
+};
+
+int evpol__multiloop_new(evpol_watcher **out, evpol_error *err)
+{
+    ml_watcher *m = calloc(1, sizeof *m);
+    if (!m)
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    int rc = pthread_mutex_init(&m->lock, NULL);
+    if (rc) {
+        free(m);
+        return evpol__fail_sys(err, rc, "cannot create watcher lock");
+    }
+    if (evpol__childtab_init(&m->tab) != 0) {
+        pthread_mutex_destroy(&m->lock);
+        free(m);
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    }
+    rc = evpol__watcher_init(&m->base, &ml_ops, err);
+    if (rc) {
+        evpol__childtab_fini(&m->tab, NULL);
+        pthread_mutex_destroy(&m->lock);
+        free(m);
+        return rc;
+    }
+    m->pipe_rd = m->pipe_wr = -1;
+    atomic_init(&m->active, false);
+    atomic_init(&m->stopping, false);
+    *out = &m->base;
+    return 0;
+}

@@ -1,0 +1,180 @@
+/*
+ * watcher_safe.c — SafeChildWatcher (SAF-1 ... SAF-7).
+ *
+ * How it works: SIGCHLD is heard through the signal events of the loop
+ * attached from the main thread (see watcher_sigchld.c). On each SIGCHLD the
+ * watcher polls every registered pid with waitpid(pid, WNOHANG); it never
+ * calls waitpid(-1), so children it was not asked about are left to whoever
+ * waits for them (SAF-3). add_child_handler polls its pid at once, so a
+ * child that exited before it was registered is still reported (SAF-6).
+ *
+ * Cost: O(n) waitpid calls per SIGCHLD for n registered children (signals
+ * coalesce, so one SIGCHLD may stand for several exits). No thread, no fd.
+ *
+ * Threads: callbacks run on the attached loop's thread. The SIGCHLD handler
+ * calls them there directly; an exit found by add_child_handler or by
+ * attach_loop is posted to the attached loop. With no loop attached, an exit
+ * found by add_child_handler is reported on the calling thread. The watcher
+ * is active only while its attached loop runs (SAF-2).
+ *
+ * A removed handler (CW-4) keeps its pid registered without a callback, so
+ * the child is still reaped and never left a zombie. A pid reaped by someone
+ * else is reported with returncode 255 and the CW-11 warning.
+ */
+#include "watcher-sigchld.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+typedef struct safe_watcher {
+    evpol__sigchld s; /* first */
+} safe_watcher;
+
+static evpol__sigchld *as_sigchld(evpol_watcher *w)
+{
+    return (evpol__sigchld *)w;
+}
+
+/* waitpid(pid, WNOHANG) for one registration. s->lock held, so that one
+ * exit is taken by exactly one of add and the SIGCHLD handler. True when
+ * the child is gone (c->rc set, or marked lost on ECHILD). */
+static bool poll_child_locked(evpol__child *c)
+{
+    int status = 0;
+    pid_t r;
+    do
+        r = evpol__sys.waitpid(c->pid, &status, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return false;
+    if (r < 0) {
+        /* Anything but ECHILD says nothing about the child: ask again at
+         * the next SIGCHLD. */
+        if (errno != ECHILD)
+            return false;
+        evpol__sigchld_mark_lost(c);
+        return true;
+    }
+    c->rc = evpol__returncode(status);
+    return true;
+}
+
+static evpol__child *safe_reap(evpol__sigchld *s)
+{
+    evpol__child *list = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (!evpol__watcher_closed(&s->base)) {
+        for (size_t i = 0; i < s->tab.nbuckets; i++) {
+            evpol__child *c = s->tab.buckets[i];
+            while (c) {
+                /* Removing c unlinks only c, so `next` stays valid. */
+                evpol__child *next = c->next;
+                if (poll_child_locked(c)) {
+                    evpol__childtab_remove(&s->tab, c->pid);
+                    c->next = list;
+                    list = c;
+                }
+                c = next;
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return list;
+}
+
+static int safe_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+                    evpol_error *err)
+{
+    (void)loop; /* callbacks go to the attached loop */
+    evpol__sigchld *s = as_sigchld(w);
+    evpol__child *done = NULL;
+    pthread_mutex_lock(&s->lock);
+    evpol__child *c = evpol__sigchld_register_locked(s, pid, cb, arg);
+    if (!c) {
+        pthread_mutex_unlock(&s->lock);
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    }
+    /* The child may have exited before it was registered (SAF-6). */
+    if (poll_child_locked(c)) {
+        evpol__childtab_remove(&s->tab, pid);
+        done = c;
+    }
+    pthread_mutex_unlock(&s->lock);
+    evpol__sigchld_post(s, done);
+    return 0;
+}
+
+static int safe_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
+{
+    (void)err;
+    return evpol__sigchld_remove(as_sigchld(w), pid);
+}
+
+static int safe_attach(evpol_watcher *w, evpol_loop *loop, evpol_error *err)
+{
+    return evpol__sigchld_attach(as_sigchld(w), loop, err);
+}
+
+static int safe_is_active(evpol_watcher *w)
+{
+    return evpol__sigchld_is_active(as_sigchld(w));
+}
+
+static int safe_close(evpol_watcher *w, evpol_error *err)
+{
+    (void)err;
+    evpol__sigchld_close(as_sigchld(w));
+    return 0;
+}
+
+/* The spawn context means nothing to Safe: add_child_handler polls the pid
+ * itself, so no exit can be missed between spawn and registration. */
+static int safe_enter(evpol_watcher *w, evpol_error *err)
+{
+    (void)w;
+    (void)err;
+    return 0;
+}
+
+static int safe_exit(evpol_watcher *w, evpol_error *err)
+{
+    (void)w;
+    (void)err;
+    return 0;
+}
+
+static void safe_destroy(evpol_watcher *w)
+{
+    safe_watcher *sw = (safe_watcher *)w;
+    evpol__sigchld_fini(&sw->s);
+    free(sw);
+}
+
+static const struct evpol_watcher_ops safe_ops = {
+    .name = "SafeChildWatcher",
+    .kind = EVPOL_WATCHER_SAFE,
+    .add = safe_add,
+    .remove = safe_remove,
+    .attach = safe_attach,
+    .is_active = safe_is_active,
+    .close = safe_close,
+    .enter = safe_enter,
+    .exit = safe_exit,
+    .destroy = safe_destroy,
+    .needs_loop = false,
+};
+
+int evpol__safe_new(evpol_watcher **out, evpol_error *err)
+{
+    safe_watcher *sw = calloc(1, sizeof *sw);
+    if (!sw)
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    int rc = evpol__sigchld_init(&sw->s, &safe_ops, safe_reap, err);
+    if (rc) {
+        free(sw);
+        return rc;
+    }
+    *out = &sw->s.base;
+    return 0;
+}

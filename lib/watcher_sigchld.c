@@ -1,0 +1,351 @@
+/*
+ * watcher_sigchld.c — the part SafeChildWatcher and FastChildWatcher share
+ * (CPython's BaseChildWatcher): hearing SIGCHLD through one attached loop.
+ *
+ * How it works: attach_loop(loop) installs a SIGCHLD handler with
+ * evpol_loop_add_signal_handler, i.e. a libevent signal event, so the
+ * handler runs as an ordinary callback on the thread running that loop,
+ * never in signal context. Both the install and its removal are main-thread
+ * only (LOOP-4): attaching or detaching from another thread fails with the
+ * loop's runtime error and changes nothing. Switching loops removes the
+ * handler from the old loop, installs it on the new one and then reaps once,
+ * for children that exited while no handler listened (SAF-5).
+ *
+ * The handler's argument is a small "link" rather than the watcher itself,
+ * so that a watcher closed where its handler cannot be removed (another
+ * thread, CW-8 must still succeed) can cut the link: the handler then stays
+ * on the loop, inert, until that loop closes or replaces it. Such links are
+ * kept on a list for the life of the process (a few bytes each) because
+ * nothing tells us when the loop lets go of them.
+ *
+ * Limits inherited from libevent: signals go to one event_base at a time
+ * (the one that most recently added a signal event), and a loop keeps one
+ * handler per signal, so two of these watchers, or a watcher and other
+ * SIGCHLD code, must not share a loop or use two loops at once.
+ *
+ * Threads: the SIGCHLD handler reaps on the loop's thread and calls the
+ * callbacks there directly, through the watcher's gate. An exit found
+ * elsewhere (at registration or at a loop switch, possibly on another
+ * thread) is posted to the attached loop instead, so callbacks always run on
+ * the attached loop's thread; with no loop attached there is no such thread
+ * and the callback runs on the calling thread. User callbacks never run with
+ * a watcher lock held.
+ */
+#include "watcher-sigchld.h"
+
+#include <signal.h>
+#include <stdlib.h>
+
+struct evpol__sigchld_link {
+    evpol__sigchld *s;   /* NULL once the watcher let go; under link_lock */
+    evpol_loop *loop;    /* the loop holding the handler; not referenced */
+    struct evpol__sigchld_link *next_orphan;
+};
+
+/* Guards every link's `s` and the orphan list. Held only for a pointer
+ * read or write. */
+static pthread_mutex_t link_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct evpol__sigchld_link *orphans;
+
+/* Marks a record whose status was lost (ECHILD); any unique address. */
+static char lost_tag;
+
+void evpol__sigchld_mark_lost(evpol__child *c)
+{
+    c->data = &lost_tag;
+    c->rc = 255;
+}
+
+static bool take_lost(evpol__child *c)
+{
+    bool lost = c->data == &lost_tag;
+    c->data = NULL;
+    return lost;
+}
+
+int evpol__sigchld_init(evpol__sigchld *s, const struct evpol_watcher_ops *ops,
+                        evpol__reap_fn reap, evpol_error *err)
+{
+    int rc = pthread_mutex_init(&s->lock, NULL);
+    if (rc)
+        return evpol__fail_sys(err, rc, "cannot create watcher lock");
+    rc = pthread_mutex_init(&s->attach_lock, NULL);
+    if (rc) {
+        pthread_mutex_destroy(&s->lock);
+        return evpol__fail_sys(err, rc, "cannot create watcher lock");
+    }
+    if (evpol__childtab_init(&s->tab) != 0) {
+        pthread_mutex_destroy(&s->attach_lock);
+        pthread_mutex_destroy(&s->lock);
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    }
+    rc = evpol__watcher_init(&s->base, ops, err);
+    if (rc) {
+        evpol__childtab_fini(&s->tab, NULL);
+        pthread_mutex_destroy(&s->attach_lock);
+        pthread_mutex_destroy(&s->lock);
+        return rc;
+    }
+    s->loop = NULL;
+    s->link = NULL;
+    s->reap = reap;
+    return 0;
+}
+
+void evpol__sigchld_fini(evpol__sigchld *s)
+{
+    evpol__childtab_fini(&s->tab, evpol__child_free);
+    pthread_mutex_destroy(&s->attach_lock);
+    pthread_mutex_destroy(&s->lock);
+    evpol__watcher_fini(&s->base);
+}
+
+evpol__child *evpol__sigchld_drain_locked(evpol__childtab *t)
+{
+    evpol__child *list = NULL;
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        evpol__child *c = t->buckets[i];
+        while (c) {
+            evpol__child *next = c->next;
+            evpol__childtab_remove(t, c->pid);
+            c->next = list;
+            list = c;
+            c = next;
+        }
+    }
+    return list;
+}
+
+void evpol__sigchld_free_list(evpol__child *list)
+{
+    while (list) {
+        evpol__child *next = list->next;
+        evpol__child_free(list);
+        list = next;
+    }
+}
+
+/* ---- registrations ---- */
+
+evpol__child *evpol__sigchld_register_locked(evpol__sigchld *s, pid_t pid, evpol_child_fn cb,
+                                             void *arg)
+{
+    evpol__child *c = evpol__childtab_find(&s->tab, pid);
+    if (c) {
+        c->cb = cb;
+        c->arg = arg;
+        return c;
+    }
+    c = evpol__child_new(pid, cb, arg, NULL);
+    if (!c)
+        return NULL;
+    if (evpol__childtab_insert(&s->tab, c) != 0) {
+        evpol__child_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+int evpol__sigchld_remove(evpol__sigchld *s, pid_t pid)
+{
+    int removed = 0;
+    pthread_mutex_lock(&s->lock);
+    evpol__child *c = evpol__childtab_find(&s->tab, pid);
+    if (c && c->cb) {
+        c->cb = NULL;
+        c->arg = NULL;
+        removed = 1;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return removed;
+}
+
+size_t evpol__sigchld_pending_locked(evpol__sigchld *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->tab.nbuckets; i++)
+        for (evpol__child *c = s->tab.buckets[i]; c; c = c->next)
+            if (c->cb)
+                n++;
+    return n;
+}
+
+/* ---- delivery ---- */
+
+/* On the attached loop's thread, from the SIGCHLD handler. */
+static void run_here(evpol__sigchld *s, evpol_loop *loop, evpol__child *list)
+{
+    while (list) {
+        evpol__child *c = list;
+        list = c->next;
+        c->next = NULL;
+        bool lost = take_lost(c);
+        if (c->cb) {
+            if (lost)
+                evpol__warn_unknown_child(c->pid);
+            else
+                evpol__log_debug(loop, "process %ld exited with returncode %d", (long)c->pid,
+                                 c->rc);
+            evpol__watcher_invoke(&s->base, c->cb, c->pid, c->rc, c->arg);
+        }
+        evpol__child_free(c);
+    }
+}
+
+void evpol__sigchld_post(evpol__sigchld *s, evpol__child *list)
+{
+    if (!list)
+        return;
+    pthread_mutex_lock(&s->lock);
+    evpol_loop *loop = s->loop ? evpol_loop_ref(s->loop) : NULL;
+    pthread_mutex_unlock(&s->lock);
+    while (list) {
+        evpol__child *c = list;
+        list = c->next;
+        c->next = NULL;
+        if (take_lost(c) && c->cb)
+            evpol__warn_unknown_child(c->pid);
+        evpol_loop_unref(c->loop);
+        c->loop = loop && c->cb ? evpol_loop_ref(loop) : NULL;
+        /* Never allocates: the record carries its own post node. */
+        evpol__deliver(&s->base, c, c->rc);
+    }
+    evpol_loop_unref(loop);
+}
+
+/* ---- the SIGCHLD handler ---- */
+
+static void on_sigchld(int signum, void *arg)
+{
+    (void)signum;
+    struct evpol__sigchld_link *link = arg;
+    pthread_mutex_lock(&link_lock);
+    evpol__sigchld *s = link->s;
+    evpol_loop *loop = link->loop;
+    /* The reference keeps the watcher alive should another thread drop
+     * the last one while we reap. */
+    if (s)
+        evpol_watcher_ref(&s->base);
+    pthread_mutex_unlock(&link_lock);
+    if (!s)
+        return;
+    if (!evpol__watcher_closed(&s->base))
+        run_here(s, loop, s->reap(s));
+    evpol_watcher_unref(&s->base);
+}
+
+/* Take the handler off the attached loop. attach_lock held. Returns 0, or
+ * the loop's error with nothing changed. When `closing`, never fails: a
+ * handler that cannot be removed is made inert instead. */
+static int unhook(evpol__sigchld *s, bool closing, evpol_error *err)
+{
+    struct evpol__sigchld_link *link = s->link;
+    if (!link)
+        return 0;
+    /* s->loop holds a reference to link->loop, so it is still valid. */
+    int rc = 0;
+    if (evpol_loop_is_closed(link->loop) != 1)
+        rc = evpol_loop_remove_signal_handler(link->loop, SIGCHLD, closing ? NULL : err);
+    /* A loop closed meanwhile released its signal events with it. */
+    bool gone = rc >= 0 || evpol_loop_is_closed(link->loop) == 1;
+    if (!gone && !closing)
+        return rc;
+    pthread_mutex_lock(&link_lock);
+    link->s = NULL;
+    if (!gone) {
+        link->next_orphan = orphans;
+        orphans = link;
+    }
+    pthread_mutex_unlock(&link_lock);
+    if (gone) {
+        free(link);
+    } else {
+        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
+                   "%s closed outside the main thread: its SIGCHLD handler stays, inert, "
+                   "on loop %p until that loop is closed",
+                   s->base.ops->name, (void *)link->loop);
+    }
+    s->link = NULL;
+    return 0;
+}
+
+/* Install the handler on `loop`. attach_lock held, no loop attached. */
+static int hook(evpol__sigchld *s, evpol_loop *loop, evpol_error *err)
+{
+    struct evpol__sigchld_link *link = calloc(1, sizeof *link);
+    if (!link)
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    link->s = s;
+    link->loop = loop;
+    int rc = evpol_loop_add_signal_handler(loop, SIGCHLD, on_sigchld, link, err);
+    if (rc < 0) {
+        free(link);
+        return rc;
+    }
+    s->link = link;
+    pthread_mutex_lock(&s->lock);
+    s->loop = evpol_loop_ref(loop);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int evpol__sigchld_attach(evpol__sigchld *s, evpol_loop *loop, evpol_error *err)
+{
+    pthread_mutex_lock(&s->attach_lock);
+    int rc = unhook(s, false, err);
+    if (rc < 0) {
+        pthread_mutex_unlock(&s->attach_lock);
+        return rc;
+    }
+    pthread_mutex_lock(&s->lock);
+    evpol_loop *old = s->loop;
+    s->loop = NULL;
+    size_t pending = old && !loop ? evpol__sigchld_pending_locked(s) : 0;
+    pthread_mutex_unlock(&s->lock);
+    if (pending)
+        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
+                   "A loop is being detached from a child watcher with pending handlers");
+    if (loop) {
+        rc = hook(s, loop, err);
+        if (rc < 0) {
+            /* Left detached: the old handler is gone already. */
+            pthread_mutex_unlock(&s->attach_lock);
+            evpol_loop_unref(old);
+            return rc;
+        }
+    }
+    pthread_mutex_unlock(&s->attach_lock);
+    /* Only now: dropping the last reference closes the old loop, whose
+     * dropped deliveries release watcher references, which may in turn
+     * close this watcher and need attach_lock. */
+    evpol_loop_unref(old);
+    if (!loop)
+        return 0;
+    /* Children that exited while no handler listened (SAF-5). */
+    evpol__sigchld_post(s, s->reap(s));
+    return 0;
+}
+
+int evpol__sigchld_is_active(evpol__sigchld *s)
+{
+    pthread_mutex_lock(&s->lock);
+    evpol_loop *loop = s->loop ? evpol_loop_ref(s->loop) : NULL;
+    pthread_mutex_unlock(&s->lock);
+    int active = loop && evpol_loop_is_running(loop) == 1;
+    evpol_loop_unref(loop);
+    return active;
+}
+
+void evpol__sigchld_close(evpol__sigchld *s)
+{
+    pthread_mutex_lock(&s->attach_lock);
+    unhook(s, true, NULL);
+    pthread_mutex_lock(&s->lock);
+    evpol_loop *old = s->loop;
+    s->loop = NULL;
+    evpol__child *list = evpol__sigchld_drain_locked(&s->tab);
+    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->attach_lock);
+    evpol_loop_unref(old);
+    evpol__sigchld_free_list(list);
+}

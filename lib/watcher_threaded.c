@@ -1,0 +1,313 @@
+/*
+ * watcher_threaded.c — ThreadedChildWatcher (THR-1 ... THR-6).
+ *
+ * How it works: add_child_handler starts one detached, small-stack thread
+ * per child (THR-1) that blocks in waitpid(pid, 0). When the child exits,
+ * the thread takes the registration that is current at that moment out of
+ * the watcher's pid table and hands it to the loop that was running in the
+ * registering thread (THR-5), through evpol__deliver (a post that never
+ * allocates). A second registration for the same pid only swaps the
+ * callback of the existing record (CW-2); removing it clears the callback
+ * but leaves the thread to reap the child, so no zombie is left (CW-4).
+ *
+ * Cost: one thread per pending child (64 KiB of stack, of which a few pages
+ * are touched), created at registration; O(1) per exit, whatever the number
+ * of pending children (THR-3). No signals are used, so loops may run in any
+ * thread (THR-2).
+ *
+ * Callbacks run on the registering loop's thread, never on the waiting
+ * thread. The waiting thread itself only runs the log hook (CW-11, CW-12).
+ *
+ * Lifetime: the waiting threads and the watcher share a reference-counted
+ * core (lock, pid table, a pointer to the watcher that close clears). A
+ * thread reaches the watcher only through that pointer, under the core
+ * lock, and only after taking a watcher reference that the last unref
+ * cannot race with; so a closed or freed watcher is never touched (THR-6).
+ * After close, threads still reap their children and then exit: none
+ * outlives its child, and none delivers anything.
+ *
+ * Known limit: between a thread's waitpid returning and it taking the core
+ * lock, the pid is free; if the kernel hands the very same pid to a new
+ * child and that child is registered within that window, the registration
+ * is taken for the old child's. This needs a full wrap of the pid space in
+ * a few instructions; waitpid cannot wait without reaping (WNOWAIT is
+ * waitid-only), so we accept it as CPython does.
+ */
+#include "evpol-internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+/* Enough for waitpid, a post and a log line through the default hook (whose
+ * stderr fprintf uses an 8 KiB buffer) or a modest user hook. 10,000 pending
+ * children take about 700 MiB of address space and a few pages each of
+ * memory. Sanitizers pad frames, so they get more. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define WAITER_STACK_SIZE (512u * 1024u)
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define WAITER_STACK_SIZE (512u * 1024u)
+#endif
+#endif
+#ifndef WAITER_STACK_SIZE
+#define WAITER_STACK_SIZE (64u * 1024u)
+#endif
+
+typedef struct thr_core {
+    pthread_mutex_t lock;
+    atomic_int refs;         /* the watcher's, plus one per waiting thread */
+    evpol_watcher *watcher;  /* NULL once closed */
+    evpol__childtab tab;     /* pid -> current registration */
+} thr_core;
+
+typedef struct thr_watcher {
+    evpol_watcher base;
+    thr_core *core;
+} thr_watcher;
+
+typedef struct thr_job {
+    thr_core *core;
+    pid_t pid;
+} thr_job;
+
+static thr_core *core_of(evpol_watcher *w)
+{
+    return ((thr_watcher *)w)->core;
+}
+
+static void core_unref(thr_core *core)
+{
+    if (atomic_fetch_sub(&core->refs, 1) != 1)
+        return;
+    evpol__childtab_fini(&core->tab, evpol__child_free);
+    pthread_mutex_destroy(&core->lock);
+    free(core);
+}
+
+/* A reference to `w` unless its last reference is already gone (its close
+ * and destroy are then under way and nothing may be delivered through it).
+ * evpol_watcher_ref would resurrect it. */
+static evpol_watcher *watcher_try_ref(evpol_watcher *w)
+{
+    int n = atomic_load(&w->refs);
+    while (n > 0)
+        if (atomic_compare_exchange_weak(&w->refs, &n, n + 1))
+            return w;
+    return NULL;
+}
+
+static void *waiter_main(void *p)
+{
+    thr_job *job = p;
+    thr_core *core = job->core;
+    pid_t pid = job->pid;
+    free(job);
+
+    int status = 0;
+    pid_t r;
+    do
+        r = evpol__sys.waitpid(pid, &status, 0);
+    while (r < 0 && errno == EINTR);
+    /* Anything but our pid means the status is lost, mostly ECHILD: someone
+     * else reaped the child (CW-11). */
+    bool lost = r != pid;
+    int rc = lost ? 255 : evpol__returncode(status);
+
+    pthread_mutex_lock(&core->lock);
+    evpol__child *c = evpol__childtab_remove(&core->tab, pid);
+    evpol_watcher *w = c && core->watcher ? watcher_try_ref(core->watcher) : NULL;
+    pthread_mutex_unlock(&core->lock);
+
+    if (lost && w)
+        evpol__warn_unknown_child(pid);
+    if (w) {
+        evpol__deliver(w, c, rc);
+        /* May be the last reference: then the watcher is closed and freed
+         * here, which is fine since we hold no lock. */
+        evpol_watcher_unref(w);
+    } else {
+        evpol__child_free(c);
+    }
+    core_unref(core);
+    return NULL;
+}
+
+static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+                   evpol_error *err)
+{
+    thr_core *core = core_of(w);
+    evpol_loop *old_loop = NULL;
+    int rc = 0;
+
+    pthread_mutex_lock(&core->lock);
+    if (!core->watcher) {
+        rc = evpol__fail(err, EVPOL_ERUNTIME, "add_child_handler: ThreadedChildWatcher is closed");
+        goto out;
+    }
+    evpol__child *c = evpol__childtab_find(&core->tab, pid);
+    if (c) {
+        /* CW-2: the thread already waiting for pid delivers whatever
+         * registration is current when the child exits. */
+        old_loop = c->loop;
+        c->loop = evpol_loop_ref(loop);
+        c->cb = cb;
+        c->arg = arg;
+        goto out;
+    }
+    c = evpol__child_new(pid, cb, arg, loop);
+    thr_job *job = malloc(sizeof *job);
+    if (!c || !job) {
+        evpol__child_free(c);
+        free(job);
+        rc = evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (evpol__childtab_insert(&core->tab, c) != 0) {
+        evpol__child_free(c);
+        free(job);
+        rc = evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+        goto out;
+    }
+    job->core = core;
+    job->pid = pid;
+    atomic_fetch_add(&core->refs, 1);
+    /* Created under the lock, so that a thread whose child is already gone
+     * finds its record complete, and a failure leaves no trace. */
+    pthread_t thread;
+    int terr = evpol__sys.thread_create(&thread, WAITER_STACK_SIZE, waiter_main, job);
+    if (terr == EINVAL) /* stack too small for this process's static TLS */
+        terr = evpol__sys.thread_create(&thread, 0, waiter_main, job);
+    if (terr != 0) {
+        atomic_fetch_sub(&core->refs, 1);
+        evpol__childtab_remove(&core->tab, pid);
+        evpol__child_free(c);
+        free(job);
+        rc = evpol__fail_sys(err, terr, "cannot start a thread waiting for pid %ld", (long)pid);
+        goto out;
+    }
+    pthread_detach(thread);
+out:
+    pthread_mutex_unlock(&core->lock);
+    evpol_loop_unref(old_loop);
+    return rc;
+}
+
+static int thr_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
+{
+    (void)err;
+    thr_core *core = core_of(w);
+    evpol_loop *old_loop = NULL;
+    int removed = 0;
+    pthread_mutex_lock(&core->lock);
+    evpol__child *c = evpol__childtab_find(&core->tab, pid);
+    if (c && c->cb) {
+        /* The record stays: its thread still reaps the child (CW-4). */
+        c->cb = NULL;
+        c->arg = NULL;
+        old_loop = c->loop;
+        c->loop = NULL;
+        removed = 1;
+    }
+    pthread_mutex_unlock(&core->lock);
+    evpol_loop_unref(old_loop);
+    return removed;
+}
+
+static int thr_attach(evpol_watcher *w, evpol_loop *loop, evpol_error *err)
+{
+    (void)w;
+    (void)loop;
+    (void)err;
+    return 0;
+}
+
+static int thr_is_active(evpol_watcher *w)
+{
+    (void)w;
+    return 1;
+}
+
+static int thr_close(evpol_watcher *w, evpol_error *err)
+{
+    (void)err;
+    thr_core *core = core_of(w);
+    pthread_mutex_lock(&core->lock);
+    core->watcher = NULL;
+    /* Threads still running find no record and only reap. */
+    evpol__childtab pending = core->tab;
+    core->tab = (evpol__childtab){0};
+    pthread_mutex_unlock(&core->lock);
+
+    if (pending.count)
+        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
+                   "ThreadedChildWatcher %p has registered but not finished child processes "
+                   "(%zu pending)",
+                   (void *)w, pending.count);
+    evpol__childtab_fini(&pending, evpol__child_free);
+    return 0;
+}
+
+static int thr_noop(evpol_watcher *w, evpol_error *err)
+{
+    (void)w;
+    (void)err;
+    return 0;
+}
+
+static void thr_destroy(evpol_watcher *w)
+{
+    thr_core *core = core_of(w);
+    evpol__watcher_fini(w);
+    free(w);
+    core_unref(core);
+}
+
+static const struct evpol_watcher_ops thr_ops = {
+    .name = "ThreadedChildWatcher",
+    .kind = EVPOL_WATCHER_THREADED,
+    .add = thr_add,
+    .remove = thr_remove,
+    .attach = thr_attach,
+    .is_active = thr_is_active,
+    .close = thr_close,
+    .enter = thr_noop,
+    .exit = thr_noop,
+    .destroy = thr_destroy,
+    .needs_loop = true,
+};
+
+int evpol__threaded_new(evpol_watcher **out, evpol_error *err)
+{
+    thr_watcher *tw = calloc(1, sizeof *tw);
+    thr_core *core = calloc(1, sizeof *core);
+    if (!tw || !core) {
+        free(tw);
+        free(core);
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    }
+    int rc = pthread_mutex_init(&core->lock, NULL);
+    if (rc) {
+        free(tw);
+        free(core);
+        return evpol__fail_sys(err, rc, "cannot create watcher lock");
+    }
+    if (evpol__childtab_init(&core->tab) != 0) {
+        pthread_mutex_destroy(&core->lock);
+        free(tw);
+        free(core);
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    }
+    rc = evpol__watcher_init(&tw->base, &thr_ops, err);
+    if (rc) {
+        evpol__childtab_fini(&core->tab, NULL);
+        pthread_mutex_destroy(&core->lock);
+        free(tw);
+        free(core);
+        return rc;
+    }
+    atomic_init(&core->refs, 1);
+    core->watcher = &tw->base;
+    tw->core = core;
+    *out = &tw->base;
+    return 0;
+}
