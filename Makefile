@@ -130,8 +130,8 @@ RUN_TESTS = LD_LIBRARY_PATH=$(TEST_LIB_DIR) build-aux/run-tests.sh --reports $(R
 # others from running, and must not leave a stale binary that would test
 # old code. Its tests are then reported as "did not build" failures.
 define build_programs
-	@$(MAKE) --no-print-directory -k $(1) || true
-	@for b in $(1); do $(MAKE) --no-print-directory -s $$b >/dev/null 2>&1 || rm -f $$b; done
+	+@$(MAKE) --no-print-directory -k $(1) || true
+	+@for b in $(1); do $(MAKE) --no-print-directory -s $$b >/dev/null 2>&1 || rm -f $$b; done
 endef
 
 # Gaps (clauses without a test) fail `make conformance`, not `make check`.

@@ -77,7 +77,7 @@ for prog in "$@"; do
     if [ "$prog" = -- ]; then kind=plain; continue; fi
     name=$(basename "$prog")
     log="$reports/logs/$name.log"
-    rc= outcome= secs=0
+    rc='' outcome='' secs=0
     if [ ! -f "$prog" ] || [ ! -x "$prog" ]; then
         outcome=unbuilt
         : >"$log"
@@ -102,7 +102,7 @@ for prog in "$@"; do
         elif [ $rc -gt 128 ]; then
             outcome=signal
         else
-            outcome=exit
+            outcome="exit"
         fi
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$kind" "$prog" "$rc" "$outcome" "$secs" "$log" >>"$manifest"

@@ -6,7 +6,8 @@
 # gap, an n/a with its reason, a program that crashed (its tests fail as not
 # run), a program that hung, one that did not build, a test registered but
 # absent from the results, a sanitizer-style failure after all tests passed,
-# and that an n/a row without a reason is refused.
+# a skipped test, cmocka XML made invalid by an unescaped message, and that
+# an n/a row without a reason is refused. KEEP_TMP=1 keeps the fake tree.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 tool="$here/../build-aux/clause-matrix"

@@ -850,6 +850,29 @@ static void fast_reaps_until_nothing_left(void **state)
     fx_end();
 }
 
+/* FST-4, FST-7: registration outside a spawn context is refused; an
+ * unknown child reaped with no context open is logged and forgotten. */
+static void fast_outside_context(void **state)
+{
+    fx_begin(state, true);
+    rec r = {0};
+    pid_t p = fk_new_child();
+    evpol_error err = {0};
+    assert_int_equal(reg_on(F.loop, p, &r, &err), EVPOL_ERUNTIME);
+    assert_true(err.message[0] != '\0');
+    assert_int_equal(evpol_watcher_remove_child_handler(F.w, p, NULL), 0);
+
+    fk_exit(p, 3);
+    barrier();
+    char needle[128];
+    snprintf(needle, sizeof needle, "Caught subprocess termination from unknown pid: %ld -> 3",
+             (long)p);
+    assert_int_equal(capture_count(&CAP, EVPOL_LOG_WARNING, -1, needle), 1);
+    assert_int_equal(fk_child_state(p), FK_GONE);
+    assert_int_equal(calls_of(&r), 0);
+    fx_end();
+}
+
 /* EINTR: a waitpid interrupted by a signal is retried; the returncode is
  * the child's, never a lost status. Threaded gets it while blocked (what
  * the real kernel does); the WNOHANG watchers get it as a stress the real
@@ -1256,6 +1279,7 @@ int main(void)
         WATCHER_TEST(never_waits_for_any_child, pidfd, "PFD-2"),
         WATCHER_TEST(pidfd_no_signals_no_threads, pidfd, "PFD-1 PFD-3 PFD-6"),
         WATCHER_TEST(fast_reaps_until_nothing_left, fast, "FST-1 FST-2"),
+        WATCHER_TEST(fast_outside_context, fast, "FST-4 FST-7"),
 
         WATCHER_TEST(eintr_is_retried, threaded, "CW-10"),
         WATCHER_TEST(eintr_is_retried, multiloop, "CW-10"),

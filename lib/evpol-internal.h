@@ -155,6 +155,10 @@ EVPOL_HIDDEN int evpol__watcher_init(evpol_watcher *w, const struct evpol_watche
 /* Tear down the base; called by each ops->destroy before freeing. */
 EVPOL_HIDDEN void evpol__watcher_fini(evpol_watcher *w);
 EVPOL_HIDDEN bool evpol__watcher_closed(evpol_watcher *w);
+/* Take a reference unless the count already reached zero (the watcher is
+ * being destroyed by its last unref): for threads that find the watcher
+ * through their own records rather than through a reference they hold. */
+EVPOL_HIDDEN bool evpol__watcher_try_ref(evpol_watcher *w);
 
 /* Run cb on the calling thread through the gate: never after close has
  * returned. Use it for every user callback. */

@@ -43,16 +43,23 @@ extern char **environ;
 
 /* ---- records ---- */
 
+/*
+ * Who frees a record: while `in_spawn` is set (from allocation until the
+ * registration has returned), always evpol_loop_spawn, since the exit can
+ * be delivered, and on_exit run, before add_child_handler returns; after
+ * that, rec_run / rec_drop for a posted record, the sweep for the others.
+ */
 typedef enum rec_state {
-    REC_REGISTERING, /* spawn is still registering it: never swept */
-    REC_PENDING,     /* registered, waiting for the watcher's callback */
-    REC_POSTED,      /* owned by the post: freed by rec_run or rec_drop */
-    REC_DONE,        /* the post failed (loop closed): the next sweep frees it */
+    REC_PENDING,  /* waiting for the watcher's callback */
+    REC_POSTED,   /* handed to the loop: rec_run or rec_drop ends it */
+    REC_FINISHED, /* rec_run or rec_drop ran while in_spawn: spawn frees it */
+    REC_DONE,     /* the post failed (loop closed): unlinked by its freer */
 } rec_state;
 
 typedef struct spawn_rec {
     struct spawn_rec *prev, *next; /* the records list, under records_lock */
     rec_state state;               /* under records_lock */
+    bool in_spawn;                 /* under records_lock */
     evpol__post post;
     evpol_loop *loop;       /* referenced */
     evpol_watcher *watcher; /* referenced: sweep_orphans reads its state */
@@ -92,35 +99,53 @@ static void free_rec(spawn_rec *r)
     free(r);
 }
 
-static void warn_loop_closed(const spawn_rec *r)
+static void warn_loop_closed(evpol_loop *loop, pid_t pid)
 {
     /* The same line as the watchers' (CW-12). */
     evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
-               "Loop %p that handles pid %ld is closed", (void *)r->loop, (long)r->pid);
+               "Loop %p that handles pid %ld is closed", (void *)loop, (long)pid);
+}
+
+/* Ends a posted record: unlinks it and says whether the caller frees it
+ * (false while spawn still holds it: spawn frees it then). */
+static bool finish_posted(spawn_rec *r)
+{
+    pthread_mutex_lock(&records_lock);
+    unlink_rec_locked(r);
+    bool spawn_frees = r->in_spawn;
+    if (spawn_frees)
+        r->state = REC_FINISHED;
+    pthread_mutex_unlock(&records_lock);
+    return !spawn_frees;
 }
 
 /* On `loop`'s thread, outside any watcher lock (SUB-3). */
 static void rec_run(void *p)
 {
     spawn_rec *r = p;
-    pthread_mutex_lock(&records_lock);
-    unlink_rec_locked(r);
-    pthread_mutex_unlock(&records_lock);
-    evpol__log_debug(r->loop, "spawned process %ld exited with returncode %d", (long)r->pid,
-                     r->rc);
-    r->on_exit(r->pid, r->rc, r->arg);
-    free_rec(r);
+    /* Copied first: once finish_posted returns, spawn may free r. */
+    evpol_child_fn on_exit = r->on_exit;
+    void *arg = r->arg;
+    pid_t pid = r->pid;
+    int rc = r->rc;
+    evpol_loop *loop = r->loop; /* running, so alive without r's reference */
+    bool we_free = finish_posted(r);
+    evpol__log_debug(loop, "spawned process %ld exited with returncode %d", (long)pid, rc);
+    on_exit(pid, rc, arg);
+    if (we_free)
+        free_rec(r);
 }
 
 /* `loop` was closed with the exit still queued: on_exit is never called. */
 static void rec_drop(void *p)
 {
     spawn_rec *r = p;
-    warn_loop_closed(r);
-    pthread_mutex_lock(&records_lock);
-    unlink_rec_locked(r);
-    pthread_mutex_unlock(&records_lock);
-    free_rec(r);
+    evpol_loop *loop = r->loop;
+    pid_t pid = r->pid;
+    bool we_free = finish_posted(r);
+    warn_loop_closed(loop, pid); /* the pointer is only printed */
+    if (we_free)
+        free_rec(r);
 }
 
 /*
@@ -130,10 +155,9 @@ static void rec_drop(void *p)
  */
 static void on_child_exit(pid_t pid, int returncode, void *arg)
 {
-    (void)pid;
     spawn_rec *r = arg;
     pthread_mutex_lock(&records_lock);
-    if (r->state != REC_REGISTERING && r->state != REC_PENDING) {
+    if (r->state != REC_PENDING) {
         /* A second call for one registration: a misbehaving custom watcher. */
         pthread_mutex_unlock(&records_lock);
         return;
@@ -141,9 +165,11 @@ static void on_child_exit(pid_t pid, int returncode, void *arg)
     r->state = REC_POSTED;
     r->rc = returncode;
     pthread_mutex_unlock(&records_lock);
-    if (evpol__loop_post(r->loop, &r->post, NULL) == 0)
-        return; /* r now belongs to the post */
-    warn_loop_closed(r);
+    /* Read before posting: once posted, r may be freed at any moment. */
+    evpol_loop *loop = r->loop;
+    if (evpol__loop_post(loop, &r->post, NULL) == 0)
+        return;
+    warn_loop_closed(loop, pid);
     pthread_mutex_lock(&records_lock);
     r->state = REC_DONE;
     pthread_mutex_unlock(&records_lock);
@@ -182,6 +208,8 @@ static void sweep_orphans(void)
     pthread_mutex_lock(&records_lock);
     for (spawn_rec *r = records, *next; r; r = next) {
         next = r->next;
+        if (r->in_spawn)
+            continue;
         if (r->state == REC_DONE || (r->state == REC_PENDING && callback_impossible(r))) {
             unlink_rec_locked(r);
             r->next = dead;
@@ -379,6 +407,20 @@ static void kill_and_reap(pid_t pid)
 
 /* ---- evpol_loop_spawn ---- */
 
+/* Registration succeeded: hand r over to the post or the sweep, or free it
+ * when its story already ended during the registration. */
+static void release_from_spawn(spawn_rec *r)
+{
+    pthread_mutex_lock(&records_lock);
+    r->in_spawn = false;
+    bool ended = r->state == REC_FINISHED || r->state == REC_DONE;
+    if (r->state == REC_DONE)
+        unlink_rec_locked(r);
+    pthread_mutex_unlock(&records_lock);
+    if (ended)
+        free_rec(r);
+}
+
 static int spawn_in_context(evpol_loop *loop, evpol_watcher *w, const evpol_spawn_options *opts,
                             spawn_rec *r, spawn_fds *f, pid_t *out_pid, evpol_error *err)
 {
@@ -401,16 +443,13 @@ static int spawn_in_context(evpol_loop *loop, evpol_watcher *w, const evpol_spaw
     rc = evpol_watcher_add_child_handler_on(w, loop, pid, on_child_exit, r, err);
     pthread_mutex_lock(&records_lock);
     if (rc)
-        unlink_rec_locked(r);
-    else if (r->state == REC_REGISTERING)
-        r->state = REC_PENDING;
+        unlink_rec_locked(r); /* the caller frees it */
     pthread_mutex_unlock(&records_lock);
     if (rc) {
         kill_and_reap(pid);
         return rc;
     }
-    /* r may already be freed: the child can exit and be delivered before
-     * this line. */
+    release_from_spawn(r);
     *out_pid = pid;
     evpol__log_debug(loop, "spawned process %ld (%s) on loop %p", (long)pid, opts->file,
                      (void *)loop);
@@ -420,12 +459,14 @@ static int spawn_in_context(evpol_loop *loop, evpol_watcher *w, const evpol_spaw
 int evpol_loop_spawn(evpol_loop *loop, const evpol_spawn_options *opts,
                      evpol_spawn_result *result, evpol_error *err)
 {
+    if (result) {
+        result->pid = -1;
+        for (int i = 0; i < 3; i++)
+            result->stdio_fd[i] = -1;
+    }
     int rc = check_args(loop, opts, result, err);
     if (rc)
         return rc;
-    result->pid = -1;
-    for (int i = 0; i < 3; i++)
-        result->stdio_fd[i] = -1;
 
     sweep_orphans();
 
@@ -448,7 +489,8 @@ int evpol_loop_spawn(evpol_loop *loop, const evpol_spawn_options *opts,
         evpol_watcher_unref(w);
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     }
-    r->state = REC_REGISTERING;
+    r->state = REC_PENDING;
+    r->in_spawn = true;
     r->loop = evpol_loop_ref(loop);
     r->watcher = w; /* the reference taken above, now the record's */
     r->on_exit = opts->on_exit;

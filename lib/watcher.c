@@ -43,6 +43,16 @@ bool evpol__watcher_closed(evpol_watcher *w)
     return atomic_load(&w->closed);
 }
 
+bool evpol__watcher_try_ref(evpol_watcher *w)
+{
+    int refs = atomic_load(&w->refs);
+    do {
+        if (refs <= 0)
+            return false;
+    } while (!atomic_compare_exchange_weak(&w->refs, &refs, refs + 1));
+    return true;
+}
+
 bool evpol_is_watcher(const void *p)
 {
     return p && ((const evpol_watcher *)p)->magic == EVPOL_MAGIC_WATCHER;
@@ -251,14 +261,20 @@ void evpol__deliver(evpol_watcher *w, evpol__child *c, int rc)
         evpol__child_free(c);
         return;
     }
+    /* Held until the callback ran or was dropped. */
+    if (!evpol__watcher_try_ref(w)) {
+        evpol__child_free(c);
+        return;
+    }
     if (!c->loop) {
         /* No loop to hand it to: call it here. */
         evpol__watcher_invoke(w, c->cb, c->pid, rc, c->arg);
         evpol__child_free(c);
+        evpol_watcher_unref(w);
         return;
     }
     c->rc = rc;
-    c->watcher = evpol_watcher_ref(w);
+    c->watcher = w;
     c->post.fn = delivery_run;
     c->post.drop = delivery_drop;
     c->post.arg = c;

@@ -84,13 +84,15 @@ static _Thread_local bool tls_reaper_orphaned;
 struct ml_watcher {
     evpol_watcher base; /* first: the ops receive &base */
 
-    /* Guards tab and shut. Every waitpid on a registered pid is made under
+    /* Guards tab. Every waitpid on a registered pid is made under
      * it, so the reaper and add never both wait for the same pid (the
      * loser would see ECHILD and report a false 255). Never held while
      * calling into a loop or the log hook. */
     pthread_mutex_t lock;
     evpol__childtab tab;
-    bool shut; /* close has started; under lock and under g_lock */
+    /* Close has started: set under lock, so that add and remove, which
+     * test it under lock, never touch the table close is freeing. */
+    atomic_bool shut;
 
     /* Under g_lock. */
     atomic_bool active; /* handler installed by us and not yet removed */
@@ -147,17 +149,6 @@ static void disconnect_handler(void)
      * it runs on this very thread it has already returned. */
     while (atomic_load(&g_in_handler) != 0)
         sched_yield();
-}
-
-/* A reference to `w` unless its last reference is already gone (close and
- * destroy are then under way): evpol_watcher_ref would resurrect it. */
-static bool watcher_try_ref(evpol_watcher *w)
-{
-    int n = atomic_load(&w->refs);
-    while (n > 0)
-        if (atomic_compare_exchange_weak(&w->refs, &n, n + 1))
-            return true;
-    return false;
 }
 
 /* ---- reaping ---- */
@@ -218,7 +209,7 @@ static bool reap_registered(ml_watcher *m)
 {
     evpol__child *done = NULL;
     pthread_mutex_lock(&m->lock);
-    if (!m->shut) {
+    if (!atomic_load(&m->shut)) {
         for (size_t i = 0; i < m->tab.nbuckets; i++) {
             evpol__child *next;
             for (evpol__child *c = m->tab.buckets[i]; c; c = next) {
@@ -238,7 +229,7 @@ static bool reap_registered(ml_watcher *m)
     /* The reference keeps the watcher alive while we deliver; if it cannot
      * be taken, the last unref is closing the watcher and nothing may be
      * delivered any more. */
-    if (!watcher_try_ref(&m->base)) {
+    if (!evpol__watcher_try_ref(&m->base)) {
         free_list(done);
         return true;
     }
@@ -298,7 +289,7 @@ static int ml_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn 
     evpol__child *done = NULL;
 
     pthread_mutex_lock(&m->lock);
-    if (m->shut) {
+    if (atomic_load(&m->shut)) {
         pthread_mutex_unlock(&m->lock);
         evpol__child_free(fresh);
         return evpol__fail(err, EVPOL_ERUNTIME, "add_child_handler: %s is closed", w->ops->name);
@@ -344,7 +335,7 @@ static int ml_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
     evpol_loop *old_loop = NULL;
     int removed = 0;
     pthread_mutex_lock(&m->lock);
-    evpol__child *c = m->shut ? NULL : evpol__childtab_find(&m->tab, pid);
+    evpol__child *c = atomic_load(&m->shut) ? NULL : evpol__childtab_find(&m->tab, pid);
     if (c && c->cb) {
         /* The record stays so that the reaper still reaps the child: no
          * zombie is left (CW-4). */
@@ -381,7 +372,7 @@ static int ml_attach(evpol_watcher *w, evpol_loop *loop, evpol_error *err)
     bool foreign_previous = false;
 
     pthread_mutex_lock(&g_lock);
-    if (m->shut) {
+    if (atomic_load(&m->shut)) {
         rc = evpol__fail(err, EVPOL_ERUNTIME, "attach_loop: %s is closed", w->ops->name);
         goto out;
     }
@@ -477,7 +468,7 @@ static int ml_close(evpol_watcher *w, evpol_error *err)
     bool join = false;
 
     pthread_mutex_lock(&m->lock);
-    m->shut = true;
+    atomic_store(&m->shut, true);
     pthread_mutex_unlock(&m->lock);
 
     pthread_mutex_lock(&g_lock);
@@ -604,6 +595,7 @@ int evpol__multiloop_new(evpol_watcher **out, evpol_error *err)
         return rc;
     }
     m->pipe_rd = m->pipe_wr = -1;
+    atomic_init(&m->shut, false);
     atomic_init(&m->active, false);
     atomic_init(&m->stopping, false);
     *out = &m->base;

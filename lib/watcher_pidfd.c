@@ -77,17 +77,6 @@ static void core_unref(pfd_core *core)
     free(core);
 }
 
-/* A reference to `w` unless its last reference is already gone (see
- * watcher_threaded.c). */
-static evpol_watcher *watcher_try_ref(evpol_watcher *w)
-{
-    int n = atomic_load(&w->refs);
-    while (n > 0)
-        if (atomic_compare_exchange_weak(&w->refs, &n, n + 1))
-            return w;
-    return NULL;
-}
-
 static pid_t waitpid_nohang(pid_t pid, int *status)
 {
     pid_t r;
@@ -137,7 +126,7 @@ static void on_pidfd_readable(int fd, void *arg)
     bool lost = r != c->pid;
     int rc = lost ? 255 : evpol__returncode(status);
     evpol__childtab_remove(&core->tab, c->pid);
-    evpol_watcher *w = watcher_try_ref(core->watcher);
+    evpol_watcher *w = evpol__watcher_try_ref(core->watcher) ? core->watcher : NULL;
     pthread_mutex_unlock(&core->lock);
 
     /* Our own loop's thread: removing our own reader does not wait. */

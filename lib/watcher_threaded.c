@@ -68,6 +68,10 @@ typedef struct thr_watcher {
 typedef struct thr_job {
     thr_core *core;
     pid_t pid;
+    /* The seam's waitpid, read at registration: the thread then never
+     * reads evpol__sys, which a test may swap once this watcher is closed
+     * even while its threads are still finishing. */
+    pid_t (*waitpid)(pid_t pid, int *status, int options);
 } thr_job;
 
 static thr_core *core_of(evpol_watcher *w)
@@ -84,29 +88,18 @@ static void core_unref(thr_core *core)
     free(core);
 }
 
-/* A reference to `w` unless its last reference is already gone (its close
- * and destroy are then under way and nothing may be delivered through it).
- * evpol_watcher_ref would resurrect it. */
-static evpol_watcher *watcher_try_ref(evpol_watcher *w)
-{
-    int n = atomic_load(&w->refs);
-    while (n > 0)
-        if (atomic_compare_exchange_weak(&w->refs, &n, n + 1))
-            return w;
-    return NULL;
-}
-
 static void *waiter_main(void *p)
 {
     thr_job *job = p;
     thr_core *core = job->core;
     pid_t pid = job->pid;
+    pid_t (*waitpid_fn)(pid_t, int *, int) = job->waitpid;
     free(job);
 
     int status = 0;
     pid_t r;
     do
-        r = evpol__sys.waitpid(pid, &status, 0);
+        r = waitpid_fn(pid, &status, 0);
     while (r < 0 && errno == EINTR);
     /* Anything but our pid means the status is lost, mostly ECHILD: someone
      * else reaped the child (CW-11). */
@@ -115,7 +108,9 @@ static void *waiter_main(void *p)
 
     pthread_mutex_lock(&core->lock);
     evpol__child *c = evpol__childtab_remove(&core->tab, pid);
-    evpol_watcher *w = c && core->watcher ? watcher_try_ref(core->watcher) : NULL;
+    evpol_watcher *w = NULL;
+    if (c && core->watcher && evpol__watcher_try_ref(core->watcher))
+        w = core->watcher;
     pthread_mutex_unlock(&core->lock);
 
     if (lost && w)
@@ -170,6 +165,7 @@ static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
     }
     job->core = core;
     job->pid = pid;
+    job->waitpid = evpol__sys.waitpid;
     atomic_fetch_add(&core->refs, 1);
     /* Created under the lock, so that a thread whose child is already gone
      * finds its record complete, and a failure leaves no trace. */

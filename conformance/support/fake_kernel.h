@@ -58,8 +58,10 @@
  *     (process groups, broadcast) is refused with EPERM: a fake kernel under
  *     a fuzzer must never signal the whole session.
  *   - EINTR. fk_inject_eintr_blocking(n) makes the next n waitpid calls that
- *     block (or are blocked right now) fail with EINTR: what a signal
- *     handler without SA_RESTART does to a blocked waitpid in a real kernel.
+ *     block on fake children (or are blocked on them right now; a real
+ *     child's blocking waitpid belongs to the real kernel) fail with EINTR:
+ *     what a signal handler without SA_RESTART does to a blocked waitpid in
+ *     a real kernel.
  *     fk_inject_eintr(n) makes the next n waitpid calls of ANY kind fail,
  *     WNOHANG ones included: the real kernel never does that (a WNOHANG call
  *     does not sleep); use it as a robustness stress, not as a model.

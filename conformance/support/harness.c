@@ -140,8 +140,14 @@ pid_t spawn_waiting_child(int *write_fd, int code, int sig)
         fail_msg("fork: %s", strerror(errno));
     if (pid == 0) {
         char c;
-        close(fds[1]);
-        while (read(fds[0], &c, 1) < 0 && errno == EINTR)
+        /* fork copies every fd (CLOEXEC only acts at exec): keep our read end
+         * as fd 3 and drop the rest, above all the write ends of sibling
+         * children, so that releasing one child (or the test process dying)
+         * reaches exactly this child with EOF. */
+        if (fds[0] != 3 && dup2(fds[0], 3) < 0)
+            _exit(127);
+        close_range(4, ~0u, 0);
+        while (read(3, &c, 1) < 0 && errno == EINTR)
             ;
         if (sig > 0) {
             signal(sig, SIG_DFL);
@@ -233,31 +239,7 @@ void assert_no_leaks(resource_snapshot before)
         fail_msg("a zombie child is left");
 }
 
-/* ---- appended: children that hold no sibling's pipe ---- */
-
 pid_t spawn_lone_child(int *write_fd, int code, int sig)
 {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        fail_msg("pipe2: %s", strerror(errno));
-    pid_t pid = fork();
-    if (pid < 0)
-        fail_msg("fork: %s", strerror(errno));
-    if (pid == 0) {
-        char c;
-        /* Move our read end to 3 and drop everything else we inherited. */
-        if (fds[0] != 3 && dup2(fds[0], 3) < 0)
-            _exit(127);
-        close_range(4, ~0u, 0);
-        while (read(3, &c, 1) < 0 && errno == EINTR)
-            ;
-        if (sig > 0) {
-            signal(sig, SIG_DFL);
-            raise(sig);
-        }
-        _exit(code);
-    }
-    close(fds[0]);
-    *write_fd = fds[1];
-    return pid;
+    return spawn_waiting_child(write_fd, code, sig);
 }

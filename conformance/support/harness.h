@@ -80,7 +80,11 @@ int run_until_count(evpol_loop *loop, volatile int *counter, int target, int tim
 /* ---- children ---- */
 
 /* fork a child that waits for a byte on a pipe (write_fd, returned to the
- * caller) then exits with `code` (or raises `sig` when sig > 0). */
+ * caller) then exits with `code` (or raises `sig` when sig > 0). The child
+ * keeps no other inherited fd, so it never holds a sibling's write end:
+ * releasing one child among several works, children may be forked from
+ * several threads at once, and if the test dies the child gets EOF and
+ * exits instead of lingering. */
 pid_t spawn_waiting_child(int *write_fd, int code, int sig);
 /* Release such a child. */
 void release_child(int write_fd);
@@ -104,10 +108,7 @@ int count_zombie_children(void);
 /* Wait (bounded) until no thread beyond `threads` remains. */
 int wait_threads_at_most(int threads, int timeout_ms);
 
-/* Like spawn_waiting_child, but the child closes every inherited fd except
- * its own pipe end (and 0-2), so that it never holds a sibling's write end:
- * releasing one child among several, or children forked concurrently by
- * several threads, works; if the test dies, the child gets EOF and exits. */
+/* The same as spawn_waiting_child (an older name kept for its callers). */
 pid_t spawn_lone_child(int *write_fd, int code, int sig);
 
 #endif
