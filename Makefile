@@ -48,7 +48,7 @@ CMOCKA_LIBS   = $(shell pkg-config --libs cmocka)
 
 LIB_SRCS := $(sort $(wildcard lib/*.c))
 LIB_OBJS := $(patsubst lib/%.c,$(BUILD)/lib/%.o,$(LIB_SRCS))
-LIB_HDRS := lib/include/evpol.h lib/evpol-internal.h
+LIB_HDRS := lib/include/evpol.h $(wildcard lib/*.h)
 
 SHLIB  := $(BUILD)/libevpol.so.$(VERSION)
 STLIB  := $(BUILD)/libevpol.a

@@ -11,6 +11,8 @@
  *   childtab.c   pid -> registration table used by the watchers
  *   watcher_threaded.c, watcher_multiloop.c, watcher_safe.c,
  *   watcher_fast.c, watcher_pidfd.c   one file per watcher
+ *   watcher_sigchld.c  what Safe and Fast share (SIGCHLD through the
+ *                attached loop; CPython's BaseChildWatcher)
  *   spawn.c      evpol_loop_spawn
  */
 #ifndef EVPOL_INTERNAL_H
