@@ -69,6 +69,9 @@ EXAMPLE_BINS := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
 EVPOL_LIB ?=
 TEST_LIB_DIR = $(if $(EVPOL_LIB),$(dir $(abspath $(EVPOL_LIB))),$(abspath $(BUILD)))
 
+# The support objects are shared by every test program: keep them.
+.SECONDARY: $(SUPPORT_OBJS)
+
 .PHONY: all deps tool-deps check conformance install uninstall clean examples tests
 
 all: $(SHLIB) $(STLIB) $(PCFILE)
@@ -92,10 +95,14 @@ $(STLIB): $(LIB_OBJS)
 	rm -f $@
 	ar rcs $@ $^
 
+# The .pc file names the prefix, which `make install PREFIX=...` may choose
+# after the build: install writes it again for the paths it installs to.
+SUBST_PC = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' evpol.pc.in
+
 $(PCFILE): evpol.pc.in Makefile
 	@mkdir -p $(@D)
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+	$(SUBST_PC) > $@
 
 $(BUILD)/conformance/support/%.o: conformance/support/%.c $(SUPPORT_HDRS) lib/include/evpol.h | deps
 	@mkdir -p $(@D)
@@ -137,7 +144,8 @@ endef
 # Gaps (clauses without a test) fail `make conformance`, not `make check`.
 check: all
 	$(call build_programs,$(CONF_BINS) $(EXAMPLE_BINS))
-	@$(RUN_TESTS) --allow-gaps $(CONF_BINS) -- $(EXAMPLE_BINS) $(MATRIX_SELFTEST)
+	@EVPOL_BUILD=$(BUILD) EVPOL_SANFLAGS="$(SANFLAGS)" $(RUN_TESTS) --allow-gaps $(CONF_BINS) -- \
+	    $(EXAMPLE_BINS) $(MATRIX_SELFTEST) build-aux/test-install.sh
 
 conformance: all
 	$(call build_programs,$(CONF_BINS))
@@ -150,7 +158,8 @@ install: all
 	ln -sf libevpol.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libevpol.so
 	install -m 0644 $(STLIB) $(DESTDIR)$(LIBDIR)/libevpol.a
-	install -m 0644 $(PCFILE) $(DESTDIR)$(PKGCONFIGDIR)/evpol.pc
+	$(SUBST_PC) > $(DESTDIR)$(PKGCONFIGDIR)/evpol.pc
+	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/evpol.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/evpol.h $(DESTDIR)$(LIBDIR)/libevpol.so.$(VERSION) \

@@ -55,6 +55,9 @@ extern "C" {
 #endif
 
 struct event_base; /* libevent */
+/* Declared by <signal.h> only with POSIX features enabled; the header must
+ * also compile under plain -std=c11. */
+struct sigaction;
 
 /* ------------------------------------------------------------------------ */
 /* Errors (ERR-1)                                                           */
