@@ -671,14 +671,23 @@ int evpol__current_child_watcher(evpol_watcher **out_ref, evpol_error *err)
     *out_ref = NULL;
     evpol_policy *p;
     int rc = current_policy_ref(&p, err);
-    if (!rc) {
+    if (rc)
+        return rc;
+    if (p->m.get_child_watcher == evpol_policy_default_get_child_watcher) {
+        /* The default's state is ours: reference the watcher under the lock,
+         * so a concurrent set_child_watcher cannot free it first. */
+        pthread_mutex_lock(&p->lock);
+        if (!p->watcher)
+            rc = evpol_watcher_new(p->watcher_kind, &p->watcher, err);
+        *out_ref = evpol_watcher_ref(p->watcher);
+        pthread_mutex_unlock(&p->lock);
+    } else {
+        /* An override owns its storage; reference what it returns. */
         bool outer = evpol__tls_quiet_deprecation;
         evpol__tls_quiet_deprecation = true;
         evpol_watcher *w = NULL;
         rc = evpol_policy_get_child_watcher(p, &w, err);
         evpol__tls_quiet_deprecation = outer;
-        /* Referenced before the policy is released: the policy may be
-         * replaced by another thread at any moment. */
         if (!rc)
             *out_ref = evpol_watcher_ref(w);
     }

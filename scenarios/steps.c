@@ -903,6 +903,20 @@ out:
     return rc;
 }
 
+bool scn_step_equal(const scn_step *a, const scn_step *b)
+{
+    return a->op == b->op && a->kinds == b->kinds && a->threads == b->threads &&
+           a->obj.type == b->obj.type && a->obj.index == b->obj.index &&
+           a->obj2.type == b->obj2.type && a->obj2.index == b->obj2.index &&
+           a->child_lo == b->child_lo && a->child_hi == b->child_hi &&
+           a->handler == b->handler && a->variant == b->variant && a->number == b->number &&
+           a->end == b->end && a->release == b->release && a->has_rc == b->has_rc &&
+           a->rc == b->rc && a->exp_thread == b->exp_thread && a->exp_loop == b->exp_loop &&
+           a->exp_handler == b->exp_handler && a->level == b->level &&
+           a->category == b->category && strncmp(a->text, b->text, SCN_TEXT_MAX) == 0 &&
+           a->result_kind == b->result_kind && a->result == b->result;
+}
+
 /* ---- formatting ---- */
 
 typedef struct outbuf {

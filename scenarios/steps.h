@@ -246,6 +246,8 @@ int scn_parse_step(const char *line, scn_step *out, char *err, size_t errsize);
 /* Canonical text of a step (no newline). Returns the length that the full
  * text needs, as snprintf. */
 int scn_format_step(const scn_step *s, char *buf, size_t size);
+/* Field-wise equality, ignoring `line` (for round-trip checks). */
+bool scn_step_equal(const scn_step *a, const scn_step *b);
 
 /* ---- a decoded scenario ---- */
 
