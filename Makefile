@@ -24,6 +24,16 @@ CC ?= cc
 SANITIZE ?=
 
 # Each sanitizer build gets its own tree, so switching never mixes objects.
+# EVPOL_LIB=/path/to/libevpol.so.N (or an installed prefix holding
+# lib/libevpol.so.N) runs the suite against that build of the library
+# instead of this tree's: the test programs are built in their own tree and
+# linked, with a RUNPATH, to a link to it.
+EVPOL_LIB ?=
+ifneq ($(EVPOL_LIB),)
+EVPOL_LIB_FILE := $(abspath $(if $(wildcard $(EVPOL_LIB)/lib/libevpol.so.0),$(EVPOL_LIB)/lib/libevpol.so.0,$(EVPOL_LIB)))
+BUILD ?= build/verify
+endif
+
 ifeq ($(SANITIZE),)
 BUILD ?= build/default
 else
@@ -65,9 +75,15 @@ SUPPORT_HDRS := $(wildcard conformance/support/*.h)
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
 
-# EVPOL_LIB=/path/to/libevpol.so runs the suite against another build.
-EVPOL_LIB ?=
-TEST_LIB_DIR = $(if $(EVPOL_LIB),$(dir $(abspath $(EVPOL_LIB))),$(abspath $(BUILD)))
+# Where the test programs find libevpol: this tree's build, or the link to
+# the library under test.
+ifneq ($(EVPOL_LIB),)
+TEST_LIB_DIR := $(abspath $(BUILD))/lib-under-test
+LIB_FOR_TESTS := $(TEST_LIB_DIR)/$(SONAME)
+else
+TEST_LIB_DIR := $(abspath $(BUILD))
+LIB_FOR_TESTS := $(SHLIB)
+endif
 
 # The support objects are shared by every test program: keep them.
 .SECONDARY: $(SUPPORT_OBJS)
@@ -108,15 +124,23 @@ $(BUILD)/conformance/support/%.o: conformance/support/%.c $(SUPPORT_HDRS) lib/in
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -Wno-missing-prototypes -Ilib/include -Iconformance/support $(CMOCKA_CFLAGS) $(EVENT_CFLAGS) -c $< -o $@
 
-$(BUILD)/conformance/%: conformance/%.c $(SUPPORT_OBJS) $(SUPPORT_HDRS) $(SHLIB)
+$(BUILD)/conformance/%: conformance/%.c $(SUPPORT_OBJS) $(SUPPORT_HDRS) $(LIB_FOR_TESTS)
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -Wno-missing-prototypes -Ilib/include -Iconformance/support $(CMOCKA_CFLAGS) $(EVENT_CFLAGS) \
-	    -o $@ $< $(SUPPORT_OBJS) -L$(BUILD) -levpol -Wl,-rpath,$(abspath $(BUILD)) $(CMOCKA_LIBS) $(EVENT_LIBS) $(LDFLAGS)
+	    -o $@ $< $(SUPPORT_OBJS) -L$(TEST_LIB_DIR) -levpol -Wl,-rpath,$(TEST_LIB_DIR) $(CMOCKA_LIBS) $(EVENT_LIBS) $(LDFLAGS)
 
-$(BUILD)/examples/%: examples/%.c $(SHLIB)
+$(BUILD)/examples/%: examples/%.c $(LIB_FOR_TESTS)
 	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -Ilib/include $(EVENT_CFLAGS) -o $@ $< -L$(BUILD) -levpol \
-	    -Wl,-rpath,$(abspath $(BUILD)) $(EVENT_LIBS) $(LDFLAGS)
+	$(CC) $(BASE_CFLAGS) -Ilib/include $(EVENT_CFLAGS) -o $@ $< -L$(TEST_LIB_DIR) -levpol \
+	    -Wl,-rpath,$(TEST_LIB_DIR) $(EVENT_LIBS) $(LDFLAGS)
+
+ifneq ($(EVPOL_LIB),)
+$(LIB_FOR_TESTS): $(EVPOL_LIB_FILE) | deps
+	@test -f $(EVPOL_LIB_FILE) || { echo "EVPOL_LIB: no library at $(EVPOL_LIB_FILE)" >&2; exit 1; }
+	@mkdir -p $(@D)
+	ln -sf $(EVPOL_LIB_FILE) $@
+	ln -sf $(SONAME) $(@D)/libevpol.so
+endif
 
 tests: $(CONF_BINS) $(EXAMPLE_BINS)
 examples: $(EXAMPLE_BINS)
@@ -129,7 +153,7 @@ examples: $(EXAMPLE_BINS)
 REPORTS    ?= $(if $(filter build/default,$(BUILD)),reports,$(BUILD)/reports)
 CLAUSES_MD ?= ../shared/spec/CLAUSES.md
 NA_TSV     ?= conformance/na.tsv
-MATRIX_SELFTEST := conformance/test_matrix_tool.sh
+MATRIX_SELFTEST := conformance/test_matrix_tool.sh conformance/test_broken_build.sh
 RUN_TESTS = LD_LIBRARY_PATH=$(TEST_LIB_DIR) build-aux/run-tests.sh --reports $(REPORTS) \
 	--sources conformance --clauses $(CLAUSES_MD) --na $(NA_TSV)
 
@@ -147,7 +171,8 @@ check: all
 	@EVPOL_BUILD=$(BUILD) EVPOL_SANFLAGS="$(SANFLAGS)" $(RUN_TESTS) --allow-gaps $(CONF_BINS) -- \
 	    $(EXAMPLE_BINS) $(MATRIX_SELFTEST) build-aux/test-install.sh
 
-conformance: all
+conformance: $(if $(EVPOL_LIB),$(LIB_FOR_TESTS),all)
+	@echo "library under test: $(if $(EVPOL_LIB),$(EVPOL_LIB_FILE),$(abspath $(SHLIB)))"
 	$(call build_programs,$(CONF_BINS))
 	@$(RUN_TESTS) $(CONF_BINS)
 
