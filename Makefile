@@ -193,3 +193,38 @@ uninstall:
 
 clean:
 	rm -rf build reports
+
+# ---- Scenario suite (scenarios/README.md) ----------------------------------
+# `make scenarios` builds the runner against this build's library, checks
+# that a wrong expectation fails with a useful message (the selftest), then
+# runs every scenarios/*.scn and scenarios/regressions/*.scn against each
+# watcher it applies to, each run in its own process with a time limit, and
+# writes $(REPORTS)/scenarios.md and .tsv. The runner's last line is
+# "N passed, N failed". `make soak` runs the long soak (SOAK_SECONDS per
+# watcher, default 120; SOAK_WATCHERS=all or a list such as threaded,pidfd).
+SCN_BIN     := $(BUILD)/scenarios/runner
+SCN_OBJS    := $(BUILD)/scenarios/steps.o
+SCN_JOBS    ?= 2
+SCN_ARGS    ?=
+SOAK_SECONDS  ?= 120
+SOAK_WATCHERS ?= all
+RUN_SCN = LD_LIBRARY_PATH=$(TEST_LIB_DIR) $(SCN_BIN)
+
+.PHONY: scenarios soak
+
+$(BUILD)/scenarios/steps.o: scenarios/steps.c scenarios/steps.h | deps
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -c $< -o $@
+
+$(SCN_BIN): scenarios/runner.c scenarios/steps.h $(SCN_OBJS) $(SHLIB)
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -Ilib/include -Iscenarios -o $@ $< $(SCN_OBJS) \
+	    -L$(BUILD) -levpol -Wl,-rpath,$(abspath $(BUILD)) $(LDFLAGS)
+
+scenarios: $(SCN_BIN)
+	@rc=0; RUNNER="$(RUN_SCN)" scenarios/selftest.sh || rc=1; \
+	$(RUN_SCN) --reports $(REPORTS) -j $(SCN_JOBS) $(SCN_ARGS) scenarios scenarios/regressions || rc=1; \
+	exit $$rc
+
+soak: $(SCN_BIN)
+	SOAK_SECONDS=$(SOAK_SECONDS) $(RUN_SCN) --watchers $(SOAK_WATCHERS) $(SCN_ARGS) scenarios/soak
