@@ -131,6 +131,8 @@ struct evpol_watcher_ops {
      * unref. Release threads, fds, handlers; after it returns and the gate
      * is drained, no callback runs. */
     int (*close)(evpol_watcher *w, evpol_error *err);
+    /* The spawn context; NULL when it means nothing to this watcher (the
+     * generic layer counts contexts for every watcher anyway). */
     int (*enter)(evpol_watcher *w, evpol_error *err);
     int (*exit)(evpol_watcher *w, evpol_error *err);
     /* Free the watcher's memory (the struct that embeds the base). */
@@ -177,6 +179,26 @@ EVPOL_HIDDEN void evpol__deliver(evpol_watcher *w, struct evpol__child *c, int r
 
 /* The CW-11 warning for a child reaped elsewhere. */
 EVPOL_HIDDEN void evpol__warn_unknown_child(pid_t pid);
+
+/* ---- the shared core of Threaded and Pidfd (wcore.c) ---- */
+
+/* What outlives a call: the lock, the pid table and a pointer to the
+ * watcher that close clears. Threads and readers hold core references. */
+typedef struct evpol__wcore evpol__wcore;
+typedef struct evpol__core_watcher {
+    evpol_watcher base;
+    evpol__wcore *core;
+} evpol__core_watcher;
+
+/* A watcher with `ops` and a fresh core (the watcher holds one reference). */
+EVPOL_HIDDEN int evpol__core_watcher_new(const struct evpol_watcher_ops *ops,
+                                         evpol_watcher **out, evpol_error *err);
+EVPOL_HIDDEN evpol__wcore *evpol__core_of(evpol_watcher *w);
+/* ops->destroy for such watchers. */
+EVPOL_HIDDEN void evpol__core_watcher_destroy(evpol_watcher *w);
+EVPOL_HIDDEN void evpol__wcore_ref(evpol__wcore *core);
+/* The last unref frees what is left in the table. */
+EVPOL_HIDDEN void evpol__wcore_unref(evpol__wcore *core);
 
 /* Constructors of the built-in watchers (one file each). */
 EVPOL_HIDDEN int evpol__threaded_new(evpol_watcher **out, evpol_error *err);
@@ -229,5 +251,23 @@ EVPOL_HIDDEN evpol__child *evpol__child_new(pid_t pid, evpol_child_fn cb, void *
                                             evpol_loop *loop);
 /* Drop the loop reference and free. NULL is ignored. */
 EVPOL_HIDDEN void evpol__child_free(evpol__child *c);
+
+/* The core's fields (wcore.c), after evpol__childtab. */
+struct evpol__wcore {
+    pthread_mutex_t lock;
+    atomic_int refs;        /* the watcher's, plus one per thread/reader */
+    evpol_watcher *watcher; /* NULL once closed */
+    evpol__childtab tab;    /* pid -> current registration */
+};
+
+/* Close: forget the watcher and hand back the pending registrations. */
+EVPOL_HIDDEN evpol__childtab evpol__wcore_detach(evpol__wcore *core);
+/* Under core->lock: a reference to the watcher, or NULL once it is closed
+ * or being destroyed. */
+EVPOL_HIDDEN evpol_watcher *evpol__wcore_watcher_locked(evpol__wcore *core);
+/* After a child exited and its record `c` left the table: with `w` (from
+ * evpol__wcore_watcher_locked, or NULL) warn if the status was lost
+ * (CW-11), deliver, and drop `w`; without, just free `c`. No lock held. */
+EVPOL_HIDDEN void evpol__wcore_finish(evpol_watcher *w, evpol__child *c, int rc, bool lost);
 
 #endif /* EVPOL_INTERNAL_H */

@@ -187,7 +187,7 @@ int evpol_watcher_close(evpol_watcher *w, evpol_error *err)
 int evpol_watcher_enter(evpol_watcher *w, evpol_error *err)
 {
     CHECK_OPEN(w, "enter");
-    int rc = w->ops->enter(w, err);
+    int rc = w->ops->enter ? w->ops->enter(w, err) : 0;
     if (rc == 0)
         atomic_fetch_add(&w->contexts, 1);
     return rc;
@@ -202,7 +202,7 @@ int evpol_watcher_exit(evpol_watcher *w, evpol_error *err)
             return evpol__fail(err, EVPOL_ERUNTIME, "exit: %s has no open spawn context",
                                w->ops->name);
     } while (!atomic_compare_exchange_weak(&w->contexts, &open, open - 1));
-    int rc = w->ops->exit(w, err);
+    int rc = w->ops->exit ? w->ops->exit(w, err) : 0;
     if (rc != 0)
         atomic_fetch_add(&w->contexts, 1);
     return rc;

@@ -543,13 +543,6 @@ static int ml_close(evpol_watcher *w, evpol_error *err)
     return rc;
 }
 
-static int ml_noop(evpol_watcher *w, evpol_error *err)
-{
-    (void)w;
-    (void)err;
-    return 0;
-}
-
 static void ml_destroy(evpol_watcher *w)
 {
     ml_watcher *m = as_ml(w);
@@ -566,8 +559,6 @@ static const struct evpol_watcher_ops ml_ops = {
     .attach = ml_attach,
     .is_active = ml_is_active,
     .close = ml_close,
-    .enter = ml_noop,
-    .exit = ml_noop,
     .destroy = ml_destroy,
     .needs_loop = true,
 };

@@ -43,39 +43,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-typedef struct pfd_core {
-    pthread_mutex_t lock;
-    atomic_int refs;        /* the watcher's, plus one per registration */
-    evpol_watcher *watcher; /* NULL once closed */
-    evpol__childtab tab;    /* pid -> registration; c->fd is the pidfd */
-} pfd_core;
-
-typedef struct pfd_watcher {
-    evpol_watcher base;
-    pfd_core *core;
-} pfd_watcher;
-
 /* Hangs off evpol__child.data: the reader's side of a registration, which
  * stays on the first registering loop even when a later registration
  * (CW-2) delivers to another loop. */
 typedef struct pfd_reg {
-    pfd_core *core;
+    evpol__wcore *core;
     evpol_loop *reader_loop; /* referenced */
 } pfd_reg;
-
-static pfd_core *core_of(evpol_watcher *w)
-{
-    return ((pfd_watcher *)w)->core;
-}
-
-static void core_unref(pfd_core *core)
-{
-    if (atomic_fetch_sub(&core->refs, 1) != 1)
-        return;
-    evpol__childtab_fini(&core->tab, evpol__child_free);
-    pthread_mutex_destroy(&core->lock);
-    free(core);
-}
 
 static pid_t waitpid_nohang(pid_t pid, int *status)
 {
@@ -99,10 +73,10 @@ static void reg_release(evpol__child *c)
         evpol__sys.close(c->fd);
         c->fd = -1;
     }
-    pfd_core *core = reg->core;
+    evpol__wcore *core = reg->core;
     evpol_loop_unref(reg->reader_loop);
     free(reg);
-    core_unref(core);
+    evpol__wcore_unref(core);
 }
 
 static void on_pidfd_readable(int fd, void *arg)
@@ -110,7 +84,7 @@ static void on_pidfd_readable(int fd, void *arg)
     (void)fd;
     evpol__child *c = arg;
     pfd_reg *reg = c->data;
-    pfd_core *core = reg->core;
+    evpol__wcore *core = reg->core;
 
     pthread_mutex_lock(&core->lock);
     if (!core->watcher) {
@@ -126,25 +100,18 @@ static void on_pidfd_readable(int fd, void *arg)
     bool lost = r != c->pid;
     int rc = lost ? 255 : evpol__returncode(status);
     evpol__childtab_remove(&core->tab, c->pid);
-    evpol_watcher *w = evpol__watcher_try_ref(core->watcher) ? core->watcher : NULL;
+    evpol_watcher *w = evpol__wcore_watcher_locked(core);
     pthread_mutex_unlock(&core->lock);
 
     /* Our own loop's thread: removing our own reader does not wait. */
     reg_release(c);
-    if (lost && w)
-        evpol__warn_unknown_child(c->pid);
-    if (w) {
-        evpol__deliver(w, c, rc);
-        evpol_watcher_unref(w);
-    } else {
-        evpol__child_free(c);
-    }
+    evpol__wcore_finish(w, c, rc, lost);
 }
 
 static int pfd_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
                    evpol_error *err)
 {
-    pfd_core *core = core_of(w);
+    evpol__wcore *core = evpol__core_of(w);
     evpol_loop *old_loop = NULL;
     evpol__child *unknown = NULL;
     int rc = 0;
@@ -198,7 +165,7 @@ static int pfd_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
     reg->core = core;
     reg->reader_loop = evpol_loop_ref(loop);
     c->data = reg;
-    atomic_fetch_add(&core->refs, 1);
+    evpol__wcore_ref(core);
     rc = evpol_loop_add_reader(loop, fd, on_pidfd_readable, c, err);
     if (rc != 0) {
         /* Never added, so nothing to remove: release by hand. */
@@ -208,6 +175,7 @@ static int pfd_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
         evpol_loop_unref(reg->reader_loop);
         free(reg);
         c->data = NULL;
+        /* Never the last reference (the watcher holds one). */
         atomic_fetch_sub(&core->refs, 1);
         evpol__child_free(c);
     }
@@ -225,7 +193,7 @@ out:
 static int pfd_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
 {
     (void)err;
-    pfd_core *core = core_of(w);
+    evpol__wcore *core = evpol__core_of(w);
     evpol_loop *old_loop = NULL;
     int removed = 0;
     pthread_mutex_lock(&core->lock);
@@ -269,12 +237,7 @@ static void close_pending(evpol__child *c)
 static int pfd_close(evpol_watcher *w, evpol_error *err)
 {
     (void)err;
-    pfd_core *core = core_of(w);
-    pthread_mutex_lock(&core->lock);
-    core->watcher = NULL;
-    evpol__childtab pending = core->tab;
-    core->tab = (evpol__childtab){0};
-    pthread_mutex_unlock(&core->lock);
+    evpol__childtab pending = evpol__wcore_detach(evpol__core_of(w));
 
     if (pending.count)
         evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
@@ -285,21 +248,6 @@ static int pfd_close(evpol_watcher *w, evpol_error *err)
     return 0;
 }
 
-static int pfd_noop(evpol_watcher *w, evpol_error *err)
-{
-    (void)w;
-    (void)err;
-    return 0;
-}
-
-static void pfd_destroy(evpol_watcher *w)
-{
-    pfd_core *core = core_of(w);
-    evpol__watcher_fini(w);
-    free(w);
-    core_unref(core);
-}
-
 static const struct evpol_watcher_ops pfd_ops = {
     .name = "PidfdChildWatcher",
     .kind = EVPOL_WATCHER_PIDFD,
@@ -308,46 +256,13 @@ static const struct evpol_watcher_ops pfd_ops = {
     .attach = pfd_attach,
     .is_active = pfd_is_active,
     .close = pfd_close,
-    .enter = pfd_noop,
-    .exit = pfd_noop,
-    .destroy = pfd_destroy,
+    .destroy = evpol__core_watcher_destroy,
     .needs_loop = true,
 };
 
 int evpol__pidfd_new(evpol_watcher **out, evpol_error *err)
 {
-    pfd_watcher *pw = calloc(1, sizeof *pw);
-    pfd_core *core = calloc(1, sizeof *core);
-    if (!pw || !core) {
-        free(pw);
-        free(core);
-        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
-    }
-    int rc = pthread_mutex_init(&core->lock, NULL);
-    if (rc) {
-        free(pw);
-        free(core);
-        return evpol__fail_sys(err, rc, "cannot create watcher lock");
-    }
-    if (evpol__childtab_init(&core->tab) != 0) {
-        pthread_mutex_destroy(&core->lock);
-        free(pw);
-        free(core);
-        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
-    }
-    rc = evpol__watcher_init(&pw->base, &pfd_ops, err);
-    if (rc) {
-        evpol__childtab_fini(&core->tab, NULL);
-        pthread_mutex_destroy(&core->lock);
-        free(pw);
-        free(core);
-        return rc;
-    }
-    atomic_init(&core->refs, 1);
-    core->watcher = &pw->base;
-    pw->core = core;
-    *out = &pw->base;
-    return 0;
+    return evpol__core_watcher_new(&pfd_ops, out, err);
 }
 
 bool evpol__pidfd_usable(void)

@@ -128,22 +128,6 @@ static int safe_close(evpol_watcher *w, evpol_error *err)
     return 0;
 }
 
-/* The spawn context means nothing to Safe: add_child_handler polls the pid
- * itself, so no exit can be missed between spawn and registration. */
-static int safe_enter(evpol_watcher *w, evpol_error *err)
-{
-    (void)w;
-    (void)err;
-    return 0;
-}
-
-static int safe_exit(evpol_watcher *w, evpol_error *err)
-{
-    (void)w;
-    (void)err;
-    return 0;
-}
-
 static void safe_destroy(evpol_watcher *w)
 {
     safe_watcher *sw = (safe_watcher *)w;
@@ -159,8 +143,9 @@ static const struct evpol_watcher_ops safe_ops = {
     .attach = safe_attach,
     .is_active = safe_is_active,
     .close = safe_close,
-    .enter = safe_enter,
-    .exit = safe_exit,
+    /* No enter/exit: the spawn context means nothing to Safe, since
+     * add_child_handler polls the pid itself and so cannot miss an exit
+     * between spawn and registration. */
     .destroy = safe_destroy,
     .needs_loop = false,
 };

@@ -53,20 +53,8 @@
 #define WAITER_STACK_SIZE (64u * 1024u)
 #endif
 
-typedef struct thr_core {
-    pthread_mutex_t lock;
-    atomic_int refs;         /* the watcher's, plus one per waiting thread */
-    evpol_watcher *watcher;  /* NULL once closed */
-    evpol__childtab tab;     /* pid -> current registration */
-} thr_core;
-
-typedef struct thr_watcher {
-    evpol_watcher base;
-    thr_core *core;
-} thr_watcher;
-
 typedef struct thr_job {
-    thr_core *core;
+    evpol__wcore *core;
     pid_t pid;
     /* The seam's waitpid, read at registration: the thread then never
      * reads evpol__sys, which a test may swap once this watcher is closed
@@ -74,24 +62,10 @@ typedef struct thr_job {
     pid_t (*waitpid)(pid_t pid, int *status, int options);
 } thr_job;
 
-static thr_core *core_of(evpol_watcher *w)
-{
-    return ((thr_watcher *)w)->core;
-}
-
-static void core_unref(thr_core *core)
-{
-    if (atomic_fetch_sub(&core->refs, 1) != 1)
-        return;
-    evpol__childtab_fini(&core->tab, evpol__child_free);
-    pthread_mutex_destroy(&core->lock);
-    free(core);
-}
-
 static void *waiter_main(void *p)
 {
     thr_job *job = p;
-    thr_core *core = job->core;
+    evpol__wcore *core = job->core;
     pid_t pid = job->pid;
     pid_t (*waitpid_fn)(pid_t, int *, int) = job->waitpid;
     free(job);
@@ -108,29 +82,18 @@ static void *waiter_main(void *p)
 
     pthread_mutex_lock(&core->lock);
     evpol__child *c = evpol__childtab_remove(&core->tab, pid);
-    evpol_watcher *w = NULL;
-    if (c && core->watcher && evpol__watcher_try_ref(core->watcher))
-        w = core->watcher;
+    evpol_watcher *w = c ? evpol__wcore_watcher_locked(core) : NULL;
     pthread_mutex_unlock(&core->lock);
 
-    if (lost && w)
-        evpol__warn_unknown_child(pid);
-    if (w) {
-        evpol__deliver(w, c, rc);
-        /* May be the last reference: then the watcher is closed and freed
-         * here, which is fine since we hold no lock. */
-        evpol_watcher_unref(w);
-    } else {
-        evpol__child_free(c);
-    }
-    core_unref(core);
+    evpol__wcore_finish(w, c, rc, lost);
+    evpol__wcore_unref(core);
     return NULL;
 }
 
 static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
                    evpol_error *err)
 {
-    thr_core *core = core_of(w);
+    evpol__wcore *core = evpol__core_of(w);
     evpol_loop *old_loop = NULL;
     int rc = 0;
 
@@ -166,7 +129,7 @@ static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
     job->core = core;
     job->pid = pid;
     job->waitpid = evpol__sys.waitpid;
-    atomic_fetch_add(&core->refs, 1);
+    evpol__wcore_ref(core);
     /* Created under the lock, so that a thread whose child is already gone
      * finds its record complete, and a failure leaves no trace. */
     pthread_t thread;
@@ -174,6 +137,8 @@ static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
     if (terr == EINVAL) /* stack too small for this process's static TLS */
         terr = evpol__sys.thread_create(&thread, 0, waiter_main, job);
     if (terr != 0) {
+        /* Never the last reference (the watcher holds one), so this cannot
+         * free the core whose lock we hold. */
         atomic_fetch_sub(&core->refs, 1);
         evpol__childtab_remove(&core->tab, pid);
         evpol__child_free(c);
@@ -191,7 +156,7 @@ out:
 static int thr_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
 {
     (void)err;
-    thr_core *core = core_of(w);
+    evpol__wcore *core = evpol__core_of(w);
     evpol_loop *old_loop = NULL;
     int removed = 0;
     pthread_mutex_lock(&core->lock);
@@ -226,13 +191,8 @@ static int thr_is_active(evpol_watcher *w)
 static int thr_close(evpol_watcher *w, evpol_error *err)
 {
     (void)err;
-    thr_core *core = core_of(w);
-    pthread_mutex_lock(&core->lock);
-    core->watcher = NULL;
     /* Threads still running find no record and only reap. */
-    evpol__childtab pending = core->tab;
-    core->tab = (evpol__childtab){0};
-    pthread_mutex_unlock(&core->lock);
+    evpol__childtab pending = evpol__wcore_detach(evpol__core_of(w));
 
     if (pending.count)
         evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
@@ -243,21 +203,6 @@ static int thr_close(evpol_watcher *w, evpol_error *err)
     return 0;
 }
 
-static int thr_noop(evpol_watcher *w, evpol_error *err)
-{
-    (void)w;
-    (void)err;
-    return 0;
-}
-
-static void thr_destroy(evpol_watcher *w)
-{
-    thr_core *core = core_of(w);
-    evpol__watcher_fini(w);
-    free(w);
-    core_unref(core);
-}
-
 static const struct evpol_watcher_ops thr_ops = {
     .name = "ThreadedChildWatcher",
     .kind = EVPOL_WATCHER_THREADED,
@@ -266,44 +211,11 @@ static const struct evpol_watcher_ops thr_ops = {
     .attach = thr_attach,
     .is_active = thr_is_active,
     .close = thr_close,
-    .enter = thr_noop,
-    .exit = thr_noop,
-    .destroy = thr_destroy,
+    .destroy = evpol__core_watcher_destroy,
     .needs_loop = true,
 };
 
 int evpol__threaded_new(evpol_watcher **out, evpol_error *err)
 {
-    thr_watcher *tw = calloc(1, sizeof *tw);
-    thr_core *core = calloc(1, sizeof *core);
-    if (!tw || !core) {
-        free(tw);
-        free(core);
-        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
-    }
-    int rc = pthread_mutex_init(&core->lock, NULL);
-    if (rc) {
-        free(tw);
-        free(core);
-        return evpol__fail_sys(err, rc, "cannot create watcher lock");
-    }
-    if (evpol__childtab_init(&core->tab) != 0) {
-        pthread_mutex_destroy(&core->lock);
-        free(tw);
-        free(core);
-        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
-    }
-    rc = evpol__watcher_init(&tw->base, &thr_ops, err);
-    if (rc) {
-        evpol__childtab_fini(&core->tab, NULL);
-        pthread_mutex_destroy(&core->lock);
-        free(tw);
-        free(core);
-        return rc;
-    }
-    atomic_init(&core->refs, 1);
-    core->watcher = &tw->base;
-    tw->core = core;
-    *out = &tw->base;
-    return 0;
+    return evpol__core_watcher_new(&thr_ops, out, err);
 }

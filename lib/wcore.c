@@ -1,0 +1,107 @@
+/*
+ * wcore.c — the shared core of watchers whose work outlives a call.
+ *
+ * Threaded (one thread per child) and Pidfd (one loop reader per child)
+ * both have something that can still run after the watcher is closed or
+ * freed: a waiting thread, a reader callback. Each of those holds a
+ * reference to the core (lock, pid table, and a pointer to the watcher that
+ * close clears), never to the watcher itself; it reaches the watcher only
+ * under the core lock, with a reference the last unref cannot race with.
+ */
+#include "evpol-internal.h"
+
+#include <stdlib.h>
+
+int evpol__core_watcher_new(const struct evpol_watcher_ops *ops, evpol_watcher **out,
+                            evpol_error *err)
+{
+    evpol__core_watcher *cw = calloc(1, sizeof *cw);
+    evpol__wcore *core = calloc(1, sizeof *core);
+    if (!cw || !core)
+        goto nomem;
+    int rc = pthread_mutex_init(&core->lock, NULL);
+    if (rc) {
+        free(cw);
+        free(core);
+        return evpol__fail_sys(err, rc, "cannot create watcher lock");
+    }
+    if (evpol__childtab_init(&core->tab) != 0) {
+        pthread_mutex_destroy(&core->lock);
+        goto nomem;
+    }
+    rc = evpol__watcher_init(&cw->base, ops, err);
+    if (rc) {
+        evpol__childtab_fini(&core->tab, NULL);
+        pthread_mutex_destroy(&core->lock);
+        free(cw);
+        free(core);
+        return rc;
+    }
+    atomic_init(&core->refs, 1); /* the watcher's */
+    core->watcher = &cw->base;
+    cw->core = core;
+    *out = &cw->base;
+    return 0;
+nomem:
+    free(cw);
+    free(core);
+    return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+}
+
+evpol__wcore *evpol__core_of(evpol_watcher *w)
+{
+    return ((evpol__core_watcher *)w)->core;
+}
+
+void evpol__core_watcher_destroy(evpol_watcher *w)
+{
+    evpol__wcore *core = evpol__core_of(w);
+    evpol__watcher_fini(w);
+    free(w);
+    evpol__wcore_unref(core);
+}
+
+void evpol__wcore_ref(evpol__wcore *core)
+{
+    atomic_fetch_add(&core->refs, 1);
+}
+
+void evpol__wcore_unref(evpol__wcore *core)
+{
+    if (atomic_fetch_sub(&core->refs, 1) != 1)
+        return;
+    evpol__childtab_fini(&core->tab, evpol__child_free);
+    pthread_mutex_destroy(&core->lock);
+    free(core);
+}
+
+evpol__childtab evpol__wcore_detach(evpol__wcore *core)
+{
+    pthread_mutex_lock(&core->lock);
+    core->watcher = NULL;
+    evpol__childtab pending = core->tab;
+    core->tab = (evpol__childtab){0};
+    pthread_mutex_unlock(&core->lock);
+    return pending;
+}
+
+evpol_watcher *evpol__wcore_watcher_locked(evpol__wcore *core)
+{
+    if (core->watcher && evpol__watcher_try_ref(core->watcher))
+        return core->watcher;
+    return NULL;
+}
+
+void evpol__wcore_finish(evpol_watcher *w, evpol__child *c, int rc, bool lost)
+{
+    if (!w) {
+        evpol__child_free(c);
+        return;
+    }
+    if (lost)
+        evpol__warn_unknown_child(c->pid);
+    evpol__deliver(w, c, rc);
+    /* May be the last reference: the watcher is then closed and freed here,
+     * which is safe since the caller holds no lock. */
+    evpol_watcher_unref(w);
+}
