@@ -103,6 +103,7 @@ typedef struct mdl_reg {
     int handler;
     int loop;         /* delivery loop (Threaded, MultiLoop, Pidfd) */
     int reader_loop;  /* Pidfd: the loop holding the pidfd reader */
+    bool spawn;       /* made by spawn: the exit is passed on to `loop` (SUB-3) */
 } mdl_reg;
 
 typedef struct mdl {
@@ -122,6 +123,8 @@ typedef struct mdl {
     bool kept[FZ_MAX_CHILDREN];   /* Fast: exit kept for a registration */
     int kept_rc[FZ_MAX_CHILDREN];
     fz_disp disposition;
+    int ended;        /* children that ended during the current step */
+    int fail_threads; /* thread creations still to fail (fake kernel) */
 } mdl;
 
 void mdl_init(mdl *m, int kind, bool auto_sigchld);

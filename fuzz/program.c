@@ -32,10 +32,14 @@ typedef enum opc {
     OPC_EINTR,
     OPC_EINTR_BLOCKING,
     OPC_REAP_ORDER,
+    OPC_SPAWN,
+    OPC_FAIL_THREADS,
 } opc;
 
-/* byte % 32 -> step; the common steps appear more than once. */
-static const opc opcode_table[32] = {
+#define NOPCODES 36
+
+/* byte % 36 -> step; the common steps appear more than once. */
+static const opc opcode_table[NOPCODES] = {
     OPC_CHILD,        OPC_CHILD,         OPC_CHILD,         OPC_ADD,
     OPC_ADD,          OPC_ADD,           OPC_ADD,           OPC_RELEASE,
     OPC_RELEASE,      OPC_SIGCHLD,       OPC_SIGCHLD,       OPC_SIGCHLD,
@@ -44,6 +48,7 @@ static const opc opcode_table[32] = {
     OPC_ENTER,        OPC_EXIT,          OPC_EXIT,          OPC_RELEASE_GATE,
     OPC_ACTIVE,       OPC_CLOSE_WATCHER, OPC_CLOSE_LOOP,    OPC_SIGCHLD_REPLACE,
     OPC_SIGCHLD_RESTORE, OPC_EINTR,      OPC_EINTR_BLOCKING, OPC_REAP_ORDER,
+    OPC_SPAWN,        OPC_SPAWN,         OPC_SPAWN,         OPC_FAIL_THREADS,
 };
 
 /* A child ending by a signal kills itself: only signals that end it. */
@@ -134,6 +139,7 @@ static void track(dstate *d, const scn_step *s)
 {
     switch (s->op) {
     case SCN_OP_CHILD:
+    case SCN_OP_SPAWN:
         for (int c = s->child_lo; c <= s->child_hi && c < FZ_MAX_CHILDREN; c++) {
             d->kids[c].release = s->release;
             d->kids[c].running = s->release != SCN_REL_NOW;
@@ -177,7 +183,7 @@ void fz_decode(const uint8_t *data, size_t size, fz_program *p)
     }
     size_t body = 0;
     while (cur.i < cur.n && body < FZ_MAX_BODY) {
-        opc op = opcode_table[take(&cur) % 32];
+        opc op = opcode_table[take(&cur) % NOPCODES];
         fz_step st;
         memset(&st, 0, sizeof st);
         bool keep = true;
@@ -200,6 +206,36 @@ void fz_decode(const uint8_t *data, size_t size, fz_program *p)
             st.s.release = (scn_release)(rel % 3);
             break;
         }
+        case OPC_SPAWN: {
+            uint8_t e = take(&cur), num = take(&cur), rel = take(&cur), l = take(&cur);
+            scn_simple(&st, SCN_OP_SPAWN);
+            if (d.nchildren >= FZ_MAX_CHILDREN) {
+                keep = false;
+                break;
+            }
+            set_child(&st.s, d.nchildren);
+            switch (e % 3) {
+            case 0:
+                st.s.end = SCN_END_EXIT;
+                st.s.number = num;
+                break;
+            case 1:
+                st.s.end = SCN_END_SIGNAL;
+                st.s.number = end_signals[num % 8];
+                break;
+            default:
+                st.s.end = SCN_END_EXEC_FAIL;
+                break;
+            }
+            st.s.release = st.s.end == SCN_END_EXEC_FAIL ? SCN_REL_NOW : (scn_release)(rel % 3);
+            if (l % 3)
+                set_loop(&st.s.obj2, l % 3 - 1);
+            break;
+        }
+        case OPC_FAIL_THREADS:
+            st.kind = FZ_FAIL_THREADS;
+            st.n = 1 + take(&cur) % 2;
+            break;
         case OPC_RELEASE: {
             uint8_t c = take(&cur);
             scn_simple(&st, SCN_OP_RELEASE);
@@ -358,7 +394,7 @@ void fz_decode(const uint8_t *data, size_t size, fz_program *p)
 
 static int first_opcode(opc op)
 {
-    for (int i = 0; i < 32; i++)
+    for (int i = 0; i < NOPCODES; i++)
         if (opcode_table[i] == op)
             return i;
     return 0;
@@ -406,6 +442,10 @@ size_t fz_encode(const fz_program *p, uint8_t *out, size_t cap)
             put8(&o, first_opcode(OPC_REAP_ORDER));
             put8(&o, st->n);
             continue;
+        case FZ_FAIL_THREADS:
+            put8(&o, first_opcode(OPC_FAIL_THREADS));
+            put8(&o, (st->n - 1) & 1);
+            continue;
         case FZ_SCN: break;
         }
         const scn_step *s = &st->s;
@@ -421,6 +461,20 @@ size_t fz_encode(const fz_program *p, uint8_t *out, size_t cap)
             put8(&o, s->end == SCN_END_SIGNAL);
             put8(&o, num);
             put8(&o, s->release);
+            break;
+        }
+        case SCN_OP_SPAWN: {
+            int num = s->number;
+            if (s->end == SCN_END_SIGNAL) {
+                num = index_of(end_signals, 8, s->number);
+                if (num < 0)
+                    return 0;
+            }
+            put8(&o, first_opcode(OPC_SPAWN));
+            put8(&o, s->end == SCN_END_EXIT ? 0 : s->end == SCN_END_SIGNAL ? 1 : 2);
+            put8(&o, num);
+            put8(&o, s->release);
+            put8(&o, s->obj2.type == SCN_T_LOOP ? 1 + s->obj2.index : 0);
             break;
         }
         case SCN_OP_RELEASE:
@@ -497,44 +551,23 @@ size_t fz_from_scenario(const scn_scenario *sc, fz_program *p)
         switch (in->op) {
         case SCN_OP_SPAWN:
         case SCN_OP_CHILD:
-            if (in->end == SCN_END_EXEC_FAIL)
+            if (in->obj2.type == SCN_T_LOOP && in->obj2.index > 1)
                 break;
             for (int c = in->child_lo; c <= in->child_hi; c++) {
                 if (nchildren >= FZ_MAX_CHILDREN)
                     break;
                 int k = nchildren++;
                 map[c] = k;
-                if (in->op == SCN_OP_SPAWN) {
-                    /* spawn = the context, the process, the handler */
-                    PUSH_OR_DONE();
-                    scn_simple(st, SCN_OP_ENTER);
-                    set_w0(&st->s);
-                }
-                {
-                    PUSH_OR_DONE();
-                    scn_simple(st, SCN_OP_CHILD);
-                    set_child(&st->s, k);
-                    st->s.end = in->end;
-                    st->s.number = in->number;
-                    if (in->end == SCN_END_SIGNAL && index_of(end_signals, 8, in->number) < 0)
-                        st->s.number = SIGTERM;
-                    st->s.release = in->release;
-                    track(&d, &st->s);
-                }
-                if (in->op == SCN_OP_SPAWN) {
-                    {
-                        PUSH_OR_DONE();
-                        scn_simple(st, SCN_OP_ADD_HANDLER);
-                        set_w0(&st->s);
-                        set_child(&st->s, k);
-                        st->s.handler = 1;
-                        if (in->obj2.type == SCN_T_LOOP && in->obj2.index <= 1)
-                            set_loop(&st->s.obj2, in->obj2.index);
-                    }
-                    PUSH_OR_DONE();
-                    scn_simple(st, SCN_OP_EXIT);
-                    set_w0(&st->s);
-                }
+                PUSH_OR_DONE();
+                scn_simple(st, in->op);
+                set_child(&st->s, k);
+                st->s.end = in->end;
+                st->s.number = in->number;
+                if (in->end == SCN_END_SIGNAL && index_of(end_signals, 8, in->number) < 0)
+                    st->s.number = SIGTERM;
+                st->s.release = in->release;
+                st->s.obj2 = in->obj2;
+                track(&d, &st->s);
             }
             break;
         case SCN_OP_ADD_HANDLER:
@@ -595,6 +628,18 @@ size_t fz_from_scenario(const scn_scenario *sc, fz_program *p)
                 st->s.obj2 = in->obj2;
             }
             break;
+        case SCN_OP_SET_LOOP:
+            /* the default policy's set_event_loop, from the main thread,
+             * attaches its watcher (POL-16) */
+            if ((in->threads & ~1u) || (in->obj.type == SCN_T_LOOP && in->obj.index > 1))
+                break;
+            {
+                PUSH_OR_DONE();
+                scn_simple(st, SCN_OP_ATTACH);
+                set_w0(&st->s);
+                st->s.obj2 = in->obj;
+            }
+            break;
         case SCN_OP_CLOSE_WATCHER:
         case SCN_OP_ACTIVE:
         case SCN_OP_ENTER:
@@ -642,6 +687,7 @@ int fz_format_step(const fz_step *s, char *buf, size_t size)
     case FZ_EINTR_BLOCKING: return snprintf(buf, size, "# fuzz: eintr_blocking %d", s->n);
     case FZ_REAP_ORDER:
         return snprintf(buf, size, "# fuzz: reap_order %s", orders[(unsigned)s->n % 3]);
+    case FZ_FAIL_THREADS: return snprintf(buf, size, "# fuzz: fail_threads %d", s->n);
     }
     return snprintf(buf, size, "# fuzz: ?");
 }
@@ -651,7 +697,8 @@ bool fz_step_may_end_children(const fz_step *s)
     if (s->kind != FZ_SCN)
         return false;
     switch (s->s.op) {
-    case SCN_OP_CHILD: return s->s.release == SCN_REL_NOW;
+    case SCN_OP_CHILD:
+    case SCN_OP_SPAWN: return s->s.release == SCN_REL_NOW;
     case SCN_OP_RELEASE:
     case SCN_OP_RELEASE_GATE:
     case SCN_OP_KILL:

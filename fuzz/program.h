@@ -7,18 +7,20 @@
  * out and that steps.h has no word for (the kernel delivering one SIGCHLD
  * for every exit so far, EINTR, the order waitpid(-1) returns zombies in).
  *
- * The world a program runs in is fixed (fz_prologue): loops L0 and L1, one
- * watcher W0 of the kind under test; the main thread runs L0 and every actor
- * step runs inside it; L1 only runs to deliver. Children are fake (the fake
- * kernel of conformance/support), named C0, C1, ... in creation order.
+ * The world a program runs in is fixed: loops L0 and L1, one watcher W0 of
+ * the kind under test, which is also the current policy's watcher (so that
+ * "spawn" uses it); the main thread runs L0 and every actor step runs inside
+ * it; L1 only runs to deliver. Children are fake (the fake kernel of
+ * conformance/support), named C0, C1, ... in the order the program creates
+ * them ("child" or "spawn").
  *
  * Binary format (total: every byte string decodes to a valid program):
  *   byte 0   flags: bit 0 auto-SIGCHLD (each step that ends a child is
  *            followed by one SIGCHLD, as the kernel does); bit 1 clear: the
  *            program starts with "attach W0 L0"
- *   then     one step per opcode byte (fz_opcode_table maps byte % 32 to a
- *            step), each followed by its argument bytes (missing bytes read
- *            as 0). A step whose arguments name nothing valid (no child yet,
+ *   then     one step per opcode byte (a table in program.c maps byte % 36
+ *            to a step), each followed by its argument bytes (missing bytes
+ *            read as 0). A step whose arguments name nothing valid (no child yet,
  *            a child that cannot be released) is skipped.
  * The decoder appends an epilogue that closes W0, kills every child and
  * delivers SIGCHLD, so "no callback after close" is checked on every input.
@@ -43,6 +45,7 @@ typedef enum fz_kind {
     FZ_EINTR,          /* the next n waitpid calls of any kind fail with EINTR */
     FZ_EINTR_BLOCKING, /* the next n blocking waitpid calls fail with EINTR */
     FZ_REAP_ORDER,     /* waitpid(-1) returns zombies in order n (fk_order) */
+    FZ_FAIL_THREADS,   /* the next n thread creations fail with EAGAIN */
 } fz_kind;
 
 typedef struct fz_step {

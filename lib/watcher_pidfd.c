@@ -65,7 +65,6 @@ static pid_t waitpid_nohang(pid_t pid, int *status)
 static void reg_release(evpol__child *c)
 {
     pfd_reg *reg = c->data;
-    c->data = NULL;
     if (c->fd >= 0) {
         /* Before close: the loop keys readers by fd, and the number may be
          * reused as soon as it is closed. */
@@ -73,6 +72,9 @@ static void reg_release(evpol__child *c)
         evpol__sys.close(c->fd);
         c->fd = -1;
     }
+    /* Only now: a reader callback running on another thread reads c->data
+     * without the core lock, and remove_reader above waited for it. */
+    c->data = NULL;
     evpol__wcore *core = reg->core;
     evpol_loop_unref(reg->reader_loop);
     free(reg);

@@ -188,7 +188,6 @@ static struct {
     evpol_loop *loops[SCN_MAX_LOOPS];
     evpol_watcher *watchers[SCN_MAX_WATCHERS];
     evpol_policy *policies[SCN_MAX_POLICIES];
-    bool policy_set; /* set_policy ran: reset the process-wide policy at the end */
     child_rec children[SCN_MAX_CHILDREN];
 
     /* Director-only. */
@@ -261,9 +260,14 @@ static void status_recent_log(void)
 /* A failure at the current step: step, expected, actual. Ends the run. */
 static _Noreturn void fail_step(const scn_step *st, const char *expected, const char *actual)
 {
-    char line[SCN_LINE_MAX * 2];
-    scn_format_step(st, line, sizeof line);
-    int idx = st ? (int)(st - S.sc->steps) : -1;
+    char line[SCN_LINE_MAX * 2] = "";
+    if (st)
+        scn_format_step(st, line, sizeof line);
+    /* A step made by the runner itself (soak's spawns) is not in the file:
+     * report the file's step that made it. */
+    uintptr_t p = (uintptr_t)st, first = (uintptr_t)S.sc->steps,
+              end = (uintptr_t)(S.sc->steps + S.sc->nsteps);
+    int idx = p >= first && p < end ? (int)(st - S.sc->steps) : S.cur_index;
     status_line("F step %d (line %d): %s", idx + 1, st ? st->line : 0, line);
     char buf[4096];
     snprintf(buf, sizeof buf, "  expected: %s\n  actual:   %s", expected, actual);
@@ -539,6 +543,32 @@ static void child_script(const scn_step *st, char *buf, size_t size)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Counting the library's process creations                                 */
+/* ------------------------------------------------------------------------ */
+
+/* The real kernel's table with spawn wrapped to count calls: every process
+ * evpol creates goes through it (the seam), so "no process created" is
+ * exact, even for one the library would kill and reap at once. */
+static int (*real_spawn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+                         const posix_spawnattr_t *, char *const[], char *const[]);
+static atomic_long spawn_calls;
+
+static int counting_spawn(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                          const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    atomic_fetch_add(&spawn_calls, 1);
+    return real_spawn(pid, file, fa, attr, argv, envp);
+}
+
+static void install_counting_seam(void)
+{
+    evpol_sys t = *evpol_sys_real();
+    real_spawn = t.spawn;
+    t.spawn = counting_spawn;
+    evpol_sys_set(&t, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Custom policy (POL-8): every method counts, then calls super             */
 /* ------------------------------------------------------------------------ */
 
@@ -727,15 +757,7 @@ static int exec_one(cmd *c, int ci, evpol_error *err)
     case SCN_OP_ACTIVE: return evpol_watcher_is_active(watcher_at(st->obj));
     case SCN_OP_ENTER: return evpol_watcher_enter(watcher_at(st->obj), err);
     case SCN_OP_EXIT: return evpol_watcher_exit(watcher_at(st->obj), err);
-    case SCN_OP_SET_POLICY: {
-        int rc = evpol_set_event_loop_policy(policy_at(st->obj), err);
-        if (rc == 0) {
-            pthread_mutex_lock(&S.m);
-            S.policy_set = true;
-            pthread_mutex_unlock(&S.m);
-        }
-        return rc;
-    }
+    case SCN_OP_SET_POLICY: return evpol_set_event_loop_policy(policy_at(st->obj), err);
     case SCN_OP_SET_CHILD_WATCHER: return evpol_set_child_watcher(watcher_at(st->obj), err);
     case SCN_OP_GET_CHILD_WATCHER: {
         int rc = evpol_get_child_watcher(&w, err);
@@ -1011,6 +1033,7 @@ static void dispatch(const scn_step *st)
                       st->result != 0 && n == 1;
     static pid_t before[8192], after[8192];
     int nbefore = check_none ? list_children(before, 8192) : 0;
+    long spawns_before = atomic_load(&spawn_calls);
 
     k = 0;
     for (int t = 0; t < SCN_MAX_THREADS; t++) {
@@ -1069,6 +1092,14 @@ static void dispatch(const scn_step *st)
     }
 
     if (check_none) {
+        long spawns = atomic_load(&spawn_calls) - spawns_before;
+        /* exec_fail must try (and fail) exactly once; anything else never. */
+        long allowed = st->end == SCN_END_EXEC_FAIL ? 1 : 0;
+        if (spawns > allowed) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "evpol tried to create %ld process(es)", spawns);
+            fail_step(st, "the error, before any process is created", msg);
+        }
         int nafter = list_children(after, 8192);
         for (int i = 0; i < nafter; i++) {
             bool seen = false;
@@ -1084,6 +1115,13 @@ static void dispatch(const scn_step *st)
 }
 
 /* ---- director steps ---- */
+
+/* The handler "outside code" installs: it does nothing, as a program that
+ * only wanted to interrupt a system call would. */
+static void outside_sigchld(int sig)
+{
+    (void)sig;
+}
 
 static void make_gate(void)
 {
@@ -1241,7 +1279,7 @@ static void do_never(const scn_step *st)
         child_rec r = S.children[ci];
         S.children[ci].never = true;
         pthread_mutex_unlock(&S.m);
-        require_created(st, ci, r.pid);
+        /* A child that was never created (exec failure) may be named too. */
         if (r.count) {
             char act[256], o[64];
             outcome_text(r.rc, o, sizeof o);
@@ -1599,7 +1637,19 @@ static void run_step(const scn_step *st)
             put_policy(i, p);
         break;
     }
-    case SCN_OP_SAME: check_value(st, S.loops[st->obj.index] == S.loops[st->obj2.index], NULL); break;
+    case SCN_OP_SAME: {
+        const void *a = NULL, *b = NULL;
+        pthread_mutex_lock(&S.m);
+        switch (st->obj.type) {
+        case SCN_T_LOOP: a = S.loops[st->obj.index], b = S.loops[st->obj2.index]; break;
+        case SCN_T_WATCHER: a = S.watchers[st->obj.index], b = S.watchers[st->obj2.index]; break;
+        case SCN_T_POLICY: a = S.policies[st->obj.index], b = S.policies[st->obj2.index]; break;
+        default: break;
+        }
+        pthread_mutex_unlock(&S.m);
+        check_value(st, a && a == b, NULL);
+        break;
+    }
     case SCN_OP_DROP:
         switch (st->obj.type) {
         case SCN_T_LOOP: put_loop(st->obj.index, NULL); break;
@@ -1621,9 +1671,9 @@ static void run_step(const scn_step *st)
     case SCN_OP_SIGCHLD_REPLACE: {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
-        /* Outside code taking SIGCHLD for itself: ignored-but-not-SIG_IGN
-         * (SIG_IGN would make the kernel reap every child). */
-        sa.sa_handler = SIG_DFL;
+        /* Outside code taking SIGCHLD for itself, with a handler of its
+         * own (SIG_IGN would make the kernel reap every child). */
+        sa.sa_handler = outside_sigchld;
         sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
         if (sigaction(SIGCHLD, &sa, NULL) != 0)
             fail_step(st, "sigaction succeeds", strerror(errno));
@@ -1672,7 +1722,12 @@ static void teardown(void)
     status_line("S teardown: wait until every child is reaped");
     static pid_t left[8192];
     int n;
-    while ((n = list_children(left, 8192)) > 0 && time_left() > 0)
+    /* Exited children are reaped at once by a working watcher; the guard
+     * only bounds how long a leaked child delays the report. */
+    double settle_until = now_s() + (SANITIZED ? 45 : 15);
+    if (settle_until > S.deadline)
+        settle_until = S.deadline;
+    while ((n = list_children(left, 8192)) > 0 && now_s() < settle_until)
         sleep_ms(5);
     if (n > 0) {
         char buf[2048];
@@ -1726,6 +1781,12 @@ static void teardown(void)
         if (S.workers[t].exists)
             join_thread(NULL, t);
 
+}
+
+/* On the main thread, as a product would at exit: Safe and Fast can only
+ * remove their main-thread signal handlers there. */
+static void drop_everything(void)
+{
     status_line("S teardown: drop every object");
     for (int i = 0; i < SCN_MAX_WATCHERS; i++)
         put_watcher(i, NULL);
@@ -1817,6 +1878,7 @@ static _Noreturn void scenario_process(const scn_scenario *sc, int kind, int sta
     sigaction(SIGCHLD, NULL, &S.sigchld_start);
 
     evpol_set_log_hook(log_hook, NULL);
+    install_counting_seam();
     make_gate();
 
     worker *main_w = &S.workers[0];
@@ -1831,6 +1893,7 @@ static _Noreturn void scenario_process(const scn_scenario *sc, int kind, int sta
         fail_phase("setup", "cannot start the director: %s", strerror(e));
     worker_main(main_w);
     pthread_join(director, NULL);
+    drop_everything();
 
     /* ---- leak checks ---- */
     status_line("S teardown: leak checks");
@@ -1915,6 +1978,7 @@ typedef struct job {
 
 static double timeout_scale = 1.0;
 static bool verbose;
+static int stderr_lines = 40;
 
 static void append(char **dst, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void append(char **dst, const char *fmt, ...)
@@ -2093,10 +2157,10 @@ static void finish_job(job *j)
         else if (!j->fail_lines && !j->passed_line)
             append(&j->detail, "ended without a result at %s\n", step_line(j, where, sizeof where));
         if (j->ebuf && j->elen) {
-            /* The last 40 lines of stderr. */
+            /* The last lines of stderr. */
             const char *p = j->ebuf + j->elen;
             int lines = 0;
-            while (p > j->ebuf && lines < 41)
+            while (p > j->ebuf && lines < stderr_lines + 1)
                 if (*--p == '\n')
                     lines++;
             append(&j->detail, "stderr (tail):\n%s%s", p == j->ebuf ? "" : "  ...",
@@ -2382,7 +2446,8 @@ static void add_path(char ***files, int *n, const char *path)
         }
     }
     closedir(d);
-    qsort(found, (size_t)nf, sizeof *found, cmp_str);
+    if (nf > 1)
+        qsort(found, (size_t)nf, sizeof *found, cmp_str);
     for (int i = 0; i < nf; i++) {
         *files = realloc(*files, (size_t)(*n + 1) * sizeof **files);
         (*files)[(*n)++] = found[i];
@@ -2390,11 +2455,67 @@ static void add_path(char ***files, int *n, const char *path)
     free(found);
 }
 
+/* --roundtrip: every step formats to a line that parses back to an equal
+ * step, and every scenario written with scn_write reads back the same. */
+static int roundtrip(char **files, int nfiles)
+{
+    int bad = 0;
+    for (int i = 0; i < nfiles; i++) {
+        scn_scenario sc, back;
+        char err[512];
+        if (scn_parse_file(files[i], &sc, err, sizeof err) != 0) {
+            printf("roundtrip: %s\n", err);
+            bad++;
+            continue;
+        }
+        for (size_t k = 0; k < sc.nsteps; k++) {
+            char line[SCN_LINE_MAX * 2];
+            scn_step again;
+            scn_format_step(&sc.steps[k], line, sizeof line);
+            if (scn_parse_step(line, &again, err, sizeof err) != 0 ||
+                !scn_step_equal(&sc.steps[k], &again)) {
+                printf("roundtrip: %s:%d: '%s' does not read back (%s)\n", files[i],
+                       sc.steps[k].line, line, err);
+                bad++;
+            }
+        }
+        char *text = NULL;
+        size_t len = 0;
+        FILE *mem = open_memstream(&text, &len);
+        if (!mem || scn_write(&sc, mem) != 0) {
+            printf("roundtrip: %s: cannot write\n", files[i]);
+            bad++;
+        }
+        if (mem)
+            fclose(mem);
+        if (text && scn_parse_text(text, files[i], &back, err, sizeof err) == 0) {
+            bool same = back.nsteps == sc.nsteps && strcmp(back.name, sc.name) == 0 &&
+                        back.watchers == sc.watchers && back.except == sc.except &&
+                        back.timeout == sc.timeout && strcmp(back.description, sc.description) == 0;
+            for (size_t k = 0; same && k < sc.nsteps; k++)
+                same = scn_step_equal(&sc.steps[k], &back.steps[k]);
+            if (!same) {
+                printf("roundtrip: %s: scn_write output reads back differently\n", files[i]);
+                bad++;
+            }
+            scn_free(&back);
+        } else if (text) {
+            printf("roundtrip: %s: scn_write output does not parse: %s\n", files[i], err);
+            bad++;
+        }
+        free(text);
+        scn_free(&sc);
+    }
+    printf("roundtrip: %d file(s), %d problem(s)\n", nfiles, bad);
+    return bad ? 1 : 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
             "usage: runner [--reports DIR] [-j N] [--watchers LIST] [--only NAME]\n"
-            "              [--timeout-scale X] [-v] PATH...\n");
+            "              [--timeout-scale X] [--stderr-lines N] [-v] PATH...\n"
+            "       runner --roundtrip PATH...   (check parse/format of the files)\n");
     exit(2);
 }
 
@@ -2404,6 +2525,7 @@ int main(int argc, char **argv)
     int parallel = 1;
     unsigned only_kinds = SCN_KINDS_ALL;
     const char *only = NULL;
+    bool do_roundtrip = false;
     char **files = NULL;
     int nfiles = 0;
     timeout_scale = SANITIZED ? 4.0 : 1.0;
@@ -2443,6 +2565,10 @@ int main(int argc, char **argv)
                 usage();
         } else if (strcmp(a, "-v") == 0) {
             verbose = true;
+        } else if (strcmp(a, "--stderr-lines") == 0 && i + 1 < argc) {
+            stderr_lines = atoi(argv[++i]);
+        } else if (strcmp(a, "--roundtrip") == 0) {
+            do_roundtrip = true;
         } else if (a[0] == '-') {
             usage();
         } else {
@@ -2451,6 +2577,13 @@ int main(int argc, char **argv)
     }
     if (!nfiles)
         usage();
+    if (do_roundtrip) {
+        int rc = roundtrip(files, nfiles);
+        for (int i = 0; i < nfiles; i++)
+            free(files[i]);
+        free(files);
+        return rc;
+    }
 
     /* Orphans of killed runs come to us, and are reaped in run_jobs. */
     prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -2476,7 +2609,7 @@ int main(int argc, char **argv)
         if (only && strcmp(only, scs[i].name) != 0)
             continue;
         for (int k = 0; k < SCN_NKINDS; k++) {
-            if (!(scs[i].watchers & (1u << k)) || !(only_kinds & (1u << k)))
+            if (!(only_kinds & (1u << k)))
                 continue;
             jobs = realloc(jobs, (size_t)(njobs + 1) * sizeof *jobs);
             job *j = &jobs[njobs++];
@@ -2485,7 +2618,15 @@ int main(int argc, char **argv)
             j->kind = k;
             j->res = R_PENDING;
             j->status_fd = j->err_fd = -1;
-            if (scs[i].except & (1u << k)) {
+            if (!(scs[i].watchers & (1u << k))) {
+                /* Still a row in the reports: every scenario x watcher. */
+                j->res = R_SKIP;
+                append(&j->detail, "written for");
+                for (int o = 0; o < SCN_NKINDS; o++)
+                    if (scs[i].watchers & (1u << o))
+                        append(&j->detail, " %s", scn_kind_name(o));
+                append(&j->detail, " only");
+            } else if (scs[i].except & (1u << k)) {
                 j->res = R_SKIP;
                 append(&j->detail, "%s", scs[i].except_reason[k]);
             }
@@ -2510,5 +2651,20 @@ int main(int argc, char **argv)
     if (reports)
         printf("reports: %s/scenarios.md, %s/scenarios.tsv\n", reports, reports);
     printf("%d passed, %d failed\n", passed, failed);
+
+    for (int i = 0; i < njobs; i++) {
+        free(jobs[i].detail);
+        free(jobs[i].info);
+        free(jobs[i].sbuf);
+        free(jobs[i].ebuf);
+        free(jobs[i].fail_lines);
+    }
+    free(jobs);
+    for (int i = 0; i < nfiles; i++) {
+        scn_free(&scs[i]);
+        free(files[i]);
+    }
+    free(scs);
+    free(files);
     return failed || passed == 0 ? 1 : 0;
 }

@@ -113,7 +113,7 @@ static const scn_op_info op_table[SCN_OP_COUNT_] = {
     [SCN_OP_GET_LOOP] = {"get_loop", A | SCN_F_OBJ, TY(SCN_T_LOOP)},
     [SCN_OP_NEW_EVENT_LOOP] = {"new_event_loop", A | SCN_F_OBJ, TY(SCN_T_LOOP)},
     [SCN_OP_RUNNING] = {"running", A | SCN_F_OBJ | SCN_F_OBJ_NONE, TY(SCN_T_LOOP)},
-    [SCN_OP_SAME] = {"same", SCN_F_OBJ | SCN_F_OBJ2, TY(SCN_T_LOOP)},
+    [SCN_OP_SAME] = {"same", SCN_F_OBJ | SCN_F_OBJ2, TY(SCN_T_LOOP) | TY(SCN_T_WATCHER) | TY(SCN_T_POLICY)},
     [SCN_OP_DROP] = {"drop", SCN_F_OBJ, TY(SCN_T_LOOP) | TY(SCN_T_WATCHER) | TY(SCN_T_POLICY)},
     [SCN_OP_SPAWN] = {"spawn", A | SCN_F_CHILDREN | SCN_F_OBJ2 | SCN_F_OBJ2_OPT | SCN_F_END, 0},
     [SCN_OP_CHILD] = {"child", SCN_F_CHILDREN | SCN_F_END, 0},
@@ -265,10 +265,11 @@ int scn_step_validate(const scn_step *s, char *err, size_t errsize)
     if ((s->op == SCN_OP_THREAD || s->op == SCN_OP_JOIN) && s->obj.index == 0)
         return fail(err, errsize, "%s: the main thread always exists", info->name);
 
-    /* obj2: always a loop */
+    /* obj2: a loop, except for "same", where it has obj's type */
     if (f & SCN_F_OBJ2) {
         bool none_ok = (f & SCN_F_OBJ2_OPT) || s->op == SCN_OP_ATTACH;
-        if (check_ref(&s->obj2, TY(SCN_T_LOOP), none_ok, info->name, err, errsize))
+        unsigned types = s->op == SCN_OP_SAME ? TY(s->obj.type) : TY(SCN_T_LOOP);
+        if (check_ref(&s->obj2, types, none_ok, info->name, err, errsize))
             return -1;
     } else if (s->obj2.type != SCN_T_NONE || s->obj2.index != SCN_NONE) {
         return fail(err, errsize, "%s takes no second object", info->name);
@@ -704,7 +705,8 @@ static int parse_args(cursor *c, scn_step *s, char *err, size_t errsize)
     case SCN_OP_SAME:
         w = next(c);
         if (!w || !parse_ref(w, &s->obj2))
-            return fail(err, errsize, "%s: expected a loop or none", verb);
+            return fail(err, errsize, "%s: expected %s", verb,
+                        s->op == SCN_OP_SAME ? "an object of the same type" : "a loop or none");
         break;
     case SCN_OP_CALLS:
         w = next(c);

@@ -103,7 +103,7 @@ typedef enum scn_op {
     SCN_OP_GET_LOOP,      /* get_loop L1                     top-level get_event_loop (actor) */
     SCN_OP_NEW_EVENT_LOOP, /* new_event_loop L1              top-level (actor) */
     SCN_OP_RUNNING,       /* running L1|none                 get_running_loop is L1 (actor) */
-    SCN_OP_SAME,          /* same L1 L2 => 1|0               same loop object */
+    SCN_OP_SAME,          /* same L1 L2 => 1|0               same object (two L, W or P) */
     SCN_OP_DROP,          /* drop L1|W1|P1                   drop the scenario's reference */
     /* children */
     SCN_OP_SPAWN,         /* spawn C1[-C9] [on L1] END [wait|gate]  evpol_loop_spawn (actor) */
@@ -134,7 +134,7 @@ typedef enum scn_op {
 enum {
     SCN_F_OBJ = 1u << 0,      /* obj (type per op, see scn_op_info.obj_types) */
     SCN_F_OBJ_NONE = 1u << 1, /* obj may be "none" */
-    SCN_F_OBJ2 = 1u << 2,     /* obj2: a loop */
+    SCN_F_OBJ2 = 1u << 2,     /* obj2: a loop (for "same": of obj's type) */
     SCN_F_OBJ2_OPT = 1u << 3, /* obj2 optional ("on L1") */
     SCN_F_CHILDREN = 1u << 4, /* child_lo..child_hi */
     SCN_F_ONE_CHILD = 1u << 5,/* exactly one child */
@@ -213,7 +213,7 @@ typedef struct scn_step {
     unsigned kinds;   /* watchers it applies to; SCN_KINDS_ALL by default */
     unsigned threads; /* bit i = Ti runs it (actor ops, soak); 0 = default (main) */
     scn_ref obj;      /* the object the op acts on */
-    scn_ref obj2;     /* a second object (always a loop), SCN_T_NONE when absent */
+    scn_ref obj2;     /* a second object: a loop ("same": obj's type), SCN_T_NONE when absent */
     int child_lo, child_hi; /* inclusive, SCN_NONE when unused */
     int handler;      /* 0..7, SCN_NONE = default (H1 for add_handler) */
     int variant;      /* backend / watcher kind / policy variant / method */

@@ -1,0 +1,106 @@
+#!/bin/sh
+# run.sh TARGET... [-- LIBFUZZER-ARGS] — what `make fuzz` runs.
+#
+# Each TARGET (ops, races, scenario) runs FUZZ_SECONDS under libFuzzer;
+# races-tsan is races built with TSan, which cannot run under libFuzzer: the
+# standalone driver replays and mutates the races corpus for FUZZ_SECONDS. New inputs go to a scratch corpus,
+# $FUZZ_BUILD/corpus/TARGET; the committed corpus fuzz/corpus/TARGET is only
+# read (see fuzz/README.md to merge findings into it). A crash leaves its
+# reproducer in $FUZZ_BUILD/artifacts/TARGET/ and this prints the commands
+# that replay it and turn it into a scenario. The figures of each run
+# (executions per second, corpus size, coverage) go to
+# $FUZZ_BUILD/stats/TARGET.txt and into $FUZZ_REPORTS/fuzz.md.
+#
+# Environment: FUZZ_BIN (the libFuzzer builds), FUZZ_TSAN_BIN, FUZZ_BUILD,
+# FUZZ_SECONDS, FUZZ_REPORTS.
+set -u
+: "${FUZZ_BIN:?}" "${FUZZ_BUILD:?}" "${FUZZ_SECONDS:=60}" "${FUZZ_REPORTS:=reports}"
+: "${FUZZ_TSAN_BIN:=}"
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+
+targets=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --) shift; break ;;
+    -*) break ;;
+    *) targets="$targets $1"; shift ;;
+    esac
+done
+
+# Under TSan, report races as crashes; under ASan, leaks too.
+export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+
+mkdir -p "$FUZZ_BUILD/stats"
+rc=0
+for t in $targets; do
+    base=${t%-tsan}
+    bin="$FUZZ_BIN/$base"
+    [ "$t" != "$base" ] && bin="${FUZZ_TSAN_BIN:-$FUZZ_BUILD/tsan}/$base"
+    corpus="$FUZZ_BUILD/corpus/$t"
+    artifacts="$FUZZ_BUILD/artifacts/$t"
+    mkdir -p "$corpus" "$artifacts"
+    dict=""
+    [ -f "$here/$base.dict" ] && dict="-dict=$here/$base.dict"
+    log="$FUZZ_BUILD/stats/$t.log"
+    echo "fuzz: $t for ${FUZZ_SECONDS}s ($bin)"
+    start=$(date +%s)
+    if [ "$t" != "$base" ]; then
+        # TSan: the standalone driver replays the corpus (committed and
+        # scratch) over and over, mutating it, for FUZZ_SECONDS.
+        EVPOL_FUZZ_SECONDS="$FUZZ_SECONDS" EVPOL_FUZZ_MUTATE=1 \
+            EVPOL_FUZZ_ARTIFACT="$artifacts/crash-tsan-$$" \
+            "$bin" "$here/corpus/$base" "$FUZZ_BUILD/corpus/$base" >"$log" 2>&1
+        status=$?
+        secs=$(( $(date +%s) - start ))
+        n=$(sed -n 's/.*: \([0-9]*\) input(s) ran.*/\1/p' "$log" | tail -1)
+        [ -f "$artifacts/crash-tsan-$$" ] && echo "Test unit written to $artifacts/crash-tsan-$$" >>"$log"
+        echo "#${n:-0} DONE" >>"$log"
+        echo "stat::number_of_executed_units: ${n:-?}" >>"$log"
+        echo "stat::average_exec_per_sec: $(( ${n:-0} / (secs > 0 ? secs : 1) ))" >>"$log"
+    else
+        "$bin" -max_total_time="$FUZZ_SECONDS" -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
+            $dict -artifact_prefix="$artifacts/" "$@" "$corpus" "$here/corpus/$base" >"$log" 2>&1
+        status=$?
+        secs=$(( $(date +%s) - start ))
+    fi
+    # The last status line: "#N DONE|pulse|NEW cov: C ft: F corp: U/Sb ... exec/s: E"
+    last=$(grep -E '^#[0-9]+' "$log" | tail -1)
+    execs=$(grep '^stat::number_of_executed_units' "$log" | awk '{print $2}')
+    eps=$(grep '^stat::average_exec_per_sec' "$log" | awk '{print $2}')
+    cov=$(echo "$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
+    ft=$(echo "$last" | sed -n 's/.* ft: \([0-9]*\).*/\1/p')
+    corp=$(echo "$last" | sed -n 's/.* corp: \([0-9]*\/[0-9]*[a-zA-Z]*\).*/\1/p')
+    crash=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
+    {
+        echo "target=$t"
+        echo "seconds=$secs"
+        echo "execs=${execs:-?}"
+        echo "execs_per_sec=${eps:-?}"
+        echo "cov=${cov:-?}"
+        echo "ft=${ft:-?}"
+        echo "corpus=${corp:-?}"
+        echo "committed_corpus=$(find "$here/corpus/$base" -type f 2>/dev/null | wc -l)"
+        echo "crash=${crash:-}"
+        echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
+    } >"$FUZZ_BUILD/stats/$t.txt"
+    if [ $status -ne 0 ]; then
+        rc=1
+        # The trace the target printed, then libFuzzer's summary.
+        sed -n '/^==== evpol fuzz/,/^watcher under test\|^callbacks:\|^-------------$/p' "$log" >&2
+        grep -E '^(SUMMARY|==[0-9]+==ERROR|WARNING: ThreadSanitizer)' "$log" | head -5 >&2
+        echo "fuzz: $t FAILED after ${secs}s; full log: $log" >&2
+        if [ -n "$crash" ]; then
+            echo "fuzz: reproducer: $crash" >&2
+            echo "fuzz: replay it:  $bin $crash" >&2
+            [ "$base" = ops ] &&
+                echo "fuzz: as a scenario:  fuzz/to-scenario $crash > scenarios/regressions/NAME.scn" >&2
+        fi
+    else
+        echo "fuzz: $t: ${execs:-?} runs, ${eps:-?}/s, cov ${cov:-?}, ft ${ft:-?}, corpus ${corp:-?}"
+    fi
+done
+"$here/report.sh" "$FUZZ_BUILD" "$FUZZ_REPORTS" || true
+exit $rc
