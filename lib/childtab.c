@@ -108,15 +108,6 @@ evpol__child *evpol__childtab_remove(evpol__childtab *t, pid_t pid)
     return NULL;
 }
 
-size_t evpol__childtab_pids(const evpol__childtab *t, pid_t *out, size_t cap)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < t->nbuckets && n < cap; i++)
-        for (evpol__child *c = t->buckets[i]; c && n < cap; c = c->next)
-            out[n++] = c->pid;
-    return n;
-}
-
 evpol__child *evpol__child_new(pid_t pid, evpol_child_fn cb, void *arg, evpol_loop *loop)
 {
     evpol__child *c = calloc(1, sizeof *c);

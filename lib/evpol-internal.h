@@ -103,8 +103,6 @@ EVPOL_HIDDEN int evpol__loop_post(evpol_loop *loop, evpol__post *node, evpol_err
 EVPOL_HIDDEN evpol_loop *evpol__running_loop(void);
 /* Forget the running loop of this thread (fork child, POL-21). */
 EVPOL_HIDDEN void evpol__reset_running_loop(void);
-/* True when the calling thread is the one running `loop`. */
-EVPOL_HIDDEN bool evpol__loop_in_own_thread(evpol_loop *loop);
 
 /* ---- watchers (watcher.c) ---- */
 
@@ -244,8 +242,6 @@ EVPOL_HIDDEN evpol__child *evpol__childtab_find(const evpol__childtab *t, pid_t 
 EVPOL_HIDDEN int evpol__childtab_insert(evpol__childtab *t, evpol__child *c);
 /* Unlink and return the entry for pid, or NULL. */
 EVPOL_HIDDEN evpol__child *evpol__childtab_remove(evpol__childtab *t, pid_t pid);
-/* Copy up to `cap` pids into `out`; returns the number copied. */
-EVPOL_HIDDEN size_t evpol__childtab_pids(const evpol__childtab *t, pid_t *out, size_t cap);
 /* Allocate a child record (fd = -1); takes a loop reference when loop set. */
 EVPOL_HIDDEN evpol__child *evpol__child_new(pid_t pid, evpol_child_fn cb, void *arg,
                                             evpol_loop *loop);

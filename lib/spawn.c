@@ -371,13 +371,17 @@ static int create_process(const evpol_spawn_options *opts, const spawn_fds *f, p
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     int rc = posix_spawn_file_actions_init(&fa);
+    /* LCOV_EXCL_START: cannot fail in glibc (POSIX allows it elsewhere) */
     if (rc)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+    /* LCOV_EXCL_STOP */
     rc = posix_spawnattr_init(&attr);
+    /* LCOV_EXCL_START: cannot fail in glibc (POSIX allows it elsewhere) */
     if (rc) {
         posix_spawn_file_actions_destroy(&fa);
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     }
+    /* LCOV_EXCL_STOP */
     rc = file_actions(opts, f, &fa, err);
     if (!rc)
         rc = spawn_attr(&attr, err);
