@@ -166,11 +166,13 @@ define build_programs
 endef
 
 # Gaps (clauses without a test) fail `make conformance`, not `make check`.
-# Scenarios run first and the conformance runner last, so that the closing
-# line is the suite's total; either failing fails the target.
+# Scenarios and the fuzz-corpus replay run first and the conformance runner
+# last, so that the closing line is the suite's total; any part failing
+# fails the target.
 check: all
 	$(call build_programs,$(CONF_BINS) $(EXAMPLE_BINS))
 	@rc=0; $(MAKE) --no-print-directory scenarios || rc=1; \
+	$(MAKE) --no-print-directory fuzz-replay || rc=1; \
 	EVPOL_BUILD=$(BUILD) EVPOL_SANFLAGS="$(SANFLAGS)" $(RUN_TESTS) --allow-gaps $(CONF_BINS) -- \
 	    $(EXAMPLE_BINS) $(MATRIX_SELFTEST) build-aux/test-install.sh || rc=1; \
 	exit $$rc
@@ -179,6 +181,8 @@ conformance: $(if $(EVPOL_LIB),$(LIB_FOR_TESTS),all)
 	@echo "library under test: $(if $(EVPOL_LIB),$(EVPOL_LIB_FILE),$(abspath $(SHLIB)))"
 	$(call build_programs,$(CONF_BINS))
 	@rc=0; $(MAKE) --no-print-directory scenarios || rc=1; \
+	$(if $(EVPOL_LIB),echo "fuzz-corpus replay skipped: it links this tree's objects and not EVPOL_LIB";, \
+	    $(MAKE) --no-print-directory fuzz-replay || rc=1;) \
 	$(RUN_TESTS) $(CONF_BINS) || rc=1; \
 	exit $$rc
 

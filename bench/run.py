@@ -24,6 +24,7 @@ import argparse
 import datetime
 import os
 import platform
+import random
 import re
 import shutil
 import statistics
@@ -58,7 +59,7 @@ MODES = {
     # About a minute on a 2-core machine: fewer children than the full
     # sizes, and P up to 300 instead of 1,000 (say so in the report).
     "quick": dict(repeats=3, n=200, lat_n=100, levels=[10, 100, 300], m=20, warm=10),
-    "full": dict(repeats=5, n=2000, lat_n=1000, levels=[10, 100, 1000], m=100, warm=20),
+    "full": dict(repeats=7, n=2000, lat_n=1000, levels=[10, 100, 1000], m=100, warm=20),
 }
 
 # metric -> (unit, higher is better, title)
@@ -271,9 +272,11 @@ def main():
         print("repeat %d/%d (load %s)" % (rep + 1, cfg["repeats"], open("/proc/loadavg").read().split()[0]),
               flush=True)
         for test in tests:
-            # Rotate the order each repeat: no implementation always runs
-            # right after the same neighbour.
-            order = impls[rep % len(impls):] + impls[:rep % len(impls)]
+            # A new order for each repeat and test (seeded, so a rerun
+            # repeats it): the machine's other load comes in bursts of a
+            # few seconds, which should not always hit the same neighbours.
+            order = list(impls)
+            random.Random("%d/%s" % (rep, test)).shuffle(order)
             for impl in order:
                 r.run(rep, test, impl)
     elapsed = time.monotonic() - t_start

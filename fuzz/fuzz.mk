@@ -45,14 +45,6 @@ FORCE:
 fuzz-deps:
 	@build-aux/ensure-deps.sh clang
 
-# lib/sys.c initialises a global from a const object, which GCC accepts and
-# clang (C11) does not; until that line changes, clang builds compile a copy
-# with the copy done at load time. The sed does nothing once it is fixed.
-define FUZZ_SYS_COPY
-	@mkdir -p $(@D)
-	sed -e 's/^evpol_sys evpol__sys = real_sys;$$/evpol_sys evpol__sys;\n__attribute__((constructor)) static void evpol__sys_init(void) { evpol__sys = real_sys; }/' $< > $@
-endef
-
 # A flavour: $(1) dir, $(2) compiler, $(3) compile flags, $(4) link flags
 # (the engine), $(5) extra objects (the standalone driver). $(1)/flags
 # changes when the flags do, so that every object is rebuilt then.
@@ -61,11 +53,6 @@ $(1)/flags: FORCE
 	@mkdir -p $$(@D)
 	@echo '$(2) $(3) $(4) $$(FUZZ_LIBSRC)' | cmp -s - $$@ || echo '$(2) $(3) $(4) $$(FUZZ_LIBSRC)' > $$@
 $(1)/lib/%.o: $$(FUZZ_LIBSRC)/%.c $$(FUZZ_LIBSRC)/evpol-internal.h $$(FUZZ_LIBSRC)/include/evpol.h $(1)/flags | deps fuzz-deps
-	@mkdir -p $$(@D)
-	$(2) $$(FUZZ_BASE) $(3) $$(FUZZ_INC) $$(EVENT_CFLAGS) -c $$< -o $$@
-$(1)/src/sys.c: $$(FUZZ_LIBSRC)/sys.c
-	$$(FUZZ_SYS_COPY)
-$(1)/lib/sys.o: $(1)/src/sys.c $$(FUZZ_LIBSRC)/evpol-internal.h $$(FUZZ_LIBSRC)/include/evpol.h $(1)/flags | deps fuzz-deps
 	@mkdir -p $$(@D)
 	$(2) $$(FUZZ_BASE) $(3) $$(FUZZ_INC) $$(EVENT_CFLAGS) -c $$< -o $$@
 $(1)/obj/%.o: %.c $$(FUZZ_HDRS) $(1)/flags | deps fuzz-deps
@@ -147,6 +134,6 @@ fuzz-seed: $(FUZZ_RP)/fuzz-tool
 
 # Objects made by pattern rules are intermediate for make; keep them, so
 # that a second build compiles only what changed.
-.PRECIOUS: $(FUZZ_RP)/obj/%.o $(FUZZ_LF)/obj/%.o $(FUZZ_LF)/lib/%.o $(FUZZ_LF)/src/sys.c \
-           $(FUZZ_TSAN)/obj/%.o $(FUZZ_TSAN)/lib/%.o $(FUZZ_TSAN)/src/sys.c \
-           $(FUZZ_AFL)/obj/%.o $(FUZZ_AFL)/lib/%.o $(FUZZ_AFL)/src/sys.c
+.PRECIOUS: $(FUZZ_RP)/obj/%.o $(FUZZ_LF)/obj/%.o $(FUZZ_LF)/lib/%.o \
+           $(FUZZ_TSAN)/obj/%.o $(FUZZ_TSAN)/lib/%.o \
+           $(FUZZ_AFL)/obj/%.o $(FUZZ_AFL)/lib/%.o

@@ -74,6 +74,10 @@ for t in $targets; do
     ft=$(echo "$last" | sed -n 's/.* ft: \([0-9]*\).*/\1/p')
     corp=$(echo "$last" | sed -n 's/.* corp: \([0-9]*\/[0-9]*[a-zA-Z]*\).*/\1/p')
     crash=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
+    if [ "$t" != "$base" ]; then
+        # no coverage feedback under TSan: the corpus is replayed, not grown
+        cov=n/a ft=n/a corp="replayed $(find "$here/corpus/$base" "$FUZZ_BUILD/corpus/$base" -type f 2>/dev/null | wc -l)"
+    fi
     {
         echo "target=$t"
         echo "seconds=$secs"

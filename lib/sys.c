@@ -48,19 +48,18 @@ static int real_thread_create(pthread_t *thread, size_t stack_size, void *(*fn)(
     return rc;
 }
 
-static const evpol_sys real_sys = {
-    .size = sizeof(evpol_sys),
-    .waitpid = waitpid,
-    .pidfd_open = real_pidfd_open,
-    .sigaction = sigaction,
-    .spawn = real_spawn,
-    .kill = kill,
-    .thread_create = real_thread_create,
-    .close = close,
-    .pipe2 = pipe2,
-};
+/* A macro, not a copy of real_sys: C11 wants a constant initializer for
+ * evpol__sys, and only GCC accepts a const object as one. */
+#define REAL_SYS_INIT                                                                          \
+    {                                                                                          \
+        .size = sizeof(evpol_sys), .waitpid = waitpid, .pidfd_open = real_pidfd_open,          \
+        .sigaction = sigaction, .spawn = real_spawn, .kill = kill,                             \
+        .thread_create = real_thread_create, .close = close, .pipe2 = pipe2,                   \
+    }
 
-evpol_sys evpol__sys = real_sys;
+static const evpol_sys real_sys = REAL_SYS_INIT;
+
+evpol_sys evpol__sys = REAL_SYS_INIT;
 
 const evpol_sys *evpol_sys_real(void)
 {

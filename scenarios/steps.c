@@ -1181,9 +1181,11 @@ static int parse_header(scn_scenario *sc, char *key, char *value, char *err, siz
         return 0;
     }
     if (strcmp(key, "description") == 0) {
-        /* Several description lines are joined. */
+        /* Several description lines are joined with one space. The limit
+         * is exact, so that any joined description also parses back as the
+         * single line scn_write makes of it. */
         size_t have = strlen(sc->description);
-        if (have + strlen(value) + 2 >= sizeof sc->description)
+        if (have + (have ? 1 : 0) + strlen(value) + 1 > sizeof sc->description)
             return fail(err, errsize, "description too long");
         if (have)
             strcat(sc->description, " ");

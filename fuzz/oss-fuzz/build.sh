@@ -50,14 +50,6 @@ compile() { # source object
 }
 for src in lib/*.c; do
     name=$(basename "$src" .c)
-    if [ "$name" = sys ]; then
-        # lib/sys.c initialises a global from a const object: GCC accepts
-        # it, clang does not. Copy it at load time instead (a no-op once the
-        # line changes).
-        sed -e 's/^evpol_sys evpol__sys = real_sys;$/evpol_sys evpol__sys;\n__attribute__((constructor)) static void evpol__sys_init(void) { evpol__sys = real_sys; }/' \
-            "$src" >"$WORK/obj/sys.c"
-        src="$WORK/obj/sys.c"
-    fi
     compile "$src" "$WORK/obj/lib_$name.o"
 done
 for src in fuzz/program.c fuzz/model.c fuzz/fakeexec.c conformance/support/fake_kernel.c \

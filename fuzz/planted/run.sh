@@ -24,7 +24,7 @@ MAKE=${MAKE:-make}
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1}"
 
 names="$*"
-[ -n "$names" ] || names=$(cd "$here" && ls *.patch | sed 's/\.patch$//')
+[ -n "$names" ] || names=$(cd "$here" && ls *.patch | sed 's/\.patch$//' | tr '\n' ' ')
 
 out="$FUZZ_BUILD/planted"
 mkdir -p "$out"
@@ -93,7 +93,9 @@ for name in $names; do
     fi
     t1=$(date +%s.%N)
     secs=$(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}')
-    runs=$(grep -E '^#[0-9]+' "$dir/fuzz.log" | tail -1 | sed 's/^#\([0-9]*\).*/\1/')
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/fuzz.log" | tail -1)
+    [ -n "$runs" ] || runs=$(grep -E '^#[0-9]+' "$dir/fuzz.log" | tail -1 | sed 's/^#\([0-9]*\).*/\1/')
+    [ -n "$runs" ] || runs=1 # the crash came with the very first input
     artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$dir/fuzz.log" | tail -1)
     found=no
     confirmed=-
