@@ -293,9 +293,9 @@ COV_CC      ?= gcc
 COV_JOBS    ?= 2
 # The target is 95% of lines and 85% of branches; until the suite reaches
 # it, the floors are the rates last measured, rounded down (2026-11-25:
-# 90.0% of lines, 83.6% of branches). Raise them as tests are added.
-COVERAGE_MIN_LINES    ?= 90
-COVERAGE_MIN_BRANCHES ?= 83
+# 91.5% of lines, 85.8% of branches). Raise them as tests are added.
+COVERAGE_MIN_LINES    ?= 91
+COVERAGE_MIN_BRANCHES ?= 85
 COV_SHIM    := $(COV_BUILD)/reports-src/cmocka-select.so
 COV_MAKE     = $(MAKE) --no-print-directory BUILD=$(COV_BUILD) CC=$(COV_CC) OPT="-O0 -g" \
 	CFLAGS=--coverage SANITIZE= EVPOL_LIB= REPORTS=$(COV_BUILD)/reports

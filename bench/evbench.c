@@ -521,11 +521,15 @@ static volatile uint64_t *lat_stamps;
 static uint64_t *lat_samples;
 static long lat_n, lat_warm;
 
+/* The child sleeps this long before its stamp and exit, so that the exit
+ * finds its registration complete (see stamp_exit.c). */
+#define LAT_DELAY_US "1000"
+
 static void spawn_stamp(long slot)
 {
     char num[32];
     snprintf(num, sizeof num, "%ld", slot);
-    char *argv[] = {(char *)lat_prog, lat_file, num, NULL};
+    char *argv[] = {(char *)lat_prog, lat_file, num, LAT_DELAY_US, NULL};
     job *j = new_job(JOB_STAMP);
     j->slot = slot;
     E->spawn(j, argv);

@@ -39,6 +39,8 @@ WATCHERS = {
 }
 
 TRUE = "/bin/true"
+# stamp_exit sleeps this long before its stamp, as in evbench.c.
+LAT_DELAY_US = "1000"
 LOST = 255
 lost = 0
 SLEEP = ("/bin/sleep", "1000")
@@ -116,7 +118,7 @@ async def latency(n, prog):
         stamps = mmap.mmap(fd, (n + warm) * 8)
         samples = []
         for slot in range(n + warm):
-            proc = await asyncio.create_subprocess_exec(prog, path, str(slot))
+            proc = await asyncio.create_subprocess_exec(prog, path, str(slot), LAT_DELAY_US)
             rc = await proc.wait()
             t = now_ns()
             check_rc(proc, rc, 0, "stamp_exit")
