@@ -123,6 +123,8 @@ struct evpol_watcher_ops {
                evpol_error *err);
     /* 1 removed, 0 nothing to remove. */
     int (*remove)(evpol_watcher *w, pid_t pid, evpol_error *err);
+    /* NULL attach: the watcher uses no loop of its own (attach_loop is
+     * accepted and does nothing); NULL is_active: always active. */
     int (*attach)(evpol_watcher *w, evpol_loop *loop, evpol_error *err);
     int (*is_active)(evpol_watcher *w);
     /* Called exactly once, by the first evpol_watcher_close or by the last
@@ -192,8 +194,9 @@ typedef struct evpol__core_watcher {
 EVPOL_HIDDEN int evpol__core_watcher_new(const struct evpol_watcher_ops *ops,
                                          evpol_watcher **out, evpol_error *err);
 EVPOL_HIDDEN evpol__wcore *evpol__core_of(evpol_watcher *w);
-/* ops->destroy for such watchers. */
+/* ops->destroy and ops->remove for such watchers. */
 EVPOL_HIDDEN void evpol__core_watcher_destroy(evpol_watcher *w);
+EVPOL_HIDDEN int evpol__core_watcher_remove(evpol_watcher *w, pid_t pid, evpol_error *err);
 EVPOL_HIDDEN void evpol__wcore_ref(evpol__wcore *core);
 /* The last unref frees what is left in the table. */
 EVPOL_HIDDEN void evpol__wcore_unref(evpol__wcore *core);

@@ -159,7 +159,7 @@ int evpol_watcher_attach_loop(evpol_watcher *w, evpol_loop *loop, evpol_error *e
     CHECK_OPEN(w, "attach_loop");
     if (loop && !evpol_is_loop(loop))
         return evpol__fail(err, EVPOL_ETYPE, "attach_loop: not an event loop");
-    return w->ops->attach(w, loop, err);
+    return w->ops->attach ? w->ops->attach(w, loop, err) : 0;
 }
 
 int evpol_watcher_is_active(evpol_watcher *w)
@@ -168,7 +168,7 @@ int evpol_watcher_is_active(evpol_watcher *w)
         return EVPOL_EINVAL;
     if (evpol__watcher_closed(w))
         return 0;
-    return w->ops->is_active(w) ? 1 : 0;
+    return !w->ops->is_active || w->ops->is_active(w) ? 1 : 0;
 }
 
 int evpol_watcher_close(evpol_watcher *w, evpol_error *err)

@@ -192,41 +192,6 @@ out:
     return rc;
 }
 
-static int pfd_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
-{
-    (void)err;
-    evpol__wcore *core = evpol__core_of(w);
-    evpol_loop *old_loop = NULL;
-    int removed = 0;
-    pthread_mutex_lock(&core->lock);
-    evpol__child *c = evpol__childtab_find(&core->tab, pid);
-    if (c && c->cb) {
-        /* The reader stays, to reap the child (CW-4). */
-        c->cb = NULL;
-        c->arg = NULL;
-        old_loop = c->loop;
-        c->loop = NULL;
-        removed = 1;
-    }
-    pthread_mutex_unlock(&core->lock);
-    evpol_loop_unref(old_loop);
-    return removed;
-}
-
-static int pfd_attach(evpol_watcher *w, evpol_loop *loop, evpol_error *err)
-{
-    (void)w;
-    (void)loop;
-    (void)err;
-    return 0;
-}
-
-static int pfd_is_active(evpol_watcher *w)
-{
-    (void)w;
-    return 1;
-}
-
 static void close_pending(evpol__child *c)
 {
     int status;
@@ -254,9 +219,7 @@ static const struct evpol_watcher_ops pfd_ops = {
     .name = "PidfdChildWatcher",
     .kind = EVPOL_WATCHER_PIDFD,
     .add = pfd_add,
-    .remove = pfd_remove,
-    .attach = pfd_attach,
-    .is_active = pfd_is_active,
+    .remove = evpol__core_watcher_remove, /* no attach: always active */
     .close = pfd_close,
     .destroy = evpol__core_watcher_destroy,
     .needs_loop = true,

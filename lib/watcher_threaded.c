@@ -153,41 +153,6 @@ out:
     return rc;
 }
 
-static int thr_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
-{
-    (void)err;
-    evpol__wcore *core = evpol__core_of(w);
-    evpol_loop *old_loop = NULL;
-    int removed = 0;
-    pthread_mutex_lock(&core->lock);
-    evpol__child *c = evpol__childtab_find(&core->tab, pid);
-    if (c && c->cb) {
-        /* The record stays: its thread still reaps the child (CW-4). */
-        c->cb = NULL;
-        c->arg = NULL;
-        old_loop = c->loop;
-        c->loop = NULL;
-        removed = 1;
-    }
-    pthread_mutex_unlock(&core->lock);
-    evpol_loop_unref(old_loop);
-    return removed;
-}
-
-static int thr_attach(evpol_watcher *w, evpol_loop *loop, evpol_error *err)
-{
-    (void)w;
-    (void)loop;
-    (void)err;
-    return 0;
-}
-
-static int thr_is_active(evpol_watcher *w)
-{
-    (void)w;
-    return 1;
-}
-
 static int thr_close(evpol_watcher *w, evpol_error *err)
 {
     (void)err;
@@ -207,9 +172,7 @@ static const struct evpol_watcher_ops thr_ops = {
     .name = "ThreadedChildWatcher",
     .kind = EVPOL_WATCHER_THREADED,
     .add = thr_add,
-    .remove = thr_remove,
-    .attach = thr_attach,
-    .is_active = thr_is_active,
+    .remove = evpol__core_watcher_remove, /* no attach: always active */
     .close = thr_close,
     .destroy = evpol__core_watcher_destroy,
     .needs_loop = true,
