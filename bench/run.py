@@ -30,6 +30,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -144,15 +145,25 @@ class Runner:
         load = open("/proc/loadavg").read().split()[0]
         t0 = time.monotonic()
         note = ""
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                               timeout=self.args.timeout + 30)
-            rc, out, err = p.returncode, p.stdout, p.stderr
-        except subprocess.TimeoutExpired as e:
-            rc, out, err = -1, "", "timeout after %ds\n" % self.args.timeout
-            if e.stderr:
-                err += e.stderr if isinstance(e.stderr, str) else e.stderr.decode(errors="replace")
+        # stderr goes to a file: a broken peer can print millions of lines
+        # (CPython's MultiLoopChildWatcher, when it livelocks).
+        # stdout to a file too, not a pipe: the children of a run killed by
+        # its alarm still hold its stdout, and a pipe would wait for them.
+        with tempfile.TemporaryFile() as errf, tempfile.TemporaryFile() as outf:
+            try:
+                rc = subprocess.run(cmd, stdout=outf, stderr=errf, env=env,
+                                    timeout=self.args.timeout + 30).returncode
+            except subprocess.TimeoutExpired:
+                rc = -1
+            outf.seek(0)
+            out = outf.read().decode(errors="replace")
+            err = head_tail(errf)
+            if rc == -1:
+                err = "timeout after %ds\n" % (self.args.timeout + 30) + err
         secs = time.monotonic() - t0
+        orphans = kill_orphans()
+        if orphans:
+            err += "bench: killed %d processes this run left behind\n" % orphans
         vals = {}
         for line in out.splitlines():
             k, sep, v = line.partition("=")
@@ -164,20 +175,68 @@ class Runner:
         elif int(vals.get("lost", "0")):
             note = "lost %s exit statuses" % vals["lost"]
         self.log.write("### rep %d %s %s: %s %.2fs%s\n$ %s\n" % (
-            rep, test, impl, "ok" if ok else "BROKEN", secs, " (%s)" % note if note else "",
+            rep + 1, test, impl, "ok" if ok else "BROKEN", secs, " (%s)" % note if note else "",
             " ".join(cmd)))
         if err:
-            # CPython's multiloop watcher can print thousands of tracebacks.
-            lines = err.splitlines()
-            if len(lines) > 60:
-                lines = lines[:30] + ["... (%d lines left out)" % (len(lines) - 60)] + lines[-30:]
-            self.log.write("\n".join(lines) + "\n")
+            self.log.write(err if err.endswith("\n") else err + "\n")
         self.log.flush()
         vals["load1"] = load
         self.runs.append((rep, test, impl, ok, vals, secs, note))
         status = "ok" if ok else "BROKEN"
         print("  %-8s %-16s %6.2fs %s%s" % (test, impl, secs, status, " (%s)" % note if note else ""),
               flush=True)
+
+
+def become_subreaper():
+    """Adopt the orphans of our runs (prctl PR_SET_CHILD_SUBREAPER), so that a
+    run killed by its alarm does not leave its `sleep 1000` children behind."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def kill_orphans():
+    """Kill and reap whatever a finished run left behind; returns how many."""
+    me = str(os.getpid())
+    n = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rfind(")") + 2:].split()[1] == me:
+            try:
+                os.kill(int(pid), 9)
+                os.waitpid(int(pid), 0)
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+def head_tail(f, keep=30, chunk=16384):
+    """The first and last `keep` lines of an open binary file."""
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
+    head = f.read(chunk)
+    if size <= chunk:
+        lines = head.decode(errors="replace").splitlines()
+        if len(lines) <= 2 * keep:
+            return "\n".join(lines) + ("\n" if lines else "")
+        return "\n".join(lines[:keep] + ["... (%d lines left out)" % (len(lines) - 2 * keep)] +
+                         lines[-keep:]) + "\n"
+    f.seek(max(chunk, size - chunk))
+    tail = f.read()
+    first = head.decode(errors="replace").splitlines()[:keep]
+    last = tail.decode(errors="replace").splitlines()[-keep:]
+    return "\n".join(first + ["... (%d bytes left out)" % (size - len(head) - len(tail))] +
+                     last) + "\n"
 
 
 def figures(vals, test, levels):
@@ -226,7 +285,7 @@ def main():
     ap.add_argument("--tests", default="", help="comma-separated: tp_k1,tp_k64,latency,pending")
     ap.add_argument("--repeats", type=int, default=0)
     ap.add_argument("--timeout", type=int, default=0,
-                    help="seconds per run before it counts as hung (default: 90 quick, 300 full)")
+                    help="seconds per run before it counts as hung (default: 30 quick, 60 full)")
     ap.add_argument("--python", default="python3", help="interpreter for pybench.py")
     ap.add_argument("--nice", type=int, default=-10,
                     help="niceness for the runs (negative needs root; 0 leaves it alone)")
@@ -243,7 +302,9 @@ def main():
 
     cfg = dict(MODES[args.mode])
     if not args.timeout:
-        args.timeout = 90 if args.mode == "quick" else 300
+        # Runs take seconds; a hang (CPython's MultiLoop watcher can lose an
+        # exit or livelock) should cost little.
+        args.timeout = 30 if args.mode == "quick" else 60
     if args.repeats:
         cfg["repeats"] = args.repeats
     impls = [i for i in IMPLS if not args.only or i in args.only.split(",")]
@@ -258,6 +319,7 @@ def main():
     for p in levels:
         metric("child_cpu_us_p%d" % p, "us", False, "spawn-and-reap with P=%d pending, child CPU" % p)
 
+    become_subreaper()
     os.makedirs(args.reports, exist_ok=True)
     for name in os.listdir(args.reports):
         if re.match(r".*\.(svg|dat|gp|tsv|md|log)$", name):
@@ -514,7 +576,9 @@ def write_results(args, cfg, impls, tests, levels, notes, per, med, broken, loss
           "subprocess tests for this watcher): its SIGCHLD handler, a Python-level handler "
           "that runs between bytecodes of the main thread, can run inside add_child_handler's own "
           "waitpid, so one exit is reaped twice and reported as returncode 255 "
-          "(\"Unknown child process pid ...\"). Its figures are kept but flagged.")
+          "(\"Unknown child process pid ...\"); some runs also lose an exit altogether or livelock "
+          "in that handler, printing tracebacks until the run's alarm kills it. Runs that lost "
+          "statuses are kept but flagged; runs that hung are left out.")
     w("\nEvery run's command and stderr: runs.log; every run's figures: runs.tsv.\n")
 
     analysis = os.path.join(HERE, "ANALYSIS.md")
