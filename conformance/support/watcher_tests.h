@@ -1,0 +1,91 @@
+/*
+ * watcher_tests.h — helpers shared by the programs of the watchers that
+ * deliver to the registering loop (test_watcher_threaded.c,
+ * test_watcher_pidfd.c): callback records, registering from inside a
+ * running loop, draining a loop, waiting for a reap, and the 2,000-children
+ * stress thread, so both watchers are held to the same checks.
+ */
+#ifndef EVPOL_WATCHER_TESTS_H
+#define EVPOL_WATCHER_TESTS_H
+
+#include "harness.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define HANG_GUARD_MS 10000
+
+enum { STRESS_THREADS = 4, STRESS_PER_THREAD = 500, STRESS_BATCH = 25 };
+
+typedef struct result {
+    pid_t expected_pid;
+    int expected_rc;
+    atomic_int calls;
+    pid_t pid;
+    int rc;
+    pthread_t thread;
+    int tag; /* which callback ran (replace tests) */
+} result;
+
+/* Registration from inside the running loop, i.e. through
+ * evpol_watcher_add_child_handler and the calling thread's running loop. */
+typedef struct reg_req {
+    evpol_watcher *w;
+    pid_t pid;
+    evpol_child_fn cb;
+    void *arg;
+    int rc;
+    evpol_error err;
+    volatile int done;
+} reg_req;
+
+/* Poll the loop until pid is reaped (watchers that reap from the loop need
+ * it running). */
+typedef struct reap_watch {
+    evpol_loop *loop;
+    pid_t pid;
+    volatile int done;
+    int ticks;
+} reap_watch;
+
+typedef struct stress_slot {
+    pid_t pid;
+    int expected;
+    atomic_int calls;
+    int rc;
+    int wrong_thread;
+} stress_slot;
+
+typedef struct stress_thread {
+    evpol_watcher *w;
+    stress_slot *slots;
+    int ok;
+    char failure[200];
+    atomic_int delivered;
+    pthread_t self;
+} stress_thread;
+
+typedef struct stress_cb_arg {
+    stress_thread *st;
+    stress_slot *slot;
+} stress_cb_arg;
+
+void on_exit_cb(pid_t pid, int rc, void *arg);
+void on_exit_cb2(pid_t pid, int rc, void *arg);
+void on_exit_count(pid_t pid, int rc, void *arg);
+evpol_loop *new_loop(void);
+evpol_watcher *new_watcher(evpol_watcher_kind kind);
+void free_loop(evpol_loop *loop);
+void wait_exited_not_reaped(pid_t pid);
+int reaped(pid_t pid);
+void do_register(void *p);
+int register_in_loop(evpol_loop *loop, evpol_watcher *w, pid_t pid, evpol_child_fn cb,
+                     void *arg, evpol_error *err);
+void set_flag(void *p);
+void drain_loop(evpol_loop *loop);
+void reap_tick(void *p);
+int run_until_reaped(evpol_loop *loop, pid_t pid);
+void stress_cb(pid_t pid, int rc, void *arg);
+void *stress_main(void *p);
+
+#endif
