@@ -808,6 +808,7 @@ static void test_sys_set_bad_table(void **state)
     assert_non_null(real->thread_create);
     assert_non_null(real->close);
     assert_non_null(real->pipe2);
+    assert_non_null(real->calloc);
 
     evpol_sys t = *real;
     t.size = sizeof t - 1;
@@ -816,7 +817,7 @@ static void test_sys_set_bad_table(void **state)
     EXPECT(evpol_sys_set(&t, E), EVPOL_ETYPE);
     t.size = 0;
     EXPECT(evpol_sys_set(&t, E), EVPOL_ETYPE);
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 9; i++) {
         t = *real;
         switch (i) {
         case 0: t.waitpid = NULL; break;
@@ -827,6 +828,7 @@ static void test_sys_set_bad_table(void **state)
         case 5: t.thread_create = NULL; break;
         case 6: t.close = NULL; break;
         case 7: t.pipe2 = NULL; break;
+        case 8: t.calloc = NULL; break;
         }
         EXPECT(evpol_sys_set(&t, E), EVPOL_ETYPE);
     }

@@ -19,7 +19,7 @@ static size_t bucket_of(pid_t pid, size_t nbuckets)
 
 int evpol__childtab_init(evpol__childtab *t)
 {
-    t->buckets = calloc(CHILDTAB_MIN_BUCKETS, sizeof *t->buckets);
+    t->buckets = evpol__sys.calloc(CHILDTAB_MIN_BUCKETS, sizeof *t->buckets);
     if (!t->buckets)
         return EVPOL_ENOMEM;
     t->nbuckets = CHILDTAB_MIN_BUCKETS;
@@ -60,7 +60,7 @@ evpol__child *evpol__childtab_find(const evpol__childtab *t, pid_t pid)
 static void grow(evpol__childtab *t)
 {
     size_t n = t->nbuckets * 2;
-    evpol__child **b = calloc(n, sizeof *b);
+    evpol__child **b = evpol__sys.calloc(n, sizeof *b);
     if (!b)
         return; /* a fuller table is slower, not wrong */
     for (size_t i = 0; i < t->nbuckets; i++) {
@@ -110,7 +110,7 @@ evpol__child *evpol__childtab_remove(evpol__childtab *t, pid_t pid)
 
 evpol__child *evpol__child_new(pid_t pid, evpol_child_fn cb, void *arg, evpol_loop *loop)
 {
-    evpol__child *c = calloc(1, sizeof *c);
+    evpol__child *c = evpol__sys.calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->pid = pid;

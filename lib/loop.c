@@ -130,7 +130,7 @@ static void wake_locked(evpol_loop *loop)
 
 static int loop_alloc(struct event_base *base, bool owns_base, evpol_loop **out, evpol_error *err)
 {
-    evpol_loop *loop = calloc(1, sizeof *loop);
+    evpol_loop *loop = evpol__sys.calloc(1, sizeof *loop);
     if (!loop)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     int rc = pthread_mutex_init(&loop->lock, NULL);
@@ -423,7 +423,7 @@ int evpol_loop_call_soon_threadsafe(evpol_loop *loop, evpol_callback_fn fn, void
     CHECK_LOOP(loop, "call_soon_threadsafe");
     if (!fn)
         return evpol__fail(err, EVPOL_EINVAL, "call_soon_threadsafe: fn is NULL");
-    soon_call *c = malloc(sizeof *c);
+    soon_call *c = evpol__sys.calloc(1, sizeof *c);
     if (!c)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     c->fn = fn;
@@ -476,7 +476,7 @@ int evpol_loop_call_later(evpol_loop *loop, unsigned msec, evpol_callback_fn fn,
     CHECK_LOOP(loop, "call_later");
     if (!fn)
         return evpol__fail(err, EVPOL_EINVAL, "call_later: fn is NULL");
-    loop_handle *t = calloc(1, sizeof *t);
+    loop_handle *t = evpol__sys.calloc(1, sizeof *t);
     if (!t)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     t->fn.timer_fn = fn;
@@ -555,7 +555,7 @@ static int add_handle(evpol_loop *loop, loop_handle **list, int key, short event
         pthread_mutex_unlock(&loop->lock);
         return 0;
     }
-    h = calloc(1, sizeof *h);
+    h = evpol__sys.calloc(1, sizeof *h);
     if (!h) {
         pthread_mutex_unlock(&loop->lock);
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");

@@ -231,7 +231,7 @@ int evpol_policy_default_set_event_loop(evpol_policy *p, evpol_loop *loop, evpol
     while (slot && slot->thread != self)
         slot = slot->next;
     if (!slot) {
-        slot = calloc(1, sizeof *slot);
+        slot = evpol__sys.calloc(1, sizeof *slot);
         if (!slot) {
             pthread_mutex_unlock(&p->lock);
             return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
@@ -356,7 +356,7 @@ static int policy_alloc(const evpol_policy_methods *m, bool derived, void *user_
                         evpol_backend backend, evpol_watcher_kind kind, evpol_policy **out,
                         evpol_error *err)
 {
-    evpol_policy *p = calloc(1, sizeof *p);
+    evpol_policy *p = evpol__sys.calloc(1, sizeof *p);
     if (!p)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     int rc = pthread_mutex_init(&p->lock, NULL);

@@ -488,7 +488,7 @@ int evpol_loop_spawn(evpol_loop *loop, const evpol_spawn_options *opts,
         return rc;
     }
 
-    spawn_rec *r = calloc(1, sizeof *r);
+    spawn_rec *r = evpol__sys.calloc(1, sizeof *r);
     if (!r) {
         evpol_watcher_unref(w);
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");

@@ -4,12 +4,14 @@
  * Watchers and spawn reach the kernel only through evpol__sys, a table of
  * function pointers. The real table costs one indirect call per system call;
  * tests and fuzzers install a deterministic fake kernel with evpol_sys_set.
+ * evpol's own allocations go through it too, so that tests can fail them.
  */
 #include "evpol-internal.h"
 
 #include <errno.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,6 +57,7 @@ static int real_thread_create(pthread_t *thread, size_t stack_size, void *(*fn)(
         .size = sizeof(evpol_sys), .waitpid = waitpid, .pidfd_open = real_pidfd_open,          \
         .sigaction = sigaction, .spawn = real_spawn, .kill = kill,                             \
         .thread_create = real_thread_create, .close = close, .pipe2 = pipe2,                   \
+        .calloc = calloc,                                                                      \
     }
 
 static const evpol_sys real_sys = REAL_SYS_INIT;
@@ -76,7 +79,8 @@ int evpol_sys_set(const evpol_sys *table, evpol_error *err)
         return evpol__fail(err, EVPOL_ETYPE, "evpol_sys table has size %zu, expected %zu",
                            table->size, sizeof(evpol_sys));
     if (!table->waitpid || !table->pidfd_open || !table->sigaction || !table->spawn ||
-        !table->kill || !table->thread_create || !table->close || !table->pipe2)
+        !table->kill || !table->thread_create || !table->close || !table->pipe2 ||
+        !table->calloc)
         return evpol__fail(err, EVPOL_ETYPE, "evpol_sys table has a NULL member");
     evpol__sys = *table;
     return 0;

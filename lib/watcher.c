@@ -367,7 +367,7 @@ int evpol_watcher_new_custom(const evpol_watcher_methods *m, void *self, evpol_w
     if (!m->add_child_handler || !m->remove_child_handler || !m->attach_loop || !m->is_active ||
         !m->close || !m->enter || !m->exit || !m->destroy)
         return evpol__fail(err, EVPOL_ETYPE, "a custom watcher must implement every method");
-    custom_watcher *cw = calloc(1, sizeof *cw);
+    custom_watcher *cw = evpol__sys.calloc(1, sizeof *cw);
     if (!cw)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     int rc = evpol__watcher_init(&cw->base, &custom_ops, err);

@@ -243,7 +243,7 @@ static const struct evpol_watcher_ops fast_ops = {
 
 int evpol__fast_new(evpol_watcher **out, evpol_error *err)
 {
-    fast_watcher *f = calloc(1, sizeof *f);
+    fast_watcher *f = evpol__sys.calloc(1, sizeof *f);
     if (!f)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     if (evpol__childtab_init(&f->zombies) != 0) {

@@ -565,7 +565,7 @@ static const struct evpol_watcher_ops ml_ops = {
 
 int evpol__multiloop_new(evpol_watcher **out, evpol_error *err)
 {
-    ml_watcher *m = calloc(1, sizeof *m);
+    ml_watcher *m = evpol__sys.calloc(1, sizeof *m);
     if (!m)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     int rc = pthread_mutex_init(&m->lock, NULL);

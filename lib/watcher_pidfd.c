@@ -155,7 +155,7 @@ static int pfd_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
     }
     /* The kernel always sets close-on-exec on pidfds: nothing to do. */
     c = evpol__child_new(pid, cb, arg, loop);
-    pfd_reg *reg = malloc(sizeof *reg);
+    pfd_reg *reg = evpol__sys.calloc(1, sizeof *reg);
     if (!c || !reg || evpol__childtab_insert(&core->tab, c) != 0) {
         evpol__child_free(c);
         free(reg);

@@ -152,7 +152,7 @@ static const struct evpol_watcher_ops safe_ops = {
 
 int evpol__safe_new(evpol_watcher **out, evpol_error *err)
 {
-    safe_watcher *sw = calloc(1, sizeof *sw);
+    safe_watcher *sw = evpol__sys.calloc(1, sizeof *sw);
     if (!sw)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     int rc = evpol__sigchld_init(&sw->s, &safe_ops, safe_reap, err);

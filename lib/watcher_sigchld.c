@@ -276,7 +276,7 @@ static int unhook(evpol__sigchld *s, bool closing, evpol_error *err)
 /* Install the handler on `loop`. attach_lock held, no loop attached. */
 static int hook(evpol__sigchld *s, evpol_loop *loop, evpol_error *err)
 {
-    struct evpol__sigchld_link *link = calloc(1, sizeof *link);
+    struct evpol__sigchld_link *link = evpol__sys.calloc(1, sizeof *link);
     if (!link)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     link->s = s;

@@ -113,7 +113,7 @@ static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
         goto out;
     }
     c = evpol__child_new(pid, cb, arg, loop);
-    thr_job *job = malloc(sizeof *job);
+    thr_job *job = evpol__sys.calloc(1, sizeof *job);
     if (!c || !job) {
         evpol__child_free(c);
         free(job);

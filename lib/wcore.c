@@ -15,8 +15,8 @@
 int evpol__core_watcher_new(const struct evpol_watcher_ops *ops, evpol_watcher **out,
                             evpol_error *err)
 {
-    evpol__core_watcher *cw = calloc(1, sizeof *cw);
-    evpol__wcore *core = calloc(1, sizeof *core);
+    evpol__core_watcher *cw = evpol__sys.calloc(1, sizeof *cw);
+    evpol__wcore *core = evpol__sys.calloc(1, sizeof *core);
     if (!cw || !core)
         goto nomem;
     int rc = pthread_mutex_init(&core->lock, NULL);

@@ -723,6 +723,7 @@ static const evpol_sys fake_table = {
     .thread_create = fake_thread_create,
     .close = fake_close,
     .pipe2 = fake_pipe2,
+    .calloc = calloc, /* memory is not the kernel's to fake */
 };
 
 /* ---- installation ---- */

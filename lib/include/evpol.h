@@ -513,7 +513,7 @@ EVPOL_API int evpol_loop_spawn(evpol_loop *loop, const evpol_spawn_options *opts
 /*
  * Every system call that the watchers and spawn make goes through this
  * table, so that tests and fuzzers can put a deterministic fake kernel in
- * its place. Each member has the signature and errno convention of the
+ * its place; so does every allocation of evpol's own memory. Each member has the signature and errno convention of the
  * system call it names. Production code never needs this.
  */
 typedef struct evpol_sys {
@@ -529,6 +529,10 @@ typedef struct evpol_sys {
     int (*thread_create)(pthread_t *thread, size_t stack_size, void *(*fn)(void *), void *arg);
     int (*close)(int fd);
     int (*pipe2)(int fds[2], int flags);
+    /* calloc's contract. Every allocation evpol itself makes goes through
+     * it, so that tests can fail any one of them (libevent's own
+     * allocations are reached with libevent's event_set_mem_functions). */
+    void *(*calloc)(size_t nmemb, size_t size);
 } evpol_sys;
 
 /* Install `table` (copied); NULL restores the real kernel. Not thread-safe:
