@@ -41,7 +41,7 @@ void evpol__childtab_fini(evpol__childtab *t, void (*fn)(evpol__child *c))
             c = next;
         }
     }
-    free(t->buckets);
+    evpol__sys.free(t->buckets);
     t->buckets = NULL;
     t->nbuckets = 0;
     t->count = 0;
@@ -73,7 +73,7 @@ static void grow(evpol__childtab *t)
             c = next;
         }
     }
-    free(t->buckets);
+    evpol__sys.free(t->buckets);
     t->buckets = b;
     t->nbuckets = n;
 }
@@ -126,5 +126,5 @@ void evpol__child_free(evpol__child *c)
     if (!c)
         return;
     evpol_loop_unref(c->loop);
-    free(c);
+    evpol__sys.free(c);
 }

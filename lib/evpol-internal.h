@@ -63,6 +63,13 @@ EVPOL_HIDDEN void evpol__deprecated(const char *what);
 EVPOL_HIDDEN int evpol__current_child_watcher(evpol_watcher **out_ref, evpol_error *err);
 EVPOL_HIDDEN extern _Thread_local bool evpol__tls_quiet_deprecation;
 
+/* ---- spawn (spawn.c) ---- */
+
+/* Called after anything that can leave a spawn record without its callback
+ * (a watcher or a loop closed): lets the next spawn look for orphans, which
+ * it otherwise skips (the look is O(pending children)). Any thread. */
+EVPOL_HIDDEN void evpol__spawn_orphans_may_exist(void);
+
 /* ---- threads (error.c) ---- */
 
 /* The main thread is the one whose tid equals the pid: right also in a
@@ -73,9 +80,12 @@ EVPOL_HIDDEN void evpol__thread_name(char *buf, size_t size);
 
 /* ---- syscall seam (sys.c) ---- */
 
-/* The table in force. Read without a lock: evpol_sys_set is documented as
- * not thread-safe and only swapped while no watcher is open. */
-extern EVPOL_HIDDEN evpol_sys evpol__sys;
+/* The table in force, used as `evpol__sys.waitpid(...)`. Installed tables
+ * are immutable and never freed, and the pointer to the current one is
+ * atomic, so a thread that outlives its watcher (a Threaded waiter still
+ * reaping) may call through the seam while a test installs another. */
+extern EVPOL_HIDDEN _Atomic(const evpol_sys *) evpol__sys_table;
+#define evpol__sys (*atomic_load_explicit(&evpol__sys_table, memory_order_acquire))
 
 /* waitpid status -> asyncio returncode (CW-10): exit code, -signal, or 255
  * for a status that is neither. */

@@ -23,7 +23,7 @@
 #include <string.h>
 
 typedef struct loop_handle {
-    struct loop_handle *next;
+    struct loop_handle *prev, *next;
     struct event *ev;
     int key; /* fd for readers, signum for signal handlers, unused for timers */
     union {
@@ -34,6 +34,19 @@ typedef struct loop_handle {
     void *arg;
     evpol_loop *loop;
 } loop_handle;
+
+/*
+ * A loop's readers, signal handlers or timers. With the Pidfd watcher every
+ * pending child is a reader, so adding, finding and removing one must not
+ * walk the others: the list is doubly linked, and readers and signal
+ * handlers are also indexed by their key (fds and signal numbers are small
+ * integers; libevent indexes its own fd map the same way).
+ */
+typedef struct handle_set {
+    loop_handle *head;
+    loop_handle **by_key; /* NULL for timers */
+    size_t nkeys;
+} handle_set;
 
 struct evpol_loop {
     uint32_t magic;
@@ -48,7 +61,7 @@ struct evpol_loop {
     bool stop_requested;
     struct event *wake;
     evpol__post *queue_head, *queue_tail;
-    loop_handle *readers, *signals, *timers;
+    handle_set readers, signals, timers;
 };
 
 static _Thread_local evpol_loop *tls_running;
@@ -136,14 +149,14 @@ static int loop_alloc(struct event_base *base, bool owns_base, evpol_loop **out,
     int rc = pthread_mutex_init(&loop->lock, NULL);
     /* LCOV_EXCL_START: cannot fail in glibc (POSIX allows it elsewhere) */
     if (rc) {
-        free(loop);
+        evpol__sys.free(loop);
         return evpol__fail_sys(err, rc, "cannot create loop lock");
     }
     /* LCOV_EXCL_STOP */
     loop->wake = event_new(base, -1, 0, wake_cb, loop);
     if (!loop->wake) {
         pthread_mutex_destroy(&loop->lock);
-        free(loop);
+        evpol__sys.free(loop);
         return evpol__fail(err, EVPOL_ENOMEM, "cannot create the loop's wake event");
     }
     loop->magic = EVPOL_MAGIC_LOOP;
@@ -242,7 +255,7 @@ void evpol_loop_unref(evpol_loop *loop)
     evpol_loop_close(loop, NULL);
     loop->magic = EVPOL_MAGIC_DEAD;
     pthread_mutex_destroy(&loop->lock);
-    free(loop);
+    evpol__sys.free(loop);
 }
 
 struct event_base *evpol_loop_base(evpol_loop *loop)
@@ -328,14 +341,14 @@ int evpol_loop_is_closed(evpol_loop *loop)
     return closed;
 }
 
-static void free_handles(loop_handle *h)
+static void free_handles(handle_set *set)
 {
-    while (h) {
-        loop_handle *next = h->next;
+    for (loop_handle *h = set->head, *next; h; h = next) {
+        next = h->next;
         event_free(h->ev);
-        free(h);
-        h = next;
+        evpol__sys.free(h);
     }
+    evpol__sys.free(set->by_key);
 }
 
 int evpol_loop_close(evpol_loop *loop, evpol_error *err)
@@ -353,8 +366,8 @@ int evpol_loop_close(evpol_loop *loop, evpol_error *err)
     loop->closed = true;
     evpol__post *pending = loop->queue_head;
     loop->queue_head = loop->queue_tail = NULL;
-    loop_handle *readers = loop->readers, *signals = loop->signals, *timers = loop->timers;
-    loop->readers = loop->signals = loop->timers = NULL;
+    handle_set readers = loop->readers, signals = loop->signals, timers = loop->timers;
+    loop->readers = loop->signals = loop->timers = (handle_set){0};
     struct event_base *base = loop->base;
     struct event *wake = loop->wake;
     loop->base = NULL;
@@ -362,9 +375,9 @@ int evpol_loop_close(evpol_loop *loop, evpol_error *err)
     pthread_mutex_unlock(&loop->lock);
 
     /* Not running and closed: no other thread can reach these any more. */
-    free_handles(readers);
-    free_handles(signals);
-    free_handles(timers);
+    free_handles(&readers);
+    free_handles(&signals);
+    free_handles(&timers);
     event_free(wake);
     if (loop->owns_base)
         event_base_free(base);
@@ -378,6 +391,7 @@ int evpol_loop_close(evpol_loop *loop, evpol_error *err)
             pending->drop(pending->arg);
         pending = next;
     }
+    evpol__spawn_orphans_may_exist();
     return 0;
 }
 
@@ -413,7 +427,7 @@ static void soon_run(void *p)
     soon_call *c = p;
     evpol_callback_fn fn = c->fn;
     void *arg = c->arg;
-    free(c);
+    evpol__sys.free(c);
     fn(arg);
 }
 
@@ -433,7 +447,7 @@ int evpol_loop_call_soon_threadsafe(evpol_loop *loop, evpol_callback_fn fn, void
     c->post.arg = c;
     int rc = evpol__loop_post(loop, &c->post, err);
     if (rc) {
-        free(c);
+        evpol__sys.free(c);
         return rc;
     }
     evpol__log_debug(loop, "call_soon_threadsafe(%p) on loop %p", (void *)(uintptr_t)fn,
@@ -441,16 +455,58 @@ int evpol_loop_call_soon_threadsafe(evpol_loop *loop, evpol_callback_fn fn, void
     return 0;
 }
 
-/* ---- timers ---- */
+/* ---- handle sets (under loop->lock) ---- */
 
-static void unlink_handle(loop_handle **list, loop_handle *h)
+static loop_handle *find_handle(const handle_set *set, int key)
 {
-    for (loop_handle **p = list; *p; p = &(*p)->next)
-        if (*p == h) {
-            *p = h->next;
-            return;
-        }
+    return (size_t)key < set->nkeys ? set->by_key[key] : NULL;
 }
+
+/* Room in the index for `key`; 0 or EVPOL_ENOMEM (the set unchanged). */
+static int reserve_key(handle_set *set, int key)
+{
+    if ((size_t)key < set->nkeys)
+        return 0;
+    size_t n = set->nkeys ? set->nkeys : 64;
+    while (n <= (size_t)key)
+        n *= 2;
+    loop_handle **by_key = evpol__sys.calloc(n, sizeof *by_key);
+    if (!by_key)
+        return EVPOL_ENOMEM;
+    if (set->nkeys)
+        memcpy(by_key, set->by_key, set->nkeys * sizeof *by_key);
+    evpol__sys.free(set->by_key);
+    set->by_key = by_key;
+    set->nkeys = n;
+    return 0;
+}
+
+/* Keyed sets: after reserve_key(set, h->key) succeeded. */
+static void link_handle(handle_set *set, loop_handle *h, bool keyed)
+{
+    h->prev = NULL;
+    h->next = set->head;
+    if (set->head)
+        set->head->prev = h;
+    set->head = h;
+    if (keyed)
+        set->by_key[h->key] = h;
+}
+
+static void unlink_handle(handle_set *set, loop_handle *h, bool keyed)
+{
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        set->head = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+    if (keyed)
+        set->by_key[h->key] = NULL;
+}
+
+/* ---- timers ---- */
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -459,14 +515,14 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     loop_handle *t = arg;
     evpol_loop *loop = t->loop;
     pthread_mutex_lock(&loop->lock);
-    unlink_handle(&loop->timers, t);
+    unlink_handle(&loop->timers, t, false);
     pthread_mutex_unlock(&loop->lock);
     evpol_callback_fn fn = t->fn.timer_fn;
     void *fn_arg = t->arg;
     /* libevent does not touch a non-persistent event after its callback
      * starts, so freeing it here is safe. */
     event_free(t->ev);
-    free(t);
+    evpol__sys.free(t);
     fn(fn_arg);
 }
 
@@ -486,7 +542,7 @@ int evpol_loop_call_later(evpol_loop *loop, unsigned msec, evpol_callback_fn fn,
     pthread_mutex_lock(&loop->lock);
     if (loop->closed) {
         pthread_mutex_unlock(&loop->lock);
-        free(t);
+        evpol__sys.free(t);
         return fail_closed(err, "call_later");
     }
     t->ev = evtimer_new(loop->base, timer_cb, t);
@@ -494,24 +550,15 @@ int evpol_loop_call_later(evpol_loop *loop, unsigned msec, evpol_callback_fn fn,
         pthread_mutex_unlock(&loop->lock);
         if (t->ev)
             event_free(t->ev);
-        free(t);
+        evpol__sys.free(t);
         return evpol__fail(err, EVPOL_ENOMEM, "call_later: cannot add a timer");
     }
-    t->next = loop->timers;
-    loop->timers = t;
+    link_handle(&loop->timers, t, false);
     pthread_mutex_unlock(&loop->lock);
     return 0;
 }
 
 /* ---- readers and signal handlers ---- */
-
-static loop_handle *find_handle(loop_handle *list, int key)
-{
-    for (; list; list = list->next)
-        if (list->key == key)
-            return list;
-    return NULL;
-}
 
 static void reader_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -538,8 +585,8 @@ static void signal_cb(evutil_socket_t signum, short what, void *arg)
     fn((int)signum, fn_arg);
 }
 
-/* Add or replace the handle keyed `key` in `*list`. */
-static int add_handle(evpol_loop *loop, loop_handle **list, int key, short events,
+/* Add or replace the handle keyed `key` in `set`. */
+static int add_handle(evpol_loop *loop, handle_set *set, int key, short events,
                       event_callback_fn cb, void *fn, void *arg, const char *what,
                       evpol_error *err)
 {
@@ -548,7 +595,7 @@ static int add_handle(evpol_loop *loop, loop_handle **list, int key, short event
         pthread_mutex_unlock(&loop->lock);
         return fail_closed(err, what);
     }
-    loop_handle *h = find_handle(*list, key);
+    loop_handle *h = find_handle(set, key);
     if (h) {
         h->fn.fd_fn = (evpol_fd_fn)fn;
         h->arg = arg;
@@ -556,7 +603,8 @@ static int add_handle(evpol_loop *loop, loop_handle **list, int key, short event
         return 0;
     }
     h = evpol__sys.calloc(1, sizeof *h);
-    if (!h) {
+    if (!h || reserve_key(set, key) != 0) {
+        evpol__sys.free(h);
         pthread_mutex_unlock(&loop->lock);
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     }
@@ -569,16 +617,15 @@ static int add_handle(evpol_loop *loop, loop_handle **list, int key, short event
         pthread_mutex_unlock(&loop->lock);
         if (h->ev)
             event_free(h->ev);
-        free(h);
+        evpol__sys.free(h);
         return evpol__fail(err, EVPOL_ERUNTIME, "%s: libevent refused the event", what);
     }
-    h->next = *list;
-    *list = h;
+    link_handle(set, h, true);
     pthread_mutex_unlock(&loop->lock);
     return 0;
 }
 
-static int remove_handle(evpol_loop *loop, loop_handle **list, int key, const char *what,
+static int remove_handle(evpol_loop *loop, handle_set *set, int key, const char *what,
                          evpol_error *err)
 {
     pthread_mutex_lock(&loop->lock);
@@ -586,16 +633,16 @@ static int remove_handle(evpol_loop *loop, loop_handle **list, int key, const ch
         pthread_mutex_unlock(&loop->lock);
         return fail_closed(err, what);
     }
-    loop_handle *h = find_handle(*list, key);
+    loop_handle *h = find_handle(set, key);
     if (h)
-        unlink_handle(list, h);
+        unlink_handle(set, h, true);
     pthread_mutex_unlock(&loop->lock);
     if (!h)
         return 0;
     /* Outside our lock: event_del waits for a callback running in another
      * thread, and that callback takes our lock. */
     event_free(h->ev);
-    free(h);
+    evpol__sys.free(h);
     return 1;
 }
 

@@ -109,7 +109,7 @@ static evpol_loop *take_slot_locked(evpol_policy *p, uint64_t thread)
         if (s->thread == thread) {
             *link = s->next;
             evpol_loop *loop = s->loop;
-            free(s);
+            evpol__sys.free(s);
             return loop;
         }
     }
@@ -170,7 +170,7 @@ static void fork_child(void)
         thread_slot *s = p->slots;
         while (s) {
             thread_slot *next = s->next;
-            free(s);
+            evpol__sys.free(s);
             s = next;
         }
         p->slots = NULL;
@@ -362,7 +362,7 @@ static int policy_alloc(const evpol_policy_methods *m, bool derived, void *user_
     int rc = pthread_mutex_init(&p->lock, NULL);
     /* LCOV_EXCL_START: cannot fail in glibc (POSIX allows it elsewhere) */
     if (rc) {
-        free(p);
+        evpol__sys.free(p);
         return evpol__fail_sys(err, rc, "cannot create policy lock");
     }
     /* LCOV_EXCL_STOP */
@@ -496,13 +496,13 @@ void evpol_policy_unref(evpol_policy *p)
     while (s) {
         thread_slot *next = s->next;
         evpol_loop_unref(s->loop);
-        free(s);
+        evpol__sys.free(s);
         s = next;
     }
     evpol_watcher_unref(p->watcher);
     p->magic = EVPOL_MAGIC_DEAD;
     pthread_mutex_destroy(&p->lock);
-    free(p);
+    evpol__sys.free(p);
 }
 
 void *evpol_policy_user_data(evpol_policy *p)

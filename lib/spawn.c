@@ -25,8 +25,8 @@
  * Records outlive the call, so they are kept in one process-wide list. A
  * registration that ends without its callback (the watcher closed, or a
  * Threaded/MultiLoop/Pidfd loop closed before the exit) leaves an orphan,
- * which the next spawn frees once it can prove the callback can no longer
- * run (sweep_orphans). Custom watchers give no such proof, so their orphans
+ * which the next spawn after that close frees once it can prove the
+ * callback can no longer run (sweep_orphans). Custom watchers give no such proof, so their orphans
  * are kept (reachable) until the process exits.
  */
 #include "evpol-internal.h"
@@ -72,6 +72,18 @@ typedef struct spawn_rec {
 static pthread_mutex_t records_lock = PTHREAD_MUTEX_INITIALIZER;
 static spawn_rec *records;
 
+/* Orphans appear only when a watcher or a loop closes, or a post finds its
+ * loop closed; each of those bumps release_epoch. A sweep that found every
+ * orphan there was records the epoch it started from in swept_epoch, and
+ * spawns skip the walk of all pending records until the epoch moves. */
+static atomic_uint release_epoch;
+static unsigned swept_epoch; /* under records_lock */
+
+void evpol__spawn_orphans_may_exist(void)
+{
+    atomic_fetch_add(&release_epoch, 1);
+}
+
 static void link_rec_locked(spawn_rec *r)
 {
     r->prev = NULL;
@@ -96,7 +108,7 @@ static void free_rec(spawn_rec *r)
 {
     evpol_loop_unref(r->loop);
     evpol_watcher_unref(r->watcher);
-    free(r);
+    evpol__sys.free(r);
 }
 
 static void warn_loop_closed(evpol_loop *loop, pid_t pid)
@@ -173,49 +185,74 @@ static void on_child_exit(pid_t pid, int returncode, void *arg)
     pthread_mutex_lock(&records_lock);
     r->state = REC_DONE;
     pthread_mutex_unlock(&records_lock);
+    evpol__spawn_orphans_may_exist();
 }
 
 /*
- * Can the watcher still call on_child_exit for this pending record? Not
- * when:
+ * Can the watcher still call on_child_exit for this pending record?
+ * CALLBACK_IMPOSSIBLE when:
  *  - the watcher is closed and its gate is free: every callback runs
  *    through the gate and rechecks `closed` inside it, so once a writer got
  *    the gate after close began, none is running and none will start. A
  *    try-lock, so a sweep run from inside one of that watcher's callbacks
- *    cannot wait for itself (the record is then kept for a later sweep);
+ *    cannot wait for itself (CALLBACK_UNKNOWN: a later sweep looks again);
  *  - or the watcher delivers on the loop (needs_loop: Threaded, MultiLoop,
  *    Pidfd) and the loop is closed: those callbacks run only on that loop's
  *    thread while it runs, and a closed loop never runs again.
  * Custom watchers may call the callback from anywhere (a delegate watcher,
  * a thread of their own): never provably done.
  */
-static bool callback_impossible(spawn_rec *r)
+typedef enum { CALLBACK_POSSIBLE, CALLBACK_IMPOSSIBLE, CALLBACK_UNKNOWN } callback_fate;
+
+static callback_fate callback_fate_of(spawn_rec *r)
 {
     evpol_watcher *w = r->watcher;
     if (w->ops->kind == EVPOL_WATCHER_CUSTOM)
-        return false;
-    if (evpol__watcher_closed(w) && pthread_rwlock_trywrlock(&w->gate) == 0) {
+        return CALLBACK_POSSIBLE;
+    if (evpol__watcher_closed(w)) {
+        if (pthread_rwlock_trywrlock(&w->gate) != 0)
+            return CALLBACK_UNKNOWN;
         pthread_rwlock_unlock(&w->gate);
-        return true;
+        return CALLBACK_IMPOSSIBLE;
     }
-    return w->ops->needs_loop && evpol_loop_is_closed(r->loop) == 1;
+    if (w->ops->needs_loop && evpol_loop_is_closed(r->loop) == 1)
+        return CALLBACK_IMPOSSIBLE;
+    return CALLBACK_POSSIBLE;
 }
 
-/* O(records still pending) per spawn: noise next to creating a process. */
+/* O(records still pending), but only after a close (release_epoch): a
+ * spawn while children are pending must not cost more per pending child. */
 static void sweep_orphans(void)
 {
     spawn_rec *dead = NULL;
+    unsigned epoch = atomic_load(&release_epoch);
     pthread_mutex_lock(&records_lock);
+    if (epoch == swept_epoch) {
+        pthread_mutex_unlock(&records_lock);
+        return;
+    }
+    bool complete = true;
     for (spawn_rec *r = records, *next; r; r = next) {
         next = r->next;
-        if (r->in_spawn)
+        if (r->in_spawn) {
+            /* Its spawn has not registered it yet; a close meanwhile may
+             * still orphan it, so this sweep does not count as complete. */
+            complete = false;
             continue;
-        if (r->state == REC_DONE || (r->state == REC_PENDING && callback_impossible(r))) {
+        }
+        callback_fate fate = r->state == REC_DONE      ? CALLBACK_IMPOSSIBLE
+                             : r->state == REC_PENDING ? callback_fate_of(r)
+                                                       : CALLBACK_POSSIBLE;
+        if (fate == CALLBACK_UNKNOWN)
+            complete = false;
+        if (fate == CALLBACK_IMPOSSIBLE) {
             unlink_rec_locked(r);
             r->next = dead;
             dead = r;
         }
     }
+    if (complete)
+        swept_epoch = epoch;
     pthread_mutex_unlock(&records_lock);
     /* Unreferenced outside the lock: a last unref closes a watcher. */
     while (dead) {

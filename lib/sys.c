@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,19 +51,32 @@ static int real_thread_create(pthread_t *thread, size_t stack_size, void *(*fn)(
     return rc;
 }
 
-/* A macro, not a copy of real_sys: C11 wants a constant initializer for
- * evpol__sys, and only GCC accepts a const object as one. */
-#define REAL_SYS_INIT                                                                          \
-    {                                                                                          \
-        .size = sizeof(evpol_sys), .waitpid = waitpid, .pidfd_open = real_pidfd_open,          \
-        .sigaction = sigaction, .spawn = real_spawn, .kill = kill,                             \
-        .thread_create = real_thread_create, .close = close, .pipe2 = pipe2,                   \
-        .calloc = calloc,                                                                      \
-    }
+static const evpol_sys real_sys = {
+    .size = sizeof(evpol_sys),
+    .waitpid = waitpid,
+    .pidfd_open = real_pidfd_open,
+    .sigaction = sigaction,
+    .spawn = real_spawn,
+    .kill = kill,
+    .thread_create = real_thread_create,
+    .close = close,
+    .pipe2 = pipe2,
+    .calloc = calloc,
+    .free = free,
+};
 
-static const evpol_sys real_sys = REAL_SYS_INIT;
+_Atomic(const evpol_sys *) evpol__sys_table = &real_sys;
 
-evpol_sys evpol__sys = REAL_SYS_INIT;
+/* Every table installed so far, each copied once and kept for the life of
+ * the process (a thread may still be calling through an old one); a fuzzer
+ * that installs the same table for every input reuses its copy. */
+typedef struct installed_table {
+    struct installed_table *next;
+    evpol_sys table;
+} installed_table;
+
+static pthread_mutex_t installed_lock = PTHREAD_MUTEX_INITIALIZER;
+static installed_table *installed;
 
 const evpol_sys *evpol_sys_real(void)
 {
@@ -72,7 +86,7 @@ const evpol_sys *evpol_sys_real(void)
 int evpol_sys_set(const evpol_sys *table, evpol_error *err)
 {
     if (!table) {
-        evpol__sys = real_sys;
+        atomic_store_explicit(&evpol__sys_table, &real_sys, memory_order_release);
         return 0;
     }
     if (table->size != sizeof(evpol_sys))
@@ -80,9 +94,25 @@ int evpol_sys_set(const evpol_sys *table, evpol_error *err)
                            table->size, sizeof(evpol_sys));
     if (!table->waitpid || !table->pidfd_open || !table->sigaction || !table->spawn ||
         !table->kill || !table->thread_create || !table->close || !table->pipe2 ||
-        !table->calloc)
+        !table->calloc || !table->free)
         return evpol__fail(err, EVPOL_ETYPE, "evpol_sys table has a NULL member");
-    evpol__sys = *table;
+    pthread_mutex_lock(&installed_lock);
+    installed_table *t = installed;
+    while (t && memcmp(&t->table, table, sizeof *table) != 0)
+        t = t->next;
+    if (!t) {
+        /* The C library's calloc, not the seam's: this is the seam. */
+        t = calloc(1, sizeof *t);
+        if (!t) {
+            pthread_mutex_unlock(&installed_lock);
+            return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+        }
+        t->table = *table;
+        t->next = installed;
+        installed = t;
+    }
+    pthread_mutex_unlock(&installed_lock);
+    atomic_store_explicit(&evpol__sys_table, &t->table, memory_order_release);
     return 0;
 }
 

@@ -183,6 +183,7 @@ int evpol_watcher_close(evpol_watcher *w, evpol_error *err)
         pthread_rwlock_wrlock(&w->gate);
         pthread_rwlock_unlock(&w->gate);
     }
+    evpol__spawn_orphans_may_exist();
     return rc;
 }
 
@@ -338,7 +339,7 @@ static void custom_destroy(evpol_watcher *w)
     custom_watcher *cw = as_custom(w);
     cw->m.destroy(cw->self);
     evpol__watcher_fini(w);
-    free(cw);
+    evpol__sys.free(cw);
 }
 
 static const struct evpol_watcher_ops custom_ops = {
@@ -372,7 +373,7 @@ int evpol_watcher_new_custom(const evpol_watcher_methods *m, void *self, evpol_w
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     int rc = evpol__watcher_init(&cw->base, &custom_ops, err);
     if (rc) {
-        free(cw);
+        evpol__sys.free(cw);
         return rc;
     }
     cw->m = *m;

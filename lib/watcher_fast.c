@@ -224,7 +224,7 @@ static void fast_destroy(evpol_watcher *w)
     fast_watcher *f = as_fast(w);
     evpol__childtab_fini(&f->zombies, evpol__child_free);
     evpol__sigchld_fini(&f->s);
-    free(f);
+    evpol__sys.free(f);
 }
 
 static const struct evpol_watcher_ops fast_ops = {
@@ -247,13 +247,13 @@ int evpol__fast_new(evpol_watcher **out, evpol_error *err)
     if (!f)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     if (evpol__childtab_init(&f->zombies) != 0) {
-        free(f);
+        evpol__sys.free(f);
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     }
     int rc = evpol__sigchld_init(&f->s, &fast_ops, fast_reap, err);
     if (rc) {
         evpol__childtab_fini(&f->zombies, NULL);
-        free(f);
+        evpol__sys.free(f);
         return rc;
     }
     f->forks = 0;

@@ -548,7 +548,7 @@ static void ml_destroy(evpol_watcher *w)
     ml_watcher *m = as_ml(w);
     evpol__watcher_fini(w);
     pthread_mutex_destroy(&m->lock);
-    free(m);
+    evpol__sys.free(m);
 }
 
 static const struct evpol_watcher_ops ml_ops = {
@@ -571,20 +571,20 @@ int evpol__multiloop_new(evpol_watcher **out, evpol_error *err)
     int rc = pthread_mutex_init(&m->lock, NULL);
     /* LCOV_EXCL_START: cannot fail in glibc (POSIX allows it elsewhere) */
     if (rc) {
-        free(m);
+        evpol__sys.free(m);
         return evpol__fail_sys(err, rc, "cannot create watcher lock");
     }
     /* LCOV_EXCL_STOP */
     if (evpol__childtab_init(&m->tab) != 0) {
         pthread_mutex_destroy(&m->lock);
-        free(m);
+        evpol__sys.free(m);
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     }
     rc = evpol__watcher_init(&m->base, &ml_ops, err);
     if (rc) {
         evpol__childtab_fini(&m->tab, NULL);
         pthread_mutex_destroy(&m->lock);
-        free(m);
+        evpol__sys.free(m);
         return rc;
     }
     m->pipe_rd = m->pipe_wr = -1;

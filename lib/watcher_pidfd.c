@@ -77,7 +77,7 @@ static void reg_release(evpol__child *c)
     c->data = NULL;
     evpol__wcore *core = reg->core;
     evpol_loop_unref(reg->reader_loop);
-    free(reg);
+    evpol__sys.free(reg);
     evpol__wcore_unref(core);
 }
 
@@ -158,7 +158,7 @@ static int pfd_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
     pfd_reg *reg = evpol__sys.calloc(1, sizeof *reg);
     if (!c || !reg || evpol__childtab_insert(&core->tab, c) != 0) {
         evpol__child_free(c);
-        free(reg);
+        evpol__sys.free(reg);
         evpol__sys.close(fd);
         rc = evpol__fail(err, EVPOL_ENOMEM, "out of memory");
         goto out;
@@ -175,7 +175,7 @@ static int pfd_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
         evpol__sys.close(fd);
         c->fd = -1;
         evpol_loop_unref(reg->reader_loop);
-        free(reg);
+        evpol__sys.free(reg);
         c->data = NULL;
         /* Never the last reference (the watcher holds one). */
         atomic_fetch_sub(&core->refs, 1);

@@ -132,7 +132,7 @@ static void safe_destroy(evpol_watcher *w)
 {
     safe_watcher *sw = (safe_watcher *)w;
     evpol__sigchld_fini(&sw->s);
-    free(sw);
+    evpol__sys.free(sw);
 }
 
 static const struct evpol_watcher_ops safe_ops = {
@@ -157,7 +157,7 @@ int evpol__safe_new(evpol_watcher **out, evpol_error *err)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     int rc = evpol__sigchld_init(&sw->s, &safe_ops, safe_reap, err);
     if (rc) {
-        free(sw);
+        evpol__sys.free(sw);
         return rc;
     }
     *out = &sw->s.base;

@@ -262,7 +262,7 @@ static int unhook(evpol__sigchld *s, bool closing, evpol_error *err)
     }
     pthread_mutex_unlock(&link_lock);
     if (gone) {
-        free(link);
+        evpol__sys.free(link);
     } else {
         evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
                    "%s closed outside the main thread: its SIGCHLD handler stays, inert, "
@@ -283,7 +283,7 @@ static int hook(evpol__sigchld *s, evpol_loop *loop, evpol_error *err)
     link->loop = loop;
     int rc = evpol_loop_add_signal_handler(loop, SIGCHLD, on_sigchld, link, err);
     if (rc < 0) {
-        free(link);
+        evpol__sys.free(link);
         return rc;
     }
     s->link = link;

@@ -68,7 +68,7 @@ static void *waiter_main(void *p)
     evpol__wcore *core = job->core;
     pid_t pid = job->pid;
     pid_t (*waitpid_fn)(pid_t, int *, int) = job->waitpid;
-    free(job);
+    evpol__sys.free(job);
 
     int status = 0;
     pid_t r;
@@ -116,13 +116,13 @@ static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
     thr_job *job = evpol__sys.calloc(1, sizeof *job);
     if (!c || !job) {
         evpol__child_free(c);
-        free(job);
+        evpol__sys.free(job);
         rc = evpol__fail(err, EVPOL_ENOMEM, "out of memory");
         goto out;
     }
     if (evpol__childtab_insert(&core->tab, c) != 0) {
         evpol__child_free(c);
-        free(job);
+        evpol__sys.free(job);
         rc = evpol__fail(err, EVPOL_ENOMEM, "out of memory");
         goto out;
     }
@@ -142,7 +142,7 @@ static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
         atomic_fetch_sub(&core->refs, 1);
         evpol__childtab_remove(&core->tab, pid);
         evpol__child_free(c);
-        free(job);
+        evpol__sys.free(job);
         rc = evpol__fail_sys(err, terr, "cannot start a thread waiting for pid %ld", (long)pid);
         goto out;
     }

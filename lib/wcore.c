@@ -22,8 +22,8 @@ int evpol__core_watcher_new(const struct evpol_watcher_ops *ops, evpol_watcher *
     int rc = pthread_mutex_init(&core->lock, NULL);
     /* LCOV_EXCL_START: cannot fail in glibc (POSIX allows it elsewhere) */
     if (rc) {
-        free(cw);
-        free(core);
+        evpol__sys.free(cw);
+        evpol__sys.free(core);
         return evpol__fail_sys(err, rc, "cannot create watcher lock");
     }
     /* LCOV_EXCL_STOP */
@@ -35,8 +35,8 @@ int evpol__core_watcher_new(const struct evpol_watcher_ops *ops, evpol_watcher *
     if (rc) {
         evpol__childtab_fini(&core->tab, NULL);
         pthread_mutex_destroy(&core->lock);
-        free(cw);
-        free(core);
+        evpol__sys.free(cw);
+        evpol__sys.free(core);
         return rc;
     }
     atomic_init(&core->refs, 1); /* the watcher's */
@@ -45,8 +45,8 @@ int evpol__core_watcher_new(const struct evpol_watcher_ops *ops, evpol_watcher *
     *out = &cw->base;
     return 0;
 nomem:
-    free(cw);
-    free(core);
+    evpol__sys.free(cw);
+    evpol__sys.free(core);
     return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
 }
 
@@ -59,7 +59,7 @@ void evpol__core_watcher_destroy(evpol_watcher *w)
 {
     evpol__wcore *core = evpol__core_of(w);
     evpol__watcher_fini(w);
-    free(w);
+    evpol__sys.free(w);
     evpol__wcore_unref(core);
 }
 
@@ -96,7 +96,7 @@ void evpol__wcore_unref(evpol__wcore *core)
         return;
     evpol__childtab_fini(&core->tab, evpol__child_free);
     pthread_mutex_destroy(&core->lock);
-    free(core);
+    evpol__sys.free(core);
 }
 
 evpol__childtab evpol__wcore_detach(evpol__wcore *core)

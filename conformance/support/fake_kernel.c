@@ -724,6 +724,7 @@ static const evpol_sys fake_table = {
     .close = fake_close,
     .pipe2 = fake_pipe2,
     .calloc = calloc, /* memory is not the kernel's to fake */
+    .free = free,
 };
 
 /* ---- installation ---- */

@@ -529,14 +529,21 @@ typedef struct evpol_sys {
     int (*thread_create)(pthread_t *thread, size_t stack_size, void *(*fn)(void *), void *arg);
     int (*close)(int fd);
     int (*pipe2)(int fds[2], int flags);
-    /* calloc's contract. Every allocation evpol itself makes goes through
-     * it, so that tests can fail any one of them (libevent's own
-     * allocations are reached with libevent's event_set_mem_functions). */
+    /* calloc's and free's contracts. Every allocation evpol itself makes
+     * goes through them, so that tests can fail any one of them and count
+     * what is outstanding (libevent's own allocations are reached with
+     * libevent's event_set_mem_functions). Memory may be allocated under
+     * one table and freed under another: both must be the C library's, or
+     * wrappers that pass through to it. */
     void *(*calloc)(size_t nmemb, size_t size);
+    void (*free)(void *ptr);
 } evpol_sys;
 
-/* Install `table` (copied); NULL restores the real kernel. Not thread-safe:
- * call it with no watcher open. Errors: ETYPE (size wrong or member NULL). */
+/* Install `table` (copied; each distinct table is kept until the process
+ * exits); NULL restores the real kernel. Any thread, but meant for when no
+ * watcher is open: a call already in progress finishes with the old table,
+ * so the fake would miss it. Errors: ETYPE (size wrong or member NULL),
+ * ENOMEM. */
 EVPOL_API int evpol_sys_set(const evpol_sys *table, evpol_error *err);
 /* The real kernel's table, for fakes that pass some calls through. */
 EVPOL_API const evpol_sys *evpol_sys_real(void);
