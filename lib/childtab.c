@@ -49,12 +49,10 @@ void evpol__childtab_fini(evpol__childtab *t, void (*fn)(evpol__child *c))
 
 evpol__child *evpol__childtab_find(const evpol__childtab *t, pid_t pid)
 {
-    if (!t->buckets)
-        return NULL;
-    for (evpol__child *c = t->buckets[bucket_of(pid, t->nbuckets)]; c; c = c->next)
-        if (c->pid == pid)
-            return c;
-    return NULL;
+    evpol__child *c = t->buckets ? t->buckets[bucket_of(pid, t->nbuckets)] : NULL;
+    while (c && c->pid != pid)
+        c = c->next;
+    return c;
 }
 
 static void grow(evpol__childtab *t)
@@ -78,17 +76,14 @@ static void grow(evpol__childtab *t)
     t->nbuckets = n;
 }
 
-int evpol__childtab_insert(evpol__childtab *t, evpol__child *c)
+void evpol__childtab_insert(evpol__childtab *t, evpol__child *c)
 {
-    if (!t->buckets)
-        return EVPOL_ENOMEM;
     if (t->count >= t->nbuckets)
         grow(t);
     size_t i = bucket_of(c->pid, t->nbuckets);
     c->next = t->buckets[i];
     t->buckets[i] = c;
     t->count++;
-    return 0;
 }
 
 evpol__child *evpol__childtab_remove(evpol__childtab *t, pid_t pid)

@@ -250,9 +250,9 @@ EVPOL_HIDDEN int evpol__childtab_init(evpol__childtab *t);
 /* Calls fn on every entry (which fn then owns), then frees the buckets. */
 EVPOL_HIDDEN void evpol__childtab_fini(evpol__childtab *t, void (*fn)(evpol__child *c));
 EVPOL_HIDDEN evpol__child *evpol__childtab_find(const evpol__childtab *t, pid_t pid);
-/* Insert `c` (whose pid is not in the table). 0 or EVPOL_ENOMEM (then the
- * table is unchanged and still valid). */
-EVPOL_HIDDEN int evpol__childtab_insert(evpol__childtab *t, evpol__child *c);
+/* Insert `c` (whose pid is not in the table) into an initialised table.
+ * Never fails: without memory to grow, the chains just get longer. */
+EVPOL_HIDDEN void evpol__childtab_insert(evpol__childtab *t, evpol__child *c);
 /* Unlink and return the entry for pid, or NULL. */
 EVPOL_HIDDEN evpol__child *evpol__childtab_remove(evpol__childtab *t, pid_t pid);
 /* Allocate a child record (fd = -1); takes a loop reference when loop set. */

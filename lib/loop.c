@@ -17,6 +17,7 @@
 #include "evpol-internal.h"
 
 #include <errno.h>
+#include <ctype.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <stdlib.h>
@@ -179,33 +180,57 @@ static const char *backend_method(evpol_backend backend)
     return NULL;
 }
 
+/* Turned off with EVENT_NO<METHOD> in the environment, which libevent
+ * honours. (event_get_supported_methods would also tell what is compiled
+ * in, but it allocates and frees a static array on every call: not
+ * thread-safe, and evpol_loop_new is.) */
+static bool method_disabled(const char *method)
+{
+    char var[32] = "EVENT_NO";
+    for (size_t i = strlen(var); *method && i < sizeof var - 1; i++, method++)
+        var[i] = (char)toupper((unsigned char)*method);
+    return getenv(var) != NULL;
+}
+
 static struct event_base *new_base(evpol_backend backend, evpol_error *err, int *rc)
 {
+    /* Every method libevent 2.1 has: avoiding all but one forces that one. */
     static const char *const all_methods[] = {"epoll", "poll", "select", "devpoll", "kqueue",
                                               "evport", "win32"};
+    const char *want = backend_method(backend);
+    if (want && method_disabled(want)) {
+        *rc = evpol__fail(err, EVPOL_ENOTSUP, "libevent backend '%s' is disabled by EVENT_NO%s",
+                          want, want[0] == 'e' ? "EPOLL" : want[0] == 'p' ? "POLL" : "SELECT");
+        return NULL;
+    }
     struct event_config *cfg = event_config_new();
     if (!cfg) {
         *rc = evpol__fail(err, EVPOL_ENOMEM, "out of memory");
         return NULL;
     }
-    const char *want = backend_method(backend);
-    if (want)
-        for (size_t i = 0; i < sizeof all_methods / sizeof all_methods[0]; i++)
-            if (strcmp(all_methods[i], want) != 0)
-                event_config_avoid_method(cfg, all_methods[i]);
+    for (size_t i = 0; want && i < sizeof all_methods / sizeof all_methods[0]; i++)
+        if (strcmp(all_methods[i], want) != 0 && event_config_avoid_method(cfg, all_methods[i])) {
+            event_config_free(cfg);
+            *rc = evpol__fail(err, EVPOL_ENOMEM, "out of memory");
+            return NULL;
+        }
+    errno = 0;
     struct event_base *base = event_base_new_with_config(cfg);
+    int e = errno;
     event_config_free(cfg);
-    if (!base) {
+    if (base)
+        return base;
+    /* No errno: libevent found no usable method (not compiled in, or all
+     * disabled by the environment). ENOMEM: its allocations failed. Any
+     * other: the method's own setup failed (epoll_create1 out of fds). */
+    if (e == 0)
         *rc = want ? evpol__fail(err, EVPOL_ENOTSUP, "libevent backend '%s' is not available", want)
-                   : evpol__fail(err, EVPOL_ENOMEM, "cannot create an event_base");
-        return NULL;
-    }
-    if (want && strcmp(event_base_get_method(base), want) != 0) {
-        event_base_free(base);
-        *rc = evpol__fail(err, EVPOL_ENOTSUP, "libevent backend '%s' is not available", want);
-        return NULL;
-    }
-    return base;
+                   : evpol__fail(err, EVPOL_ENOTSUP, "no libevent backend is available");
+    else if (e == ENOMEM)
+        *rc = evpol__fail(err, EVPOL_ENOMEM, "cannot create an event_base: out of memory");
+    else
+        *rc = evpol__fail_sys(err, e, "cannot create an event_base (%s)", want ? want : "default");
+    return NULL;
 }
 
 int evpol_loop_new(evpol_backend backend, evpol_loop **out, evpol_error *err)
@@ -613,12 +638,19 @@ static int add_handle(evpol_loop *loop, handle_set *set, int key, short events,
     h->arg = arg;
     h->loop = loop;
     h->ev = event_new(loop->base, key, events | EV_PERSIST, cb, h);
+    errno = 0;
     if (!h->ev || event_add(h->ev, NULL) != 0) {
+        /* event_add fails for want of memory, or because the backend
+         * refused the fd (epoll_ctl: a closed fd, a regular file). */
+        int e = h->ev ? errno : ENOMEM;
         pthread_mutex_unlock(&loop->lock);
         if (h->ev)
             event_free(h->ev);
         evpol__sys.free(h);
-        return evpol__fail(err, EVPOL_ERUNTIME, "%s: libevent refused the event", what);
+        if (e == ENOMEM)
+            return evpol__fail(err, EVPOL_ENOMEM, "%s: out of memory", what);
+        return e ? evpol__fail_sys(err, e, "%s: libevent refused the event", what)
+                 : evpol__fail(err, EVPOL_ERUNTIME, "%s: libevent refused the event", what);
     }
     link_handle(set, h, true);
     pthread_mutex_unlock(&loop->lock);

@@ -61,10 +61,7 @@ static bool keep_locked(fast_watcher *f, pid_t pid, int rc)
     if (!z)
         return false;
     z->rc = rc;
-    if (evpol__childtab_insert(&f->zombies, z) != 0) {
-        evpol__child_free(z);
-        return false;
-    }
+    evpol__childtab_insert(&f->zombies, z);
     return true;
 }
 

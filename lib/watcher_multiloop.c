@@ -304,11 +304,7 @@ static int ml_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn 
         c->cb = cb;
         c->arg = arg;
     } else {
-        if (evpol__childtab_insert(&m->tab, fresh) != 0) {
-            pthread_mutex_unlock(&m->lock);
-            evpol__child_free(fresh);
-            return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
-        }
+        evpol__childtab_insert(&m->tab, fresh);
         c = fresh;
         fresh = NULL;
     }

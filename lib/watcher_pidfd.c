@@ -156,13 +156,14 @@ static int pfd_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
     /* The kernel always sets close-on-exec on pidfds: nothing to do. */
     c = evpol__child_new(pid, cb, arg, loop);
     pfd_reg *reg = evpol__sys.calloc(1, sizeof *reg);
-    if (!c || !reg || evpol__childtab_insert(&core->tab, c) != 0) {
+    if (!c || !reg) {
         evpol__child_free(c);
         evpol__sys.free(reg);
         evpol__sys.close(fd);
         rc = evpol__fail(err, EVPOL_ENOMEM, "out of memory");
         goto out;
     }
+    evpol__childtab_insert(&core->tab, c);
     c->fd = fd;
     reg->core = core;
     reg->reader_loop = evpol_loop_ref(loop);

@@ -143,10 +143,7 @@ evpol__child *evpol__sigchld_register_locked(evpol__sigchld *s, pid_t pid, evpol
     c = evpol__child_new(pid, cb, arg, NULL);
     if (!c)
         return NULL;
-    if (evpol__childtab_insert(&s->tab, c) != 0) {
-        evpol__child_free(c);
-        return NULL;
-    }
+    evpol__childtab_insert(&s->tab, c);
     return c;
 }
 

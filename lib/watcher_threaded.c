@@ -120,12 +120,7 @@ static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
         rc = evpol__fail(err, EVPOL_ENOMEM, "out of memory");
         goto out;
     }
-    if (evpol__childtab_insert(&core->tab, c) != 0) {
-        evpol__child_free(c);
-        evpol__sys.free(job);
-        rc = evpol__fail(err, EVPOL_ENOMEM, "out of memory");
-        goto out;
-    }
+    evpol__childtab_insert(&core->tab, c);
     job->core = core;
     job->pid = pid;
     job->waitpid = evpol__sys.waitpid;

@@ -149,7 +149,9 @@ typedef void (*evpol_callback_fn)(void *arg);
 
 /* Create a loop with its own event_base on `backend`. The caller owns one
  * reference. Errors: EINVAL (out NULL, unknown backend), ENOTSUP (backend not
- * available), ENOMEM. Thread-safe. */
+ * compiled into libevent, or disabled with EVENT_NO<BACKEND> in the
+ * environment), ESYSTEM (the backend's own setup failed, e.g. out of fds),
+ * ENOMEM. Thread-safe. */
 EVPOL_API int evpol_loop_new(evpol_backend backend, evpol_loop **out, evpol_error *err);
 
 /* Wrap an existing event_base (LOOP-1). The loop does not take ownership of
@@ -221,7 +223,8 @@ EVPOL_API int evpol_loop_remove_signal_handler(evpol_loop *loop, int signum, evp
 
 /* Call fn(fd, arg) on the loop's thread whenever `fd` is readable (LOOP-5).
  * A second reader on the same fd replaces the first. The loop does not own
- * `fd`. Any thread. Errors: ERUNTIME (closed), EINVAL, ENOMEM. */
+ * `fd`. Any thread. Errors: ERUNTIME (closed), EINVAL, ENOMEM, ESYSTEM (the
+ * backend refused the fd: epoll will not watch a regular file). */
 typedef void (*evpol_fd_fn)(int fd, void *arg);
 EVPOL_API int evpol_loop_add_reader(evpol_loop *loop, int fd, evpol_fd_fn fn, void *arg,
                                     evpol_error *err);
