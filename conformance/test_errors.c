@@ -809,6 +809,7 @@ static void test_sys_set_bad_table(void **state)
     assert_non_null(real->close);
     assert_non_null(real->pipe2);
     assert_non_null(real->calloc);
+    assert_non_null(real->free);
 
     evpol_sys t = *real;
     t.size = sizeof t - 1;
@@ -817,7 +818,7 @@ static void test_sys_set_bad_table(void **state)
     EXPECT(evpol_sys_set(&t, E), EVPOL_ETYPE);
     t.size = 0;
     EXPECT(evpol_sys_set(&t, E), EVPOL_ETYPE);
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < 10; i++) {
         t = *real;
         switch (i) {
         case 0: t.waitpid = NULL; break;
@@ -829,6 +830,7 @@ static void test_sys_set_bad_table(void **state)
         case 6: t.close = NULL; break;
         case 7: t.pipe2 = NULL; break;
         case 8: t.calloc = NULL; break;
+        case 9: t.free = NULL; break;
         }
         EXPECT(evpol_sys_set(&t, E), EVPOL_ETYPE);
     }
@@ -1075,6 +1077,97 @@ static void test_deprecations_category(void **state)
     free(cap);
 }
 
+/* ---- the default output names every level and category it is given ---- */
+
+static void flag_child(pid_t pid, int rc, void *arg)
+{
+    int *box = arg;
+    box[1] = (int)pid;
+    box[2] = rc;
+    __atomic_store_n(&box[0], 1, __ATOMIC_SEQ_CST);
+}
+
+/* A runtime-category warning (CW-11): a Threaded registration for a child
+ * this process already reaped, delivered on a loop we run. */
+static int unknown_box[3];
+static pid_t unknown_pid;
+static void emit_runtime(void)
+{
+    evpol_loop *loop = NULL;
+    evpol_watcher *w = NULL;
+    assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, NULL));
+    assert_ok(evpol_watcher_new(EVPOL_WATCHER_THREADED, &w, NULL));
+    unknown_pid = fork_exit(0);
+    int status;
+    assert_int_equal(waitpid(unknown_pid, &status, 0), unknown_pid);
+    memset(unknown_box, 0, sizeof unknown_box);
+    assert_ok(evpol_watcher_add_child_handler_on(w, loop, unknown_pid, flag_child, unknown_box,
+                                                 NULL));
+    assert_true(run_until(loop, &unknown_box[0], TIMEOUT_MS));
+    evpol_watcher_unref(w);
+    evpol_loop_unref(loop);
+}
+
+/* A resource-category warning (CW-8): closing a Threaded watcher with a
+ * child still pending. */
+static int pending_fd = -1;
+static void emit_resource(void)
+{
+    evpol_loop *loop = NULL;
+    evpol_watcher *w = NULL;
+    assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, NULL));
+    assert_ok(evpol_watcher_new(EVPOL_WATCHER_THREADED, &w, NULL));
+    pid_t pid = spawn_waiting_child(&pending_fd, 0, 0);
+    assert_ok(evpol_watcher_add_child_handler_on(w, loop, pid, noop_child, NULL, NULL));
+    assert_ok(evpol_watcher_close(w, NULL));
+    /* Released here: the child holds the capture pipe as its stderr. The
+     * closed watcher's thread still reaps it once it exits. */
+    release_child(pending_fd);
+    evpol_watcher_unref(w);
+    evpol_loop_unref(loop);
+}
+
+static void *warm_up_thread(void *arg)
+{
+    return arg;
+}
+
+static void test_default_output_names_levels_and_categories(void **state)
+{
+    (void)state;
+    /* ThreadSanitizer starts a helper thread with the first pthread_create:
+     * start it before counting threads. */
+    pthread_t warm;
+    assert_int_equal(pthread_create(&warm, NULL, warm_up_thread, NULL), 0);
+    pthread_join(warm, NULL);
+    resource_snapshot before = resources_now();
+    evpol_set_log_hook(NULL, NULL);
+    char buf[8192];
+
+    /* debug level, debug category (LOOP-7 lines of a loop with its flag). */
+    capture_stderr(emit_debug, buf, sizeof buf);
+    if (strncmp(buf, "evpol: debug: debug: ", 21) != 0 || !strstr(buf, "\nevpol: debug: debug: loop ") ||
+        !strstr(buf, " running\n"))
+        fail_msg("debug line: '%s'", buf);
+
+    /* warning level, runtime category: CW-11's exact text. */
+    capture_stderr(emit_runtime, buf, sizeof buf);
+    assert_int_equal(unknown_box[1], unknown_pid);
+    assert_int_equal(unknown_box[2], 255);
+    char want[160];
+    snprintf(want, sizeof want,
+             "evpol: warning: runtime: Unknown child process pid %ld, will report returncode 255\n",
+             (long)unknown_pid);
+    assert_string_equal(buf, want);
+
+    /* warning level, resource category: the pending child at close. */
+    capture_stderr(emit_resource, buf, sizeof buf);
+    if (strncmp(buf, "evpol: warning: resource: ThreadedChildWatcher ", 47) != 0 ||
+        !strstr(buf, " has registered but not finished child processes (1 pending)\n"))
+        fail_msg("resource line: '%s'", buf);
+    assert_no_leaks(before);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1090,6 +1183,7 @@ int main(void)
         CLAUSE_TEST(test_default_hook_writes_stderr, "ERR-2"),
         CLAUSE_TEST(test_log_level_filters, "ERR-2 LOOP-7"),
         CLAUSE_TEST(test_deprecations_category, "ERR-3"),
+        CLAUSE_TEST(test_default_output_names_levels_and_categories, "ERR-2 LOOP-7 CW-11 CW-8"),
     };
     return cmocka_run_group_tests_name("errors", tests, NULL, NULL);
 }

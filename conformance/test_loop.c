@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define NTHREADS 8
@@ -900,6 +901,217 @@ static void test_debug_flag(void **state)
     evpol_loop_unref(loop);
 }
 
+/* ---- failures of libevent itself ---- */
+
+static void noop_reader(int fd, void *arg)
+{
+    (void)fd;
+    (void)arg;
+}
+
+static void silent_libevent_log(int severity, const char *msg)
+{
+    (void)severity;
+    (void)msg;
+}
+
+/* LOOP-1: a backend libevent may not use (its EVENT_NO* switches, the way a
+ * user disables one) is reported as unavailable; with none left at all no
+ * base can be made; a backend whose own setup fails (epoll_create1 with no
+ * fd left) reports the errno. Single-threaded while the environment and the
+ * limit are changed; both are restored before any assertion. */
+static void test_backend_unavailable(void **state)
+{
+    (void)state;
+    evpol_error e_epoll, e_default, e_nofd;
+    memset(&e_epoll, 0, sizeof e_epoll);
+    memset(&e_default, 0, sizeof e_default);
+    memset(&e_nofd, 0, sizeof e_nofd);
+    evpol_loop *l_epoll = (evpol_loop *)&e_epoll, *l_default = (evpol_loop *)&e_default;
+    evpol_loop *l_poll = NULL, *l_fallback = NULL, *l_nofd = (evpol_loop *)&e_nofd;
+
+    event_set_log_callback(silent_libevent_log);
+    setenv("EVENT_NOEPOLL", "1", 1);
+    int rc_epoll = evpol_loop_new(EVPOL_BACKEND_EPOLL, &l_epoll, &e_epoll);
+    int rc_poll = evpol_loop_new(EVPOL_BACKEND_POLL, &l_poll, NULL);
+    int rc_fallback = evpol_loop_new(EVPOL_BACKEND_DEFAULT, &l_fallback, NULL);
+    setenv("EVENT_NOPOLL", "1", 1);
+    setenv("EVENT_NOSELECT", "1", 1);
+    int rc_default = evpol_loop_new(EVPOL_BACKEND_DEFAULT, &l_default, &e_default);
+    int rc_default_noerr = evpol_loop_new(EVPOL_BACKEND_DEFAULT, &l_default, NULL);
+    unsetenv("EVENT_NOEPOLL");
+    unsetenv("EVENT_NOPOLL");
+    unsetenv("EVENT_NOSELECT");
+
+    struct rlimit saved;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    int lowest = dup(0);
+    assert_true(lowest >= 0);
+    close(lowest);
+    struct rlimit tight = saved;
+    tight.rlim_cur = (rlim_t)lowest;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    int rc_nofd = evpol_loop_new(EVPOL_BACKEND_EPOLL, &l_nofd, &e_nofd);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    event_set_log_callback(NULL);
+
+    assert_int_equal(rc_epoll, EVPOL_ENOTSUP);
+    assert_null(l_epoll);
+    assert_int_equal(e_epoll.code, EVPOL_ENOTSUP);
+    assert_string_equal(e_epoll.message, "libevent backend 'epoll' is disabled by EVENT_NOEPOLL");
+    /* The other backends still work, and DEFAULT falls back to one. */
+    assert_int_equal(rc_poll, 0);
+    assert_int_equal(rc_fallback, 0);
+    evpol_loop_unref(l_poll);
+    evpol_loop_unref(l_fallback);
+
+    assert_int_equal(rc_default, EVPOL_ENOTSUP);
+    assert_int_equal(rc_default_noerr, EVPOL_ENOTSUP);
+    assert_null(l_default);
+    assert_string_equal(e_default.message, "no libevent backend is available");
+
+    assert_int_equal(rc_nofd, EVPOL_ESYSTEM);
+    assert_null(l_nofd);
+    assert_int_equal(e_nofd.sys_errno, EMFILE);
+    char want[128];
+    snprintf(want, sizeof want, "cannot create an event_base (epoll): %s", strerror(EMFILE));
+    assert_string_equal(e_nofd.message, want);
+
+    evpol_loop *loop = NULL;
+    assert_ok(evpol_loop_new(EVPOL_BACKEND_EPOLL, &loop, NULL));
+    evpol_loop_unref(loop);
+}
+
+/* LOOP-1: a user's base that is not notifiable (EVENT_BASE_FLAG_NOLOCK) is
+ * made so by the wrap; when that is impossible (no fd left for its eventfd
+ * or pipe) the wrap fails with the documented message and leaves the base
+ * usable. */
+static void test_wrap_base_that_cannot_be_woken(void **state)
+{
+    (void)state;
+    struct event_config *cfg = event_config_new();
+    assert_non_null(cfg);
+    assert_int_equal(event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK), 0);
+    struct event_base *base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    assert_non_null(base);
+    resource_snapshot before = resources_now();
+
+    struct rlimit saved;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    int lowest = dup(0);
+    assert_true(lowest >= 0);
+    close(lowest);
+    struct rlimit tight = saved;
+    tight.rlim_cur = (rlim_t)lowest; /* no new fd can be made */
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    evpol_error err;
+    memset(&err, 0, sizeof err);
+    evpol_loop *loop = (evpol_loop *)&err;
+    int rc = evpol_loop_new_from_base(base, &loop, &err);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    assert_int_equal(rc, EVPOL_ERUNTIME);
+    assert_int_equal(err.code, EVPOL_ERUNTIME);
+    assert_null(loop);
+    assert_string_equal(err.message, "the event_base cannot be woken from other threads");
+    assert_int_equal(resources_now().fds, before.fds);
+
+    /* With fds available again the same base can be wrapped. */
+    assert_ok(evpol_loop_new_from_base(base, &loop, NULL));
+    assert_ok(evpol_loop_close(loop, NULL));
+    evpol_loop_unref(loop);
+    event_base_free(base);
+}
+
+/* LOOP-2: running a wrapped base's loop from inside the user's own
+ * event_base_loop on that base is an error (libevent refuses a reentrant
+ * loop), and the loop is left not running. */
+typedef struct reentrant_state {
+    evpol_loop *loop;
+    struct event_base *base;
+    int rc;
+    int running_after;
+    evpol_error err;
+} reentrant_state;
+
+static void reentrant_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    reentrant_state *st = arg;
+    st->rc = evpol_loop_run(st->loop, &st->err);
+    st->running_after = evpol_loop_is_running(st->loop);
+    event_base_loopbreak(st->base);
+}
+
+
+static void test_run_inside_users_dispatch_fails(void **state)
+{
+    (void)state;
+    reentrant_state st;
+    memset(&st, 0, sizeof st);
+    st.base = event_base_new();
+    assert_non_null(st.base);
+    assert_ok(evpol_loop_new_from_base(st.base, &st.loop, NULL));
+    struct timeval now = {0, 0};
+    assert_int_equal(event_base_once(st.base, -1, EV_TIMEOUT, reentrant_cb, &st, &now), 0);
+    event_set_log_callback(silent_libevent_log); /* its "reentrant invocation" line */
+    assert_int_equal(event_base_dispatch(st.base), 0);
+    event_set_log_callback(NULL);
+    assert_int_equal(st.rc, EVPOL_ERUNTIME);
+    assert_int_equal(st.err.code, EVPOL_ERUNTIME);
+    assert_string_equal(st.err.message, "event_base_loop failed");
+    assert_int_equal(st.running_after, 0);
+    evpol_loop *none = NULL;
+    assert_int_equal(evpol_get_running_loop(&none, NULL), EVPOL_ERUNTIME);
+    /* Still usable the ordinary way. */
+    volatile int flag = 1;
+    assert_true(run_until(st.loop, &flag, TIMEOUT_MS));
+    evpol_loop_unref(st.loop);
+    event_base_free(st.base);
+}
+
+/* LOOP-5: an fd the backend cannot watch (epoll refuses regular files and
+ * closed descriptors) is refused with the backend's errno, nothing is
+ * registered, and the loop goes on working. */
+static void test_reader_refused_by_backend(void **state)
+{
+    (void)state;
+    evpol_loop *loop = NULL;
+    assert_ok(evpol_loop_new(EVPOL_BACKEND_EPOLL, &loop, NULL));
+    resource_snapshot before = resources_now();
+    int file = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    assert_true(file >= 0);
+    evpol_error err;
+    memset(&err, 0, sizeof err);
+    event_set_log_callback(silent_libevent_log);
+    assert_int_equal(evpol_loop_add_reader(loop, file, noop_reader, NULL, &err), EVPOL_ESYSTEM);
+    event_set_log_callback(NULL);
+    assert_int_equal(err.code, EVPOL_ESYSTEM);
+    assert_int_equal(err.sys_errno, EPERM);
+    char want[128];
+    snprintf(want, sizeof want, "add_reader: libevent refused the event: %s", strerror(EPERM));
+    assert_string_equal(err.message, want);
+    assert_int_equal(evpol_loop_remove_reader(loop, file, NULL), 0);
+    close(file);
+
+    int closed_fd = dup(0);
+    assert_true(closed_fd >= 0);
+    close(closed_fd);
+    memset(&err, 0, sizeof err);
+    event_set_log_callback(silent_libevent_log);
+    assert_int_equal(evpol_loop_add_reader(loop, closed_fd, noop_reader, NULL, &err),
+                     EVPOL_ESYSTEM);
+    event_set_log_callback(NULL);
+    assert_int_equal(err.sys_errno, EBADF);
+    assert_int_equal(evpol_loop_remove_reader(loop, closed_fd, NULL), 0);
+    assert_int_equal(resources_now().fds, before.fds);
+
+    volatile int flag = 1;
+    assert_true(run_until(loop, &flag, TIMEOUT_MS));
+    evpol_loop_unref(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -915,6 +1127,10 @@ int main(void)
         CLAUSE_TEST(test_running_loop_per_thread, "LOOP-6"),
         CLAUSE_TEST(test_eight_loops_in_eight_threads, "LOOP-6 LOOP-2"),
         CLAUSE_TEST(test_debug_flag, "LOOP-7"),
+        CLAUSE_TEST(test_backend_unavailable, "LOOP-1 POL-20 ERR-1"),
+        CLAUSE_TEST(test_wrap_base_that_cannot_be_woken, "LOOP-1 ERR-1"),
+        CLAUSE_TEST(test_run_inside_users_dispatch_fails, "LOOP-2 LOOP-6 ERR-1"),
+        CLAUSE_TEST(test_reader_refused_by_backend, "LOOP-5 ERR-1"),
     };
     return cmocka_run_group_tests_name("loop", tests, NULL, NULL);
 }

@@ -1331,9 +1331,272 @@ static void test_fork_resets_loops(void **state)
     assert_no_leaks(before);
 }
 
+/* ---- paths a policy reaches only in unusual conditions ---- */
+
+/* POL-6: the per-thread bookkeeping survives a process that has no thread
+ * key left for it (the key only releases loops at thread exit). Checked in a
+ * forked child, before this process ever asked for its thread key: this
+ * test must stay the first of the program. */
+static int key_exhausted_child(void)
+{
+    enum { MAXKEYS = 4096 };
+    static pthread_key_t keys[MAXKEYS];
+    int n = 0;
+    while (n < MAXKEYS && pthread_key_create(&keys[n], NULL) == 0)
+        n++;
+    int ok = n < MAXKEYS; /* the table is full */
+    evpol_policy *p = NULL;
+    evpol_loop *loop = NULL, *got = NULL;
+    ok = ok && evpol_policy_new_default(&p, NULL) == 0;
+    ok = ok && evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, NULL) == 0;
+    ok = ok && evpol_policy_set_event_loop(p, loop, NULL) == 0;
+    ok = ok && evpol_policy_get_event_loop(p, &got, NULL) == 0 && got == loop;
+    ok = ok && evpol_policy_set_event_loop(p, NULL, NULL) == 0;
+    evpol_error err;
+    memset(&err, 0, sizeof err);
+    ok = ok && evpol_policy_get_event_loop(p, &got, &err) == EVPOL_ERUNTIME;
+    ok = ok && strcmp(err.message, "There is no current event loop in thread 'MainThread'.") == 0;
+    evpol_loop_unref(loop);
+    evpol_policy_unref(p);
+    for (int i = 0; i < n; i++)
+        pthread_key_delete(keys[i]);
+    return ok ? 0 : 1;
+}
+
+static void test_no_thread_key_left(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        exit(key_exhausted_child()); /* exit, not _exit: coverage data is flushed */
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* POL-11: a thread without a name (pthread_setname_np to "") is named
+ * Thread-<tid> in the error. */
+typedef struct nameless_result {
+    int rc;
+    long tid;
+    evpol_error err;
+} nameless_result;
+
+static void *nameless_thread(void *arg)
+{
+    nameless_result *r = arg;
+    pthread_setname_np(pthread_self(), "");
+    r->tid = (long)gettid();
+    evpol_policy *p = NULL;
+    evpol_loop *loop = NULL;
+    if (evpol_policy_new_default(&p, NULL) != 0)
+        return NULL;
+    r->rc = evpol_policy_get_event_loop(p, &loop, &r->err);
+    evpol_policy_unref(p);
+    return NULL;
+}
+
+static void test_nameless_thread_in_error(void **state)
+{
+    (void)state;
+    nameless_result r;
+    memset(&r, 0, sizeof r);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, nameless_thread, &r), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(r.rc, EVPOL_ERUNTIME);
+    char want[128];
+    snprintf(want, sizeof want, "There is no current event loop in thread 'Thread-%ld'.", r.tid);
+    assert_string_equal(r.err.message, want);
+}
+
+/* POL-8, POL-9, POL-10, POL-13, POL-14: errors of overrides reach the
+ * caller unchanged, also through the default get_event_loop that calls
+ * them, and an override that "succeeds" without an object is an error. */
+enum { OV_DEFAULT, OV_FAIL, OV_NOTHING };
+typedef struct override_modes {
+    int new_loop, set_loop, get_watcher;
+    int set_calls;
+} override_modes;
+
+static int ov_fail(evpol_error *err, int code, const char *msg)
+{
+    if (err) {
+        err->code = code;
+        err->sys_errno = 0;
+        snprintf(err->message, sizeof err->message, "%s", msg);
+    }
+    return code;
+}
+
+static int ov_new_event_loop(evpol_policy *self, evpol_loop **out, evpol_error *err)
+{
+    override_modes *m = evpol_policy_user_data(self);
+    if (m->new_loop == OV_FAIL)
+        return ov_fail(err, EVPOL_ENOTSUP, "no loops in this policy");
+    if (m->new_loop == OV_NOTHING) {
+        *out = NULL;
+        return 0;
+    }
+    return evpol_policy_default_new_event_loop(self, out, err);
+}
+
+static int ov_set_event_loop(evpol_policy *self, evpol_loop *loop, evpol_error *err)
+{
+    override_modes *m = evpol_policy_user_data(self);
+    m->set_calls++;
+    if (m->set_loop == OV_FAIL)
+        return ov_fail(err, EVPOL_ERUNTIME, "set_event_loop refused");
+    return evpol_policy_default_set_event_loop(self, loop, err);
+}
+
+static int ov_get_child_watcher(evpol_policy *self, evpol_watcher **out, evpol_error *err)
+{
+    override_modes *m = evpol_policy_user_data(self);
+    if (m->get_watcher == OV_NOTHING) {
+        *out = NULL;
+        return 0;
+    }
+    return evpol_policy_default_get_child_watcher(self, out, err);
+}
+
+static void expect_error(int rc, const evpol_error *err, int code, const char *msg)
+{
+    assert_int_equal(rc, code);
+    assert_int_equal(err->code, code);
+    assert_string_equal(err->message, msg);
+}
+
+static void test_override_failures_reach_caller(void **state)
+{
+    (void)state;
+    evpol_policy_methods m;
+    memset(&m, 0, sizeof m);
+    m.size = sizeof m;
+    m.new_event_loop = ov_new_event_loop;
+    m.set_event_loop = ov_set_event_loop;
+    m.get_child_watcher = ov_get_child_watcher;
+    override_modes modes;
+    memset(&modes, 0, sizeof modes);
+    evpol_policy *p = NULL;
+    assert_ok(evpol_policy_new_custom(&m, &modes, &p, NULL));
+    log_capture *cap = calloc(1, sizeof *cap);
+    assert_non_null(cap);
+    capture_start(cap);
+    evpol_error err;
+    evpol_loop *loop = NULL;
+
+    /* new_event_loop fails: directly, and inside POL-10's creation. */
+    modes.new_loop = OV_FAIL;
+    memset(&err, 0, sizeof err);
+    expect_error(evpol_policy_new_event_loop(p, &loop, &err), &err, EVPOL_ENOTSUP,
+                 "no loops in this policy");
+    assert_null(loop);
+    memset(&err, 0, sizeof err);
+    loop = (evpol_loop *)&err;
+    expect_error(evpol_policy_get_event_loop(p, &loop, &err), &err, EVPOL_ENOTSUP,
+                 "no loops in this policy");
+    assert_null(loop);
+    assert_int_equal(modes.set_calls, 0);
+
+    /* new_event_loop "succeeds" with nothing (POL-9, POL-13). */
+    modes.new_loop = OV_NOTHING;
+    memset(&err, 0, sizeof err);
+    expect_error(evpol_policy_new_event_loop(p, &loop, &err), &err, EVPOL_ERUNTIME,
+                 "new_event_loop returned no event loop");
+    assert_null(loop);
+    memset(&err, 0, sizeof err);
+    expect_error(evpol_policy_get_event_loop(p, &loop, &err), &err, EVPOL_ERUNTIME,
+                 "new_event_loop returned no event loop");
+    assert_null(loop);
+
+    /* set_event_loop fails inside POL-10: the error is returned and the
+     * fresh loop is not kept (ASan: not leaked). */
+    modes.new_loop = OV_DEFAULT;
+    modes.set_loop = OV_FAIL;
+    memset(&err, 0, sizeof err);
+    expect_error(evpol_policy_get_event_loop(p, &loop, &err), &err, EVPOL_ERUNTIME,
+                 "set_event_loop refused");
+    assert_null(loop);
+    assert_int_equal(modes.set_calls, 1);
+    /* Each attempt warned once, as POL-10 says. */
+    assert_int_equal(capture_count(cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_DEPRECATION,
+                                   "There is no current event loop"),
+                     3);
+
+    /* get_child_watcher "succeeds" with nothing (POL-14). */
+    modes.get_watcher = OV_NOTHING;
+    evpol_watcher *w = (evpol_watcher *)&err;
+    memset(&err, 0, sizeof err);
+    expect_error(evpol_policy_get_child_watcher(p, &w, &err), &err, EVPOL_ERUNTIME,
+                 "get_child_watcher returned no watcher");
+    assert_null(w);
+    capture_stop();
+    free(cap);
+    evpol_policy_unref(p);
+}
+
+/* POL-6: a thread that set loops in more policies than its exit handler
+ * batches (64) has all but one released at exit, and says which it leaks. */
+enum { MANY_POLICIES = 65 };
+typedef struct many_policies {
+    evpol_policy *p[MANY_POLICIES];
+    evpol_loop *loop[MANY_POLICIES];
+    int ok;
+} many_policies;
+
+static void *set_many_loops(void *arg)
+{
+    many_policies *mp = arg;
+    mp->ok = 1;
+    for (int i = 0; i < MANY_POLICIES; i++)
+        if (evpol_policy_set_event_loop(mp->p[i], mp->loop[i], NULL) != 0)
+            mp->ok = 0;
+    return NULL;
+}
+
+static void test_thread_exit_with_loops_in_many_policies(void **state)
+{
+    (void)state;
+    many_policies *mp = calloc(1, sizeof *mp);
+    assert_non_null(mp);
+    for (int i = 0; i < MANY_POLICIES; i++) {
+        assert_ok(evpol_policy_new_default(&mp->p[i], NULL));
+        assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &mp->loop[i], NULL));
+    }
+    log_capture *cap = calloc(1, sizeof *cap);
+    assert_non_null(cap);
+    capture_start(cap);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, set_many_loops, mp), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    capture_stop();
+    assert_int_equal(mp->ok, 1);
+    assert_int_equal(capture_count(cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
+                                   "a thread exited holding loops in more than 64 policies; "
+                                   "one is leaked"),
+                     1);
+    assert_int_equal(cap->count, 1);
+    /* The policies are visited newest first, so the oldest one's reference
+     * is the one leaked: drop it by hand (ASan checks it was exactly that
+     * one: any other would be freed twice or leak). */
+    evpol_loop_unref(mp->loop[0]);
+    for (int i = 0; i < MANY_POLICIES; i++) {
+        assert_int_equal(evpol_loop_is_closed(mp->loop[i]), 0);
+        evpol_loop_unref(mp->loop[i]);
+        evpol_policy_unref(mp->p[i]);
+    }
+    free(cap);
+    free(mp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        /* First: it needs a process that never made its thread key. */
+        CLAUSE_TEST(test_no_thread_key_left, "POL-6 POL-11"),
         CLAUSE_TEST(test_get_policy_returns_current, "POL-1"),
         CLAUSE_TEST(test_default_policy_created_once_concurrently, "POL-2 POL-1"),
         CLAUSE_TEST(test_set_policy, "POL-3"),
@@ -1353,6 +1616,9 @@ int main(void)
         CLAUSE_TEST(test_default_backend, "POL-19"),
         CLAUSE_TEST(test_backend_policies, "POL-20"),
         CLAUSE_TEST(test_fork_resets_loops, "POL-21"),
+        CLAUSE_TEST(test_nameless_thread_in_error, "POL-11"),
+        CLAUSE_TEST(test_override_failures_reach_caller, "POL-8 POL-9 POL-10 POL-13 POL-14"),
+        CLAUSE_TEST(test_thread_exit_with_loops_in_many_policies, "POL-6"),
     };
     return cmocka_run_group_tests_name("policy", tests, NULL, NULL);
 }

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1394,6 +1395,404 @@ static void test_policy_without_watcher(void **state)
     assert_no_leaks(before);
 }
 
+/* ---- a custom watcher the test drives by hand ---- */
+
+enum { HAND_KEEP, HAND_CLOSE_LOOP_AND_CALL, HAND_NESTED_SPAWN };
+typedef struct hand_watcher {
+    int enter_rc, exit_rc;
+    int add_mode;
+    int nregs;
+    struct {
+        pid_t pid;
+        evpol_child_fn cb;
+        void *arg;
+    } regs[8];
+    pid_t removed;
+    /* HAND_NESTED_SPAWN */
+    evpol_loop *nested_loop;
+    evpol_spawn_options nested_opts;
+    evpol_spawn_result nested_res;
+    int nested_rc;
+} hand_watcher;
+
+static int hand_fail(evpol_error *err, int code, const char *msg)
+{
+    if (err) {
+        err->code = code;
+        err->sys_errno = 0;
+        snprintf(err->message, sizeof err->message, "%s", msg);
+    }
+    return code;
+}
+
+static void bump_release_epoch(void)
+{
+    /* Any loop closing lets the next spawn look for orphans. */
+    evpol_loop *l = new_loop();
+    close_loop(l);
+}
+
+static int reap_status(pid_t pid)
+{
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static int h_add(void *self, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+                 evpol_error *err)
+{
+    (void)err;
+    hand_watcher *h = self;
+    if (h->nregs >= 8)
+        return hand_fail(err, EVPOL_ENOMEM, "hand watcher full");
+    h->regs[h->nregs].pid = pid;
+    h->regs[h->nregs].cb = cb;
+    h->regs[h->nregs].arg = arg;
+    h->nregs++;
+    if (h->add_mode == HAND_CLOSE_LOOP_AND_CALL) {
+        /* The loop closes while the exit is being registered. */
+        evpol_loop_close(loop, NULL);
+        cb(pid, reap_status(pid), arg);
+    } else if (h->add_mode == HAND_NESTED_SPAWN) {
+        h->add_mode = HAND_KEEP;
+        bump_release_epoch();
+        h->nested_rc = evpol_loop_spawn(h->nested_loop, &h->nested_opts, &h->nested_res, NULL);
+    }
+    return 0;
+}
+
+static int h_remove(void *self, pid_t pid, evpol_error *err)
+{
+    (void)err;
+    hand_watcher *h = self;
+    h->removed = pid;
+    return 1;
+}
+
+static int h_attach(void *self, evpol_loop *loop, evpol_error *err)
+{
+    (void)self;
+    (void)loop;
+    (void)err;
+    return 0;
+}
+
+static int h_is_active(void *self)
+{
+    (void)self;
+    return 1;
+}
+
+static int h_close(void *self, evpol_error *err)
+{
+    (void)self;
+    (void)err;
+    return 0;
+}
+
+static int h_enter(void *self, evpol_error *err)
+{
+    hand_watcher *h = self;
+    return h->enter_rc ? hand_fail(err, h->enter_rc, "enter refused") : 0;
+}
+
+static int h_exit(void *self, evpol_error *err)
+{
+    hand_watcher *h = self;
+    return h->exit_rc ? hand_fail(err, h->exit_rc, "exit refused") : 0;
+}
+
+static void h_destroy(void *self)
+{
+    (void)self;
+}
+
+static const evpol_watcher_methods hand_methods = {
+    .size = sizeof(evpol_watcher_methods),
+    .add_child_handler = h_add,
+    .remove_child_handler = h_remove,
+    .attach_loop = h_attach,
+    .is_active = h_is_active,
+    .close = h_close,
+    .enter = h_enter,
+    .exit = h_exit,
+    .destroy = h_destroy,
+};
+
+static evpol_watcher *use_hand_watcher(hand_watcher *h)
+{
+    memset(h, 0, sizeof *h);
+    evpol_watcher *w = NULL;
+    assert_ok(evpol_watcher_new_custom(&hand_methods, h, &w, NULL));
+    use_watcher(w);
+    return w;
+}
+
+/* SUB-3, CW-12: an exit handed to a loop that closes before running it is
+ * dropped with the CW-12 warning; a second call of the callback for one
+ * registration (a misbehaving watcher) is ignored. */
+static void test_custom_watcher_exit_dropped_by_closed_loop(void **state)
+{
+    (void)state;
+    capture_start(&cap);
+    resource_snapshot before = resources_now();
+    hand_watcher h;
+    evpol_watcher *w = use_hand_watcher(&h);
+    evpol_loop *loop = new_loop();
+    char *argv[] = {"/bin/sh", "-c", "exit 4", NULL};
+    exit_rec e = {0};
+    evpol_spawn_options o = sh_options(argv, &e);
+    evpol_spawn_result res;
+    pid_t pid = spawn_ok(loop, &o, &res);
+    assert_int_equal(h.nregs, 1);
+    assert_int_equal(h.regs[0].pid, pid);
+    int rc = reap_status(pid);
+    assert_int_equal(rc, 4);
+    h.regs[0].cb(pid, rc, h.regs[0].arg);
+    h.regs[0].cb(pid, rc, h.regs[0].arg); /* ignored */
+    close_loop(loop);
+    assert_int_equal(atomic_load(&e.calls), 0);
+    char want[96];
+    snprintf(want, sizeof want, "that handles pid %ld is closed", (long)pid);
+    assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME, want), 1);
+    reset_policy();
+    evpol_watcher_unref(w);
+    capture_stop();
+    assert_no_leaks(before);
+}
+
+/* CW-9, SUB-1: a watcher refusing to open its spawn context stops the spawn
+ * before any process exists; one refusing to close it leaves the running,
+ * registered process to the caller with a warning, and the context open. */
+static void test_custom_watcher_context_refusals(void **state)
+{
+    (void)state;
+    capture_start(&cap);
+    resource_snapshot before = resources_now();
+    hand_watcher h;
+    evpol_watcher *w = use_hand_watcher(&h);
+    evpol_loop *loop = new_loop();
+    char *argv[] = {"/bin/sh", "-c", "exit 6", NULL};
+    exit_rec e = {0};
+    evpol_spawn_options o = sh_options(argv, &e);
+    evpol_spawn_result res;
+    evpol_error err = {0};
+
+    h.enter_rc = EVPOL_ERUNTIME;
+    check_error(evpol_loop_spawn(loop, &o, &res, &err), &err, EVPOL_ERUNTIME);
+    assert_string_equal(err.message, "enter refused");
+    assert_int_equal(res.pid, -1);
+    assert_int_equal(h.nregs, 0);
+    assert_no_children();
+
+    h.enter_rc = 0;
+    h.exit_rc = EVPOL_ERUNTIME;
+    pid_t pid = spawn_ok(loop, &o, &res);
+    assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
+                                   "evpol_loop_spawn: leaving the spawn context of custom "
+                                   "failed: exit refused"),
+                     1);
+    /* The refused exit left the context open: one exit closes it. */
+    h.exit_rc = 0;
+    assert_ok(evpol_watcher_exit(w, NULL));
+    memset(&err, 0, sizeof err);
+    check_error(evpol_watcher_exit(w, &err), &err, EVPOL_ERUNTIME);
+
+    /* CW-4 through a custom watcher: its own answer. */
+    assert_int_equal(evpol_watcher_remove_child_handler(w, pid, NULL), 1);
+    assert_int_equal(h.removed, pid);
+
+    assert_int_equal(h.nregs, 1);
+    h.regs[0].cb(pid, reap_status(pid), h.regs[0].arg);
+    run_to_exit(loop, &e, 6);
+    assert_int_equal(e.pid, pid);
+    close_loop(loop);
+    reset_policy();
+    evpol_watcher_unref(w);
+    capture_stop();
+    assert_no_leaks(before);
+}
+
+/* CW-12, SUB-3: the loop closes while the exit is being registered and the
+ * watcher reports it at once: spawn still returns the pid, on_exit is never
+ * called, the warning is logged and nothing is left. */
+static void test_custom_watcher_loop_closed_during_registration(void **state)
+{
+    (void)state;
+    capture_start(&cap);
+    resource_snapshot before = resources_now();
+    hand_watcher h;
+    evpol_watcher *w = use_hand_watcher(&h);
+    h.add_mode = HAND_CLOSE_LOOP_AND_CALL;
+    evpol_loop *loop = new_loop();
+    char *argv[] = {"/bin/true", NULL};
+    exit_rec e = {0};
+    evpol_spawn_options o = sh_options(argv, &e);
+    evpol_spawn_result res;
+    pid_t pid = spawn_ok(loop, &o, &res);
+    assert_int_equal(evpol_loop_is_closed(loop), 1);
+    assert_int_equal(atomic_load(&e.calls), 0);
+    char want[96];
+    snprintf(want, sizeof want, "that handles pid %ld is closed", (long)pid);
+    assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME, want), 1);
+    assert_no_children();
+    evpol_loop_unref(loop);
+    reset_policy();
+    evpol_watcher_unref(w);
+    capture_stop();
+    assert_no_leaks(before);
+}
+
+/* SUB-1: a spawn made while another spawn is still registering its process
+ * (here from inside the watcher's add) and while a custom watcher's exit is
+ * pending leaves both records alone: every on_exit still runs once. */
+static void test_spawn_while_another_registers(void **state)
+{
+    (void)state;
+    capture_start(&cap);
+    resource_snapshot before = resources_now();
+    hand_watcher h;
+    evpol_watcher *w = use_hand_watcher(&h);
+    evpol_loop *loop = new_loop();
+    char *a1[] = {"/bin/sh", "-c", "exit 1", NULL};
+    char *a2[] = {"/bin/sh", "-c", "exit 2", NULL};
+    char *a3[] = {"/bin/sh", "-c", "exit 3", NULL};
+    exit_rec e1 = {0}, e2 = {0}, e3 = {0};
+    evpol_spawn_options o1 = sh_options(a1, &e1), o2 = sh_options(a2, &e2);
+    evpol_spawn_result r1, r2;
+    pid_t p1 = spawn_ok(loop, &o1, &r1); /* pending with a custom watcher */
+    bump_release_epoch();
+    h.add_mode = HAND_NESTED_SPAWN;
+    h.nested_loop = loop;
+    h.nested_opts = sh_options(a3, &e3);
+    pid_t p2 = spawn_ok(loop, &o2, &r2);
+    assert_int_equal(h.nested_rc, 0);
+    pid_t p3 = h.nested_res.pid;
+    assert_true(p3 > 0);
+    assert_int_equal(h.nregs, 3);
+    /* Registration order: p1, p2, then p3 (from inside p2's add). */
+    assert_int_equal(h.regs[0].pid, p1);
+    assert_int_equal(h.regs[1].pid, p2);
+    assert_int_equal(h.regs[2].pid, p3);
+    for (int i = 0; i < 3; i++)
+        h.regs[i].cb(h.regs[i].pid, reap_status(h.regs[i].pid), h.regs[i].arg);
+    run_to_exit(loop, &e1, 1);
+    run_to_exit(loop, &e2, 2);
+    run_to_exit(loop, &e3, 3);
+    assert_int_equal(e1.pid, p1);
+    assert_int_equal(e2.pid, p2);
+    assert_int_equal(e3.pid, p3);
+    close_loop(loop);
+    reset_policy();
+    evpol_watcher_unref(w);
+    capture_stop();
+    assert_no_leaks(before);
+}
+
+/* SUB-1, ERR-1: with stdin closed the stdin pipe's child end is fd 0 and
+ * must be moved above the standard fds; with no fd left for that, the spawn
+ * fails with the errno and nothing is created or left open. */
+static void test_pipe_end_cannot_be_moved(void **state)
+{
+    (void)state;
+    capture_start(&cap);
+    use_watcher(NULL);
+    evpol_watcher *cw = NULL;
+    assert_ok(evpol_get_child_watcher(&cw, NULL)); /* made before the limit */
+    evpol_loop *loop = new_loop();
+    resource_snapshot before = resources_now();
+    char *argv[] = {"/bin/cat", NULL};
+    exit_rec e = {0};
+    evpol_spawn_options o = sh_options(argv, &e);
+    o.stdio[0] = EVPOL_STDIO_PIPE;
+    evpol_spawn_result res;
+    evpol_error err = {0};
+
+    int saved0 = fcntl(0, F_DUPFD_CLOEXEC, 10);
+    assert_true(saved0 >= 0);
+    struct rlimit saved_lim;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved_lim), 0);
+    close(0);
+    int a = dup(2); /* 0 */
+    int b = dup(2); /* the lowest free fd above the standard ones */
+    close(a);
+    close(b);
+    struct rlimit tight = saved_lim;
+    tight.rlim_cur = (rlim_t)b + 1; /* room for the pipe (0 and b), no more */
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    int rc = evpol_loop_spawn(loop, &o, &res, &err);
+    setrlimit(RLIMIT_NOFILE, &saved_lim);
+    int fd0_free = fcntl(0, F_GETFD) < 0;
+    dup2(saved0, 0);
+    close(saved0);
+    assert_int_equal(a, 0);
+    assert_true(fd0_free);
+    check_error(rc, &err, EVPOL_ESYSTEM);
+    assert_int_equal(err.sys_errno, EMFILE);
+    char want[160];
+    snprintf(want, sizeof want, "evpol_loop_spawn: cannot move a pipe end: %s", strerror(EMFILE));
+    assert_string_equal(err.message, want);
+    assert_int_equal(res.pid, -1);
+    assert_int_equal(res.stdio_fd[0], -1);
+    assert_no_children();
+    assert_int_equal(resources_now().fds, before.fds);
+    close_loop(loop);
+    reset_policy();
+    capture_stop();
+}
+
+/* SUB-1, ERR-1: the open-file limit lowered by another thread between the
+ * pipes' creation and the child's file actions (made deterministic through
+ * the seam's pipe2): the spawn fails with EBADF, no process, no fd left. */
+static struct rlimit lowered_saved;
+static int lowering_pipe2(int fds[2], int flags)
+{
+    int rc = evpol_sys_real()->pipe2(fds, flags);
+    if (rc == 0) {
+        struct rlimit tight = lowered_saved;
+        tight.rlim_cur = (rlim_t)(fds[0] < fds[1] ? fds[0] : fds[1]);
+        setrlimit(RLIMIT_NOFILE, &tight);
+    }
+    return rc;
+}
+
+static void test_limit_lowered_before_file_actions(void **state)
+{
+    (void)state;
+    capture_start(&cap);
+    reset_policy();
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &lowered_saved), 0);
+    evpol_sys t = *evpol_sys_real();
+    t.pipe2 = lowering_pipe2;
+    assert_ok(evpol_sys_set(&t, NULL));
+    use_watcher(NULL);
+    evpol_loop *loop = new_loop();
+    resource_snapshot before = resources_now();
+    char *argv[] = {"/bin/true", NULL};
+    exit_rec e = {0};
+    evpol_spawn_options o = sh_options(argv, &e);
+    o.stdio[1] = EVPOL_STDIO_PIPE;
+    evpol_spawn_result res;
+    evpol_error err = {0};
+    int rc = evpol_loop_spawn(loop, &o, &res, &err);
+    setrlimit(RLIMIT_NOFILE, &lowered_saved);
+    check_error(rc, &err, EVPOL_ESYSTEM);
+    assert_int_equal(err.sys_errno, EBADF);
+    char want[160];
+    snprintf(want, sizeof want, "evpol_loop_spawn: cannot prepare the child's files: %s",
+             strerror(EBADF));
+    assert_string_equal(err.message, want);
+    assert_int_equal(res.pid, -1);
+    assert_no_children();
+    assert_int_equal(resources_now().fds, before.fds);
+    close_loop(loop);
+    reset_policy();
+    assert_ok(evpol_sys_set(NULL, NULL));
+    capture_stop();
+}
+
 static void *idle_thread(void *arg)
 {
     return arg;
@@ -1440,6 +1839,12 @@ int main(void)
         CLAUSE_TEST(test_loop_closed_before_exit, "CW-12 SUB-3"),
         CLAUSE_TEST(test_invalid_arguments, "ERR-1 SUB-1"),
         CLAUSE_TEST(test_policy_without_watcher, "SUB-1 ERR-1"),
+        CLAUSE_TEST(test_custom_watcher_exit_dropped_by_closed_loop, "SUB-3 CW-12"),
+        CLAUSE_TEST(test_custom_watcher_context_refusals, "CW-9 CW-4 SUB-1"),
+        CLAUSE_TEST(test_custom_watcher_loop_closed_during_registration, "CW-12 SUB-3"),
+        CLAUSE_TEST(test_spawn_while_another_registers, "SUB-1 SUB-3"),
+        CLAUSE_TEST(test_pipe_end_cannot_be_moved, "SUB-1 ERR-1"),
+        CLAUSE_TEST(test_limit_lowered_before_file_actions, "SUB-1 ERR-1"),
     };
     return cmocka_run_group_tests_name("spawn", tests, group_setup, NULL);
 }

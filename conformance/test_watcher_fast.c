@@ -334,6 +334,91 @@ static void test_fast_close_clears_kept_exits(void **state)
     fx_close(&fx);
 }
 
+/* FST-6: more kept exits than the warning line can list end with "...". */
+enum { MANY_KEPT = 60 };
+static void test_fast_many_kept_exits_truncated(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_open(&fx);
+    log_capture *cap = calloc(1, sizeof *cap);
+    assert_non_null(cap);
+    capture_start(cap);
+    assert_ok(evpol_watcher_enter(fx.w, NULL));
+    pid_t pids[MANY_KEPT];
+    for (int i = 0; i < MANY_KEPT; i++)
+        pids[i] = fork_exit(i);
+    for (int i = 0; i < MANY_KEPT; i++)
+        assert_true(run_until_reaped(fx.loop, pids[i]));
+    assert_ok(evpol_watcher_exit(fx.w, NULL));
+    capture_stop();
+    const char *head = "Caught subprocesses termination from unknown pids: {";
+    assert_int_equal(capture_count(cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME, head), 1);
+    assert_int_equal(cap->count, 1);
+    const char *msg = cap->lines[0].msg;
+    size_t len = strlen(msg);
+    assert_true(len > 6);
+    assert_string_equal(msg + len - 6, ", ...}");
+    /* Some, not all, of the pids are listed, each once with its code. */
+    int listed = 0;
+    for (int i = 0; i < MANY_KEPT; i++) {
+        char entry[32];
+        snprintf(entry, sizeof entry, "%ld: %d", (long)pids[i], i);
+        if (strstr(msg, entry))
+            listed++;
+    }
+    assert_true(listed > 0);
+    assert_true(listed < MANY_KEPT);
+    free(cap);
+    fx_close(&fx);
+}
+
+/* FST-5: a pid kept twice while the context is open (the kernel reused it)
+ * is kept once, with the newer status. The reuse is made deterministic
+ * through the seam's waitpid. */
+#define REUSED_PID ((pid_t)999999)
+static volatile int reuse_served;
+static pid_t reuse_waitpid(pid_t pid, int *status, int options)
+{
+    if (pid == -1) {
+        int n = __atomic_load_n(&reuse_served, __ATOMIC_SEQ_CST);
+        if (n < 2) {
+            *status = (n == 0 ? 1 : 7) << 8; /* exit 1, then exit 7 */
+            __atomic_store_n(&reuse_served, n + 1, __ATOMIC_SEQ_CST);
+            return REUSED_PID;
+        }
+    }
+    return evpol_sys_real()->waitpid(pid, status, options);
+}
+
+static void test_fast_reused_pid_keeps_newer_status(void **state)
+{
+    (void)state;
+    evpol_sys t = *evpol_sys_real();
+    t.waitpid = reuse_waitpid;
+    /* Nothing fabricated until the context is open (attach_loop reaps). */
+    __atomic_store_n(&reuse_served, 2, __ATOMIC_SEQ_CST);
+    assert_ok(evpol_sys_set(&t, NULL));
+    fixture fx;
+    fx_open(&fx);
+    log_capture cap;
+    capture_start(&cap);
+    assert_ok(evpol_watcher_enter(fx.w, NULL));
+    __atomic_store_n(&reuse_served, 0, __ATOMIC_SEQ_CST);
+    assert_int_equal(kill(getpid(), SIGCHLD), 0);
+    assert_true(run_until_count(fx.loop, &reuse_served, 2, TIMEOUT_MS));
+    run_once(fx.loop);
+    assert_ok(evpol_watcher_exit(fx.w, NULL));
+    capture_stop();
+    char want[96];
+    snprintf(want, sizeof want, "Caught subprocesses termination from unknown pids: {%ld: 7}",
+             (long)REUSED_PID);
+    assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME, want), 1);
+    assert_int_equal(capture_count(&cap, -1, -1, "Caught subprocess"), 1);
+    fx_close(&fx);
+    assert_ok(evpol_sys_set(NULL, NULL));
+}
+
 int main(void)
 {
     main_thread = pthread_self();
@@ -346,6 +431,8 @@ int main(void)
         WATCHER_TEST(test_fast_unknown_child_without_context, fast, "FST-7"),
         WATCHER_TEST(test_fast_reaps_other_code_children, fast, "FST-1"),
         WATCHER_TEST(test_fast_close_clears_kept_exits, fast, "FST-8 CW-8"),
+        WATCHER_TEST(test_fast_many_kept_exits_truncated, fast, "FST-6"),
+        WATCHER_TEST(test_fast_reused_pid_keeps_newer_status, fast, "FST-5 FST-6"),
     };
     return cmocka_run_group_tests_name("watcher_fast", tests, NULL, NULL);
 }

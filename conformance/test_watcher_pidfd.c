@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -931,6 +933,113 @@ static void test_stress(void **state)
     assert_no_leaks(before);
 }
 
+/* ---- registration failures with the real kernel's limits ---- */
+
+typedef struct exit_box {
+    volatile int done;
+    pid_t pid;
+    int rc;
+} exit_box;
+
+static void pidfd_exit_cb(pid_t pid, int rc, void *arg)
+{
+    exit_box *b = arg;
+    b->pid = pid;
+    b->rc = rc;
+    __atomic_store_n(&b->done, 1, __ATOMIC_SEQ_CST);
+}
+
+/* PFD-1, ERR-1: no fd left for the pidfd: the errno is reported, nothing is
+ * registered, and the same registration works once fds are available. */
+static void test_pidfd_open_without_fds(void **state)
+{
+    (void)state;
+    REQUIRE_PIDFD();
+    resource_snapshot before = resources_now();
+    evpol_watcher *w = new_watcher(EVPOL_WATCHER_PIDFD);
+    evpol_loop *loop = NULL;
+    assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, NULL));
+    int wfd;
+    pid_t pid = spawn_waiting_child(&wfd, 5, 0);
+    exit_box box;
+    memset(&box, 0, sizeof box);
+
+    struct rlimit saved;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    int lowest = dup(0);
+    assert_true(lowest >= 0);
+    close(lowest);
+    struct rlimit tight = saved;
+    tight.rlim_cur = (rlim_t)lowest;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    evpol_error err;
+    memset(&err, 0, sizeof err);
+    int rc = evpol_watcher_add_child_handler_on(w, loop, pid, pidfd_exit_cb, &box, &err);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    assert_int_equal(rc, EVPOL_ESYSTEM);
+    assert_int_equal(err.code, EVPOL_ESYSTEM);
+    assert_int_equal(err.sys_errno, EMFILE);
+    char want[128];
+    snprintf(want, sizeof want, "pidfd_open(%ld): %s", (long)pid, strerror(EMFILE));
+    assert_string_equal(err.message, want);
+    assert_int_equal(evpol_watcher_remove_child_handler(w, pid, NULL), 0);
+
+    assert_ok(evpol_watcher_add_child_handler_on(w, loop, pid, pidfd_exit_cb, &box, NULL));
+    release_child(wfd);
+    assert_true(run_until(loop, &box.done, HANG_GUARD_MS));
+    assert_int_equal(box.pid, pid);
+    assert_int_equal(box.rc, 5);
+    evpol_watcher_unref(w);
+    evpol_loop_unref(loop);
+    assert_no_leaks(before);
+}
+
+/* PFD-1, PFD-6, ERR-1: a pidfd the loop's backend refuses to watch (made
+ * deterministic through the seam: a regular file where the pidfd should
+ * be) fails the registration with the loop's error, and the fd is closed. */
+static int file_as_pidfd(pid_t pid, unsigned int flags)
+{
+    (void)pid;
+    (void)flags;
+    return memfd_create("not-a-pidfd", MFD_CLOEXEC);
+}
+
+static void test_pidfd_reader_refused(void **state)
+{
+    (void)state;
+    evpol_sys t = *evpol_sys_real();
+    t.pidfd_open = file_as_pidfd;
+    resource_snapshot before = resources_now();
+    assert_ok(evpol_sys_set(&t, NULL));
+    evpol_watcher *w = new_watcher(EVPOL_WATCHER_PIDFD);
+    evpol_loop *loop = NULL;
+    assert_ok(evpol_loop_new(EVPOL_BACKEND_EPOLL, &loop, NULL));
+    int fds_open = resources_now().fds;
+    pid_t pid = fork_exit(0);
+    exit_box box;
+    memset(&box, 0, sizeof box);
+    evpol_error err;
+    memset(&err, 0, sizeof err);
+    int rc = evpol_watcher_add_child_handler_on(w, loop, pid, pidfd_exit_cb, &box, &err);
+    assert_int_equal(resources_now().fds, fds_open);
+    assert_int_equal(rc, EVPOL_ESYSTEM);
+    assert_int_equal(err.code, EVPOL_ESYSTEM);
+    assert_int_equal(err.sys_errno, EPERM); /* epoll refuses regular files */
+    char want[128];
+    snprintf(want, sizeof want, "add_reader: libevent refused the event: %s", strerror(EPERM));
+    assert_string_equal(err.message, want);
+    assert_int_equal(evpol_watcher_remove_child_handler(w, pid, NULL), 0);
+    volatile int one = 1;
+    assert_true(run_until(loop, &one, HANG_GUARD_MS));
+    assert_int_equal(box.done, 0);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    assert_ok(evpol_watcher_close(w, NULL));
+    evpol_watcher_unref(w);
+    evpol_loop_unref(loop);
+    assert_ok(evpol_sys_set(NULL, NULL));
+    assert_no_leaks(before);
+}
+
 static void *idle_thread(void *arg)
 {
     return arg;
@@ -964,6 +1073,8 @@ int main(void)
         CLAUSE_TEST(test_other_children_untouched, "PFD-2"),
         CLAUSE_TEST(test_constant_work_per_exit, "PFD-3"),
         CLAUSE_TEST(test_pidfd_refused, "PFD-4"),
+        CLAUSE_TEST(test_pidfd_open_without_fds, "PFD-1 ERR-1"),
+        CLAUSE_TEST(test_pidfd_reader_refused, "PFD-1 PFD-6 ERR-1"),
         WATCHER_TEST(test_stress, pidfd, "PFD-3 PFD-6 CW-1 CW-3"),
     };
     return cmocka_run_group_tests_name("watcher_pidfd", tests, NULL, NULL);
