@@ -291,11 +291,12 @@ COV_BUILD   ?= build/coverage
 COV_REPORTS ?= reports
 COV_CC      ?= gcc
 COV_JOBS    ?= 2
-# The target is 95% of lines and 85% of branches; until the suite reaches
-# it, the floors are the rates last measured, rounded down (2026-11-25:
-# 91.5% of lines, 85.8% of branches). Raise them as tests are added.
-COVERAGE_MIN_LINES    ?= 91
-COVERAGE_MIN_BRANCHES ?= 85
+# The issued floors are 95% of lines and 85% of branches. Measured
+# 2026-11-25: 98.9% of lines, 94.6% of branches; the floors sit a little
+# under that, because the few lines only a race reaches come and go between
+# runs. They only ever go up.
+COVERAGE_MIN_LINES    ?= 97
+COVERAGE_MIN_BRANCHES ?= 92
 COV_SHIM    := $(COV_BUILD)/reports-src/cmocka-select.so
 COV_MAKE     = $(MAKE) --no-print-directory BUILD=$(COV_BUILD) CC=$(COV_CC) OPT="-O0 -g" \
 	CFLAGS=--coverage SANITIZE= EVPOL_LIB= REPORTS=$(COV_BUILD)/reports

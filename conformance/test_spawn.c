@@ -779,10 +779,38 @@ static void test_no_fd_reaches_child(void **state)
     assert_no_leaks(before);
 }
 
+/* ---- watching evpol free one object, through the seam ---- */
+
+static _Atomic(void *) watched;
+static atomic_int watched_freed;
+
+static void watching_free(void *p)
+{
+    if (p && p == atomic_load(&watched))
+        atomic_store(&watched_freed, 1);
+    free(p);
+}
+
+/* From now on, record whether evpol frees `p` (a pass-through seam). */
+static void watch_free_of(void *p)
+{
+    evpol_sys t = *evpol_sys_real();
+    t.free = watching_free;
+    atomic_store(&watched, p);
+    atomic_store(&watched_freed, 0);
+    assert_ok(evpol_sys_set(&t, NULL));
+}
+
+static void unwatch_free(void)
+{
+    assert_ok(evpol_sys_set(NULL, NULL));
+    atomic_store(&watched, NULL);
+}
+
 /* A registration that ends without its callback (the watcher closed while
- * the child ran) is released at the latest by the next spawn: the loop it
- * referenced, dropped by the caller without closing it, is then freed and
- * closed, its fds with it. */
+ * the child ran) is released by the next spawn, before it starts its own
+ * process: the loop it referenced, dropped by the caller without closing
+ * it, is then freed and closed, its fds with it. */
 static void test_abandoned_registration_released(void **state)
 {
     (void)state;
@@ -798,10 +826,12 @@ static void test_abandoned_registration_released(void **state)
     evpol_spawn_result res;
     pid_t pid = spawn_ok(loop, &o, &res);
     reset_policy(); /* closes the watcher with the child pending */
+    watch_free_of(loop);
     evpol_loop_unref(loop); /* not closed: the registration still refers to it */
     close(res.stdio_fd[0]); /* cat exits; the closed watcher still reaps it */
     for (int waited = 0; waited <= TIMEOUT_MS && kill(pid, 0) == 0; waited += 2)
         sleep_ms(2);
+    assert_int_equal(atomic_load(&watched_freed), 0);
 
     use_watcher(NULL);
     evpol_loop *loop2 = new_loop();
@@ -809,6 +839,8 @@ static void test_abandoned_registration_released(void **state)
     char *a_true[] = {"/bin/true", NULL};
     evpol_spawn_options o2 = sh_options(a_true, &e2);
     spawn_ok(loop2, &o2, &res);
+    assert_int_equal(atomic_load(&watched_freed), 1); /* before its process */
+    unwatch_free();
     run_to_exit(loop2, &e2, 0);
     assert_int_equal(atomic_load(&e.calls), 0);
 
@@ -1256,14 +1288,20 @@ static void test_loop_closed_before_exit(void **state)
     }
     assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, -1, needle), 1);
     assert_int_equal(atomic_load(&e.calls), 0);
-    evpol_loop_unref(loop);
-
-    /* A later spawn still works (and tidies what the lost exit left). */
+    /* The spawn's record of the lost exit still holds the loop. */
     evpol_loop *loop2 = new_loop();
+    watch_free_of(loop);
+    evpol_loop_unref(loop);
+    assert_int_equal(atomic_load(&watched_freed), 0);
+
+    /* A later spawn still works, and frees that record, and so the loop,
+     * before it starts its own process. */
     exit_rec e2 = {0};
     char *a_true[] = {"/bin/true", NULL};
     evpol_spawn_options o2 = sh_options(a_true, &e2);
     spawn_ok(loop2, &o2, &res);
+    assert_int_equal(atomic_load(&watched_freed), 1);
+    unwatch_free();
     run_to_exit(loop2, &e2, 0);
     assert_int_equal(atomic_load(&e.calls), 0);
 

@@ -70,26 +70,18 @@ static evpol_log_fn log_fn;
 static void *log_arg;
 static atomic_int log_min_level = EVPOL_LOG_DEBUG;
 
+/* Indexed by the enums' values, which evpol.h fixes. */
+static const char *const level_names[] = {"debug", "info", "warning", "error"};
+static const char *const category_names[] = {"runtime", "deprecation", "resource", "debug"};
+
 static const char *level_name(evpol_log_level level)
 {
-    switch (level) {
-    case EVPOL_LOG_DEBUG: return "debug";
-    case EVPOL_LOG_INFO: return "info";
-    case EVPOL_LOG_WARNING: return "warning";
-    case EVPOL_LOG_ERROR: return "error";
-    }
-    return "?";
+    return (unsigned)level < 4 ? level_names[level] : "?";
 }
 
 static const char *category_name(evpol_log_category cat)
 {
-    switch (cat) {
-    case EVPOL_LOG_CAT_RUNTIME: return "runtime";
-    case EVPOL_LOG_CAT_DEPRECATION: return "deprecation";
-    case EVPOL_LOG_CAT_RESOURCE: return "resource";
-    case EVPOL_LOG_CAT_DEBUG: return "debug";
-    }
-    return "?";
+    return (unsigned)cat < 4 ? category_names[cat] : "?";
 }
 
 void evpol_set_log_hook(evpol_log_fn fn, void *arg)

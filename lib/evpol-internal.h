@@ -56,10 +56,10 @@ EVPOL_HIDDEN void evpol__deprecated(const char *what);
 
 /* ---- policies (policy.c) ---- */
 
-/* The current policy's watcher, through its (possibly overridden)
- * get_child_watcher, with a reference for the caller and without the
- * deprecation warning: what spawn uses, as CPython's own subprocess code
- * silences that warning. */
+/* The current policy's watcher (*out_ref; out_ref not NULL), through its
+ * (possibly overridden) get_child_watcher, with a reference for the caller
+ * and without the deprecation warning: what spawn uses, as CPython's own
+ * subprocess code silences that warning. */
 EVPOL_HIDDEN int evpol__current_child_watcher(evpol_watcher **out_ref, evpol_error *err);
 EVPOL_HIDDEN extern _Thread_local bool evpol__tls_quiet_deprecation;
 
@@ -174,8 +174,8 @@ EVPOL_HIDDEN bool evpol__watcher_closed(evpol_watcher *w);
  * through their own records rather than through a reference they hold. */
 EVPOL_HIDDEN bool evpol__watcher_try_ref(evpol_watcher *w);
 
-/* Run cb on the calling thread through the gate: never after close has
- * returned. Use it for every user callback. */
+/* Run cb (not NULL) on the calling thread through the gate: never after
+ * close has returned. Use it for every user callback. */
 EVPOL_HIDDEN void evpol__watcher_invoke(evpol_watcher *w, evpol_child_fn cb, pid_t pid, int rc,
                                         void *arg);
 

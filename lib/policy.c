@@ -668,8 +668,6 @@ int evpol_set_child_watcher(evpol_watcher *w, evpol_error *err)
 
 int evpol__current_child_watcher(evpol_watcher **out_ref, evpol_error *err)
 {
-    if (!out_ref)
-        return evpol__fail(err, EVPOL_EINVAL, "out is NULL");
     *out_ref = NULL;
     evpol_policy *p;
     int rc = current_policy_ref(&p, err);

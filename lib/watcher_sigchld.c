@@ -84,12 +84,15 @@ int evpol__sigchld_init(evpol__sigchld *s, const struct evpol_watcher_ops *ops,
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     }
     rc = evpol__watcher_init(&s->base, ops, err);
+    /* LCOV_EXCL_START: evpol__watcher_init fails only when pthread_rwlock_init
+     * does, which glibc's never does */
     if (rc) {
         evpol__childtab_fini(&s->tab, NULL);
         pthread_mutex_destroy(&s->attach_lock);
         pthread_mutex_destroy(&s->lock);
         return rc;
     }
+    /* LCOV_EXCL_STOP */
     s->loop = NULL;
     s->link = NULL;
     s->reap = reap;
