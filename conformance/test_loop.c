@@ -943,16 +943,9 @@ static void test_backend_unavailable(void **state)
     unsetenv("EVENT_NOPOLL");
     unsetenv("EVENT_NOSELECT");
 
-    struct rlimit saved;
-    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
-    int lowest = dup(0);
-    assert_true(lowest >= 0);
-    close(lowest);
-    struct rlimit tight = saved;
-    tight.rlim_cur = (rlim_t)lowest;
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    struct rlimit saved = forbid_new_fds();
     int rc_nofd = evpol_loop_new(EVPOL_BACKEND_EPOLL, &l_nofd, &e_nofd);
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    restore_fd_limit(saved);
     event_set_log_callback(NULL);
 
     assert_int_equal(rc_epoll, EVPOL_ENOTSUP);
@@ -997,19 +990,12 @@ static void test_wrap_base_that_cannot_be_woken(void **state)
     assert_non_null(base);
     resource_snapshot before = resources_now();
 
-    struct rlimit saved;
-    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
-    int lowest = dup(0);
-    assert_true(lowest >= 0);
-    close(lowest);
-    struct rlimit tight = saved;
-    tight.rlim_cur = (rlim_t)lowest; /* no new fd can be made */
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    struct rlimit saved = forbid_new_fds();
     evpol_error err;
     memset(&err, 0, sizeof err);
     evpol_loop *loop = (evpol_loop *)&err;
     int rc = evpol_loop_new_from_base(base, &loop, &err);
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    restore_fd_limit(saved);
     assert_int_equal(rc, EVPOL_ERUNTIME);
     assert_int_equal(err.code, EVPOL_ERUNTIME);
     assert_null(loop);

@@ -964,18 +964,11 @@ static void test_pidfd_open_without_fds(void **state)
     exit_box box;
     memset(&box, 0, sizeof box);
 
-    struct rlimit saved;
-    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
-    int lowest = dup(0);
-    assert_true(lowest >= 0);
-    close(lowest);
-    struct rlimit tight = saved;
-    tight.rlim_cur = (rlim_t)lowest;
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    struct rlimit saved = forbid_new_fds();
     evpol_error err;
     memset(&err, 0, sizeof err);
     int rc = evpol_watcher_add_child_handler_on(w, loop, pid, pidfd_exit_cb, &box, &err);
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    restore_fd_limit(saved);
     assert_int_equal(rc, EVPOL_ESYSTEM);
     assert_int_equal(err.code, EVPOL_ESYSTEM);
     assert_int_equal(err.sys_errno, EMFILE);

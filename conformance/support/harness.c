@@ -243,3 +243,21 @@ pid_t spawn_lone_child(int *write_fd, int code, int sig)
 {
     return spawn_waiting_child(write_fd, code, sig);
 }
+
+struct rlimit forbid_new_fds(void)
+{
+    struct rlimit saved;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    int lowest = dup(0);
+    assert_true(lowest >= 0);
+    close(lowest);
+    struct rlimit tight = saved;
+    tight.rlim_cur = (rlim_t)lowest;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    return saved;
+}
+
+void restore_fd_limit(struct rlimit saved)
+{
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+}

@@ -15,6 +15,7 @@
 #define EVPOL_HARNESS_H
 
 #include <evpol.h>
+#include <sys/resource.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -110,5 +111,11 @@ int wait_threads_at_most(int threads, int timeout_ms);
 
 /* The same as spawn_waiting_child (an older name kept for its callers). */
 pid_t spawn_lone_child(int *write_fd, int code, int sig);
+
+/* Lower RLIMIT_NOFILE's soft limit to the lowest free fd, so that no new
+ * fd can be made (EMFILE); returns the limit to restore with
+ * restore_fd_limit. */
+struct rlimit forbid_new_fds(void);
+void restore_fd_limit(struct rlimit saved);
 
 #endif
