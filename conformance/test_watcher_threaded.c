@@ -657,6 +657,69 @@ static void test_thread_creation_failure(void **state)
     assert_no_leaks(before);
 }
 
+/* THR-1, THR-3: a waiting thread makes no allocation of evpol's (its block
+ * is reused by the next registration), so glibc never gives it a malloc
+ * arena of its own; the pending children's blocks are reused, not
+ * allocated anew. Counted through the seam's calloc/free. */
+static pthread_t alloc_main;
+static atomic_int allocs_off_main, callocs;
+
+static void *counting_calloc(size_t n, size_t size)
+{
+    atomic_fetch_add(&callocs, 1);
+    if (!pthread_equal(pthread_self(), alloc_main))
+        atomic_fetch_add(&allocs_off_main, 1);
+    return calloc(n, size);
+}
+
+static void counting_free(void *p)
+{
+    if (p && !pthread_equal(pthread_self(), alloc_main))
+        atomic_fetch_add(&allocs_off_main, 1);
+    free(p);
+}
+
+static void test_waiting_threads_never_allocate(void **state)
+{
+    (void)state;
+    resource_snapshot before = resources_now();
+    evpol_loop *loop = new_loop();
+    evpol_watcher *w = new_watcher(EVPOL_WATCHER_THREADED);
+    evpol_sys t = *evpol_sys_real();
+    t.calloc = counting_calloc;
+    t.free = counting_free;
+    alloc_main = pthread_self();
+    atomic_store(&allocs_off_main, 0);
+    assert_ok(evpol_sys_set(&t, NULL));
+
+    enum { N = 4 };
+    int first_round = 0;
+    for (int round = 0; round < 2; round++) {
+        int fds[N];
+        atomic_int calls = 0;
+        atomic_store(&callocs, 0);
+        for (int i = 0; i < N; i++) {
+            pid_t pid = spawn_lone_child(&fds[i], 0, 0);
+            assert_ok(register_in_loop(loop, w, pid, on_exit_count, &calls, NULL));
+        }
+        for (int i = 0; i < N; i++)
+            release_child(fds[i]);
+        assert_true(run_until_count(loop, (volatile int *)&calls, N, HANG_GUARD_MS));
+        assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
+        /* The second round does what the first did, except that it takes
+         * the N blocks the waiting threads gave back instead of allocating. */
+        if (round == 0)
+            first_round = atomic_load(&callocs);
+        else
+            assert_int_equal(atomic_load(&callocs), first_round - N);
+    }
+    assert_int_equal(atomic_load(&allocs_off_main), 0);
+    evpol_watcher_unref(w);
+    free_loop(loop);
+    assert_ok(evpol_sys_set(NULL, NULL));
+    assert_no_leaks(before);
+}
+
 /* ---- THR-3: each exit costs one waitpid of its own, whatever the number
  * of pending children ---- */
 
@@ -759,6 +822,7 @@ int main(void)
         WATCHER_TEST(test_state_and_errors, threaded, "CW-1 CW-5 CW-6 CW-8 CW-9"),
         CLAUSE_TEST(test_one_thread_per_child, "THR-1"),
         CLAUSE_TEST(test_thread_creation_failure, "THR-1"),
+        CLAUSE_TEST(test_waiting_threads_never_allocate, "THR-1 THR-3"),
         CLAUSE_TEST(test_constant_work_per_exit, "THR-3"),
         WATCHER_TEST(test_stress, threaded, "THR-1 THR-2 THR-3 THR-5 CW-1"),
     };

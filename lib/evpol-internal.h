@@ -261,12 +261,18 @@ EVPOL_HIDDEN evpol__child *evpol__child_new(pid_t pid, evpol_child_fn cb, void *
 /* Drop the loop reference and free. NULL is ignored. */
 EVPOL_HIDDEN void evpol__child_free(evpol__child *c);
 
+/* A block kept for reuse; whatever is kept starts with this link. */
+typedef struct evpol__spare {
+    struct evpol__spare *next;
+} evpol__spare;
+
 /* The core's fields (wcore.c), after evpol__childtab. */
 struct evpol__wcore {
     pthread_mutex_t lock;
     atomic_int refs;        /* the watcher's, plus one per thread/reader */
     evpol_watcher *watcher; /* NULL once closed */
     evpol__childtab tab;    /* pid -> current registration */
+    evpol__spare *spare;    /* Threaded: blocks its waiting threads gave back */
 };
 
 /* Close: forget the watcher and hand back the pending registrations. */

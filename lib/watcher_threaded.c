@@ -53,7 +53,13 @@
 #define WAITER_STACK_SIZE (64u * 1024u)
 #endif
 
+/* What a waiting thread needs. The thread gives the block back to the core
+ * (core->spare) instead of freeing it, and the next registration reuses
+ * it: a waiting thread that never calls the allocator is never given a
+ * malloc arena and tcache of its own by glibc (about 1 MiB of address
+ * space per pending child otherwise). */
 typedef struct thr_job {
+    evpol__spare link; /* first: the block is kept as an evpol__spare */
     evpol__wcore *core;
     pid_t pid;
     /* The seam's waitpid, read at registration: the thread then never
@@ -68,7 +74,6 @@ static void *waiter_main(void *p)
     evpol__wcore *core = job->core;
     pid_t pid = job->pid;
     pid_t (*waitpid_fn)(pid_t, int *, int) = job->waitpid;
-    evpol__sys.free(job);
 
     int status = 0;
     pid_t r;
@@ -81,6 +86,8 @@ static void *waiter_main(void *p)
     int rc = lost ? 255 : evpol__returncode(status);
 
     pthread_mutex_lock(&core->lock);
+    job->link.next = core->spare;
+    core->spare = &job->link;
     evpol__child *c = evpol__childtab_remove(&core->tab, pid);
     evpol_watcher *w = c ? evpol__wcore_watcher_locked(core) : NULL;
     pthread_mutex_unlock(&core->lock);
@@ -113,7 +120,11 @@ static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
         goto out;
     }
     c = evpol__child_new(pid, cb, arg, loop);
-    thr_job *job = evpol__sys.calloc(1, sizeof *job);
+    thr_job *job = (thr_job *)core->spare;
+    if (job)
+        core->spare = job->link.next;
+    else
+        job = evpol__sys.calloc(1, sizeof *job);
     if (!c || !job) {
         evpol__child_free(c);
         evpol__sys.free(job);

@@ -98,6 +98,11 @@ void evpol__wcore_unref(evpol__wcore *core)
     if (atomic_fetch_sub(&core->refs, 1) != 1)
         return;
     evpol__childtab_fini(&core->tab, evpol__child_free);
+    while (core->spare) {
+        evpol__spare *next = core->spare->next;
+        evpol__sys.free(core->spare);
+        core->spare = next;
+    }
     pthread_mutex_destroy(&core->lock);
     evpol__sys.free(core);
 }
