@@ -813,30 +813,43 @@ static void fake_threads(void **state)
     fk_reset();
 }
 
+static evpol_sys_spawn_request spawn_req(const char *file, char **argv)
+{
+    extern char **environ;
+    evpol_sys_spawn_request r = {.file = file, .argv = argv, .envp = environ, .cwd = NULL,
+                                 .stdio = {EVPOL_SYS_STDIO_INHERIT, EVPOL_SYS_STDIO_INHERIT,
+                                           EVPOL_SYS_STDIO_INHERIT}};
+    return r;
+}
+
 static void fake_spawn(void **state)
 {
     (void)state;
     fk_reset();
     char *argv[] = {"true", NULL};
+    evpol_sys_spawn_request req = spawn_req("true", argv);
     pid_t p = 0;
-    assert_int_equal(fk_sys()->spawn(&p, "true", NULL, NULL, argv, NULL), 0);
+    assert_int_equal(fk_sys()->spawn(&p, &req), 0);
     assert_true(fk_is_fake_pid(p));
     assert_int_equal(fk_child_state(p), FK_RUNNING);
     /* Exec failure. */
     fk_fail_spawn(ENOENT);
     pid_t q = 0;
-    assert_int_equal(fk_sys()->spawn(&q, "nope", NULL, NULL, argv, NULL), ENOENT);
+    evpol_sys_spawn_request nope = spawn_req("nope", argv);
+    assert_int_equal(fk_sys()->spawn(&q, &nope), ENOENT);
     assert_int_equal(q, 0);
-    assert_int_equal(fk_sys()->spawn(&q, "true", NULL, NULL, NULL, NULL), EINVAL);
+    evpol_sys_spawn_request no_argv = spawn_req("true", NULL);
+    assert_int_equal(fk_sys()->spawn(&q, &no_argv), EINVAL);
+    assert_int_equal(fk_sys()->spawn(&q, NULL), EINVAL);
     /* The child exits before spawn returns: a zombie at once. */
     fk_spawn_exits_immediately(6);
-    assert_int_equal(fk_sys()->spawn(&q, "true", NULL, NULL, argv, NULL), 0);
+    assert_int_equal(fk_sys()->spawn(&q, &req), 0);
     assert_int_equal(fk_child_state(q), FK_ZOMBIE);
     int st;
     assert_int_equal(fk_sys()->waitpid(q, &st, WNOHANG), q);
     assert_int_equal(WEXITSTATUS(st), 6);
     /* The next one runs again. */
-    assert_int_equal(fk_sys()->spawn(&q, "true", NULL, NULL, argv, NULL), 0);
+    assert_int_equal(fk_sys()->spawn(&q, &req), 0);
     assert_int_equal(fk_child_state(q), FK_RUNNING);
     fk_reset();
 }
@@ -848,8 +861,9 @@ static void fake_passthrough_real_children(void **state)
     /* A real spawn, reaped through the fake by its real pid. */
     fk_set_spawn_real(true);
     char *argv[] = {"sh", "-c", "exit 5", NULL};
+    evpol_sys_spawn_request req = spawn_req("sh", argv);
     pid_t rp = 0;
-    assert_int_equal(fk_sys()->spawn(&rp, "sh", NULL, NULL, argv, NULL), 0);
+    assert_int_equal(fk_sys()->spawn(&rp, &req), 0);
     assert_false(fk_is_fake_pid(rp));
     int st = 0;
     assert_int_equal(fk_sys()->waitpid(rp, &st, 0), rp);

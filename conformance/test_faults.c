@@ -146,12 +146,11 @@ static int f_sigaction(int signum, const struct sigaction *act, struct sigaction
     return evpol_sys_real()->sigaction(signum, act, old);
 }
 
-static int f_spawn(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
-                   const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+static int f_spawn(pid_t *pid, const evpol_sys_spawn_request *req)
 {
     if (should_fail(M_SPAWN))
         return atomic_load(&fail_errno[M_SPAWN]);
-    return evpol_sys_real()->spawn(pid, file, fa, attr, argv, envp);
+    return evpol_sys_real()->spawn(pid, req);
 }
 
 static int f_kill(pid_t pid, int sig)

@@ -86,6 +86,24 @@ static void close_loop(evpol_loop *loop)
     evpol_loop_unref(loop);
 }
 
+/* Most tests: warnings captured, the default policy with its default
+ * watcher, one loop; at the end, everything released and nothing leaked. */
+static evpol_loop *begin_default(resource_snapshot *before)
+{
+    capture_start(&cap);
+    *before = resources_now();
+    use_watcher(NULL);
+    return new_loop();
+}
+
+static void end_default(evpol_loop *loop, resource_snapshot before)
+{
+    close_loop(loop);
+    reset_policy();
+    capture_stop();
+    assert_no_leaks(before);
+}
+
 static evpol_spawn_options sh_options(char **argv, exit_rec *e)
 {
     evpol_spawn_options o;
@@ -185,10 +203,8 @@ static void assert_no_children(void)
 static void test_returncodes_on_loop_thread(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    use_watcher(NULL);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
 
     char *a_true[] = {"/bin/true", NULL};
     char *a_false[] = {"/bin/false", NULL};
@@ -219,10 +235,7 @@ static void test_returncodes_on_loop_thread(void **state)
      * its watcher. */
     assert_int_equal(capture_count(&cap, -1, EVPOL_LOG_CAT_DEPRECATION, "get_child_watcher"), 0);
 
-    close_loop(loop);
-    reset_policy();
-    capture_stop();
-    assert_no_leaks(before);
+    end_default(loop, before);
 }
 
 /* ------------------------------------------------------------------ */
@@ -444,10 +457,8 @@ static void run_to_exit(evpol_loop *loop, exit_rec *e, int rc)
 static void test_stdout_pipe(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    use_watcher(NULL);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
 
     char *argv[] = {"/bin/sh", "-c", "echo hello; echo oops >&2", NULL};
     exit_rec e = {0};
@@ -466,19 +477,14 @@ static void test_stdout_pipe(void **state)
     assert_string_equal(errout, "oops\n");
     run_to_exit(loop, &e, 0);
 
-    close_loop(loop);
-    reset_policy();
-    capture_stop();
-    assert_no_leaks(before);
+    end_default(loop, before);
 }
 
 static void test_stdin_pipe_roundtrip(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    use_watcher(NULL);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
 
     char *argv[] = {"cat", NULL};
     exit_rec e = {0};
@@ -497,19 +503,14 @@ static void test_stdin_pipe_roundtrip(void **state)
     assert_string_equal(out, "ping pong\n");
     run_to_exit(loop, &e, 0);
 
-    close_loop(loop);
-    reset_policy();
-    capture_stop();
-    assert_no_leaks(before);
+    end_default(loop, before);
 }
 
 static void test_devnull_stdio(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    use_watcher(NULL);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
 
     /* stdin and stderr are /dev/null; stdin reads EOF at once. */
     char *argv[] = {"/bin/sh", "-c",
@@ -538,19 +539,14 @@ static void test_devnull_stdio(void **state)
     spawn_ok(loop, &o2, &res);
     run_to_exit(loop, &e2, 0);
 
-    close_loop(loop);
-    reset_policy();
-    capture_stop();
-    assert_no_leaks(before);
+    end_default(loop, before);
 }
 
 static void test_environment(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    use_watcher(NULL);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
 
     /* An explicit environment replaces the parent's. */
     assert_int_equal(setenv("EVPOL_SPAWN_INHERITED", "from-parent", 1), 0);
@@ -577,19 +573,14 @@ static void test_environment(void **state)
     run_to_exit(loop, &e2, 0);
     unsetenv("EVPOL_SPAWN_INHERITED");
 
-    close_loop(loop);
-    reset_policy();
-    capture_stop();
-    assert_no_leaks(before);
+    end_default(loop, before);
 }
 
 static void test_working_directory(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    use_watcher(NULL);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
 
     char dir[] = "/tmp/evpol-spawn-cwd-XXXXXX";
     assert_non_null(mkdtemp(dir));
@@ -617,10 +608,7 @@ static void test_working_directory(void **state)
     assert_string_equal(cwd_before, cwd_after);
     rmdir(dir);
 
-    close_loop(loop);
-    reset_policy();
-    capture_stop();
-    assert_no_leaks(before);
+    end_default(loop, before);
 }
 
 /* The caller runs with stdin and stdout closed, so the pipe's child end
@@ -629,10 +617,8 @@ static void test_working_directory(void **state)
 static void test_stdio_with_standard_fds_closed(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    use_watcher(NULL);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
 
     char *argv[] = {"/bin/sh", "-c", "echo to-stderr >&2; echo to-stdout", NULL};
     exit_rec e = {0};
@@ -669,10 +655,7 @@ static void test_stdio_with_standard_fds_closed(void **state)
     assert_string_equal(out, "to-stderr\n");
     run_to_exit(loop, &e, 0);
 
-    close_loop(loop);
-    reset_policy();
-    capture_stop();
-    assert_no_leaks(before);
+    end_default(loop, before);
 }
 
 static unsigned long long status_mask(const char *status, const char *field)
@@ -682,74 +665,321 @@ static unsigned long long status_mask(const char *status, const char *field)
     return strtoull(line + strlen(field), NULL, 16);
 }
 
-/* The child starts with no blocked signal and with the default action for
- * the signals a parent commonly ignores for itself (SIGPIPE); a SIGHUP
- * ignored nohup-style is inherited. */
-static void test_child_signal_state(void **state)
+/* ---- the fast path: stdout inherited, captured in a file ---- */
+
+/* Spawns with this process's fd 1 pointing at a new (unlinked) file, so
+ * that a child whose stdout is EVPOL_STDIO_INHERIT writes there; no stream
+ * is a pipe, so the spawn takes the fast path of the real kernel table.
+ * Returns the spawn's result; *file is the file (O_CLOEXEC), -1 on failure. */
+static int spawn_stdout_to_file(evpol_loop *loop, const evpol_spawn_options *o,
+                                evpol_spawn_result *res, evpol_error *err, int *file)
 {
-    (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    use_watcher(NULL);
-    evpol_loop *loop = new_loop();
+    char path[] = "/tmp/evpol-spawn-out-XXXXXX";
+    int fd = mkostemp(path, O_CLOEXEC);
+    assert_true(fd >= 0);
+    unlink(path);
+    fflush(stdout);
+    int saved1 = fcntl(1, F_DUPFD_CLOEXEC, 10);
+    dup2(fd, 1);
+    int rc = evpol_loop_spawn(loop, o, res, err);
+    if (saved1 >= 0) {
+        dup2(saved1, 1);
+        close(saved1);
+    } else {
+        close(1);
+    }
+    *file = fd;
+    return rc;
+}
+
+/* The whole file, NUL-terminated; closes fd. */
+static void read_file(int fd, char *buf, size_t size)
+{
+    ssize_t n = pread(fd, buf, size - 1, 0);
+    assert_true(n >= 0);
+    buf[n] = '\0';
+    close(fd);
+}
+
+/* The child starts with no blocked signal and with the default action for
+ * the signals a parent commonly ignores for itself (SIGPIPE, SIGXFSZ, the
+ * termination requests) or catches (SIGCHLD); a SIGHUP ignored nohup-style
+ * is inherited. The spawning thread blocks signals of its own. `fast`: no
+ * stream is a pipe (the vfork-style child of the real table); otherwise
+ * stdout is a pipe (posix_spawn). */
+static void on_signal(int sig)
+{
+    (void)sig;
+}
+
+static void child_signal_state(bool fast)
+{
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
 
     sigset_t block, old_mask;
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGUSR1);
+    sigaddset(&block, SIGCHLD);
     assert_int_equal(pthread_sigmask(SIG_BLOCK, &block, &old_mask), 0);
-    struct sigaction ign, old_pipe, old_hup;
+    static const int ignored_sigs[] = {SIGPIPE, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGXFSZ};
+    enum { N_IGN = sizeof ignored_sigs / sizeof ignored_sigs[0] };
+    struct sigaction ign, catch_it, old_ign[N_IGN], old_chld, old_usr2;
     memset(&ign, 0, sizeof ign);
     ign.sa_handler = SIG_IGN;
-    assert_int_equal(sigaction(SIGPIPE, &ign, &old_pipe), 0);
-    assert_int_equal(sigaction(SIGHUP, &ign, &old_hup), 0);
+    memset(&catch_it, 0, sizeof catch_it);
+    catch_it.sa_handler = on_signal;
+    for (int i = 0; i < N_IGN; i++)
+        assert_int_equal(sigaction(ignored_sigs[i], &ign, &old_ign[i]), 0);
+    assert_int_equal(sigaction(SIGCHLD, &catch_it, &old_chld), 0);
+    assert_int_equal(sigaction(SIGUSR2, &catch_it, &old_usr2), 0);
 
     char *argv[] = {"cat", "/proc/self/status", NULL};
     exit_rec e = {0};
     evpol_spawn_options o = sh_options(argv, &e);
-    o.stdio[1] = EVPOL_STDIO_PIPE;
     evpol_spawn_result res;
     evpol_error err = {0};
-    int rc = evpol_loop_spawn(loop, &o, &res, &err);
+    int rc, file = -1;
+    if (fast) {
+        o.stdio[0] = EVPOL_STDIO_DEVNULL;
+        rc = spawn_stdout_to_file(loop, &o, &res, &err, &file);
+    } else {
+        o.stdio[1] = EVPOL_STDIO_PIPE;
+        rc = evpol_loop_spawn(loop, &o, &res, &err);
+    }
 
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
-    sigaction(SIGPIPE, &old_pipe, NULL);
-    sigaction(SIGHUP, &old_hup, NULL);
+    for (int i = 0; i < N_IGN; i++)
+        sigaction(ignored_sigs[i], &old_ign[i], NULL);
+    sigaction(SIGCHLD, &old_chld, NULL);
+    sigaction(SIGUSR2, &old_usr2, NULL);
     if (rc != 0)
         fail_msg("evpol_loop_spawn: %s", err.message);
 
     static char status[8192];
-    read_all(res.stdio_fd[1], status, sizeof status);
-    run_to_exit(loop, &e, 0);
+    if (fast) {
+        run_to_exit(loop, &e, 0);
+        read_file(file, status, sizeof status);
+    } else {
+        read_all(res.stdio_fd[1], status, sizeof status);
+        run_to_exit(loop, &e, 0);
+    }
     assert_true(status_mask(status, "SigBlk:") == 0);
     unsigned long long ignored = status_mask(status, "SigIgn:");
-    assert_false(ignored & (1ull << (SIGPIPE - 1)));
-    assert_true(ignored & (1ull << (SIGHUP - 1)));
+    unsigned long long caught = status_mask(status, "SigCgt:");
+    for (int i = 0; i < N_IGN; i++) {
+        int sig = ignored_sigs[i];
+        bool want = sig == SIGHUP;
+        if (!!(ignored & (1ull << (sig - 1))) != want)
+            fail_msg("signal %d: ignored in the child is %d", sig, !want);
+    }
+    assert_false(ignored & (1ull << (SIGCHLD - 1)));
+    assert_false(caught & (1ull << (SIGCHLD - 1)));
+    assert_false(caught & (1ull << (SIGUSR2 - 1)));
+
+    end_default(loop, before);
+}
+
+static void test_child_signal_state(void **state)
+{
+    (void)state;
+    child_signal_state(false);
+}
+
+static void test_child_signal_state_fast(void **state)
+{
+    (void)state;
+    child_signal_state(true);
+}
+
+/* A descriptor this process holds without FD_CLOEXEC, at a number no
+ * shell uses; closed by the caller. */
+static int open_inheritable_fd(void)
+{
+    int fd = open("/dev/null", O_RDONLY);
+    assert_true(fd >= 0);
+    int high = fcntl(fd, F_DUPFD, 150);
+    close(fd);
+    assert_true(high >= 150);
+    assert_false(is_cloexec(high));
+    return high;
+}
+
+/* Only the standard streams reach the child on the fast path too: a
+ * descriptor without FD_CLOEXEC is closed in the child; stdin and stderr
+ * are /dev/null and stdout is this process's. The shell probes its own
+ * descriptors (/proc/$$/fd) and exits with a code saying what was wrong. */
+static void test_fast_child_gets_only_stdio(void **state)
+{
+    (void)state;
+    capture_start(&cap);
+    use_watcher(NULL);
+    evpol_loop *loop = new_loop();
+    int leak = open_inheritable_fd();
+    resource_snapshot before = resources_now();
+
+    char parent_out[PATH_MAX] = "";
+    ssize_t n = readlink("/proc/self/fd/1", parent_out, sizeof parent_out - 1);
+    parent_out[n > 0 ? n : 0] = '\0';
+    char script[2 * PATH_MAX];
+    snprintf(script, sizeof script,
+             "test -e /proc/$$/fd/%d && exit 10; "
+             "[ \"$(readlink /proc/$$/fd/0)\" = /dev/null ] || exit 11; "
+             "[ \"$(readlink /proc/$$/fd/2)\" = /dev/null ] || exit 12; "
+             "[ \"$(readlink /proc/$$/fd/1)\" = '%s' ] || exit 13; "
+             "exit 3",
+             leak, parent_out);
+    char *argv[] = {"/bin/sh", "-c", script, NULL};
+    exit_rec e = {0};
+    evpol_spawn_options o = sh_options(argv, &e);
+    o.stdio[0] = EVPOL_STDIO_DEVNULL;
+    o.stdio[2] = EVPOL_STDIO_DEVNULL;
+    evpol_spawn_result res;
+    spawn_ok(loop, &o, &res);
+    assert_int_equal(res.stdio_fd[0], -1);
+    assert_int_equal(res.stdio_fd[1], -1);
+    assert_int_equal(res.stdio_fd[2], -1);
+    run_to_exit(loop, &e, 3);
+    assert_false(is_cloexec(leak)); /* the parent's is untouched */
+    assert_int_equal(resources_now().fds, before.fds);
+
+    close(leak);
+    close_loop(loop);
+    reset_policy();
+    capture_stop();
+}
+
+/* /dev/null streams and the working directory on the fast path. */
+static void test_fast_devnull_and_cwd(void **state)
+{
+    (void)state;
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
+
+    char dir[] = "/tmp/evpol-spawn-cwd-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char real[PATH_MAX];
+    assert_non_null(realpath(dir, real));
+    char cwd_before[PATH_MAX];
+    assert_non_null(getcwd(cwd_before, sizeof cwd_before));
+
+    char *argv[] = {"/bin/sh", "-c",
+                    "readlink /proc/$$/fd/0; readlink /proc/$$/fd/2; pwd -P; "
+                    "if read x; then echo got; else echo eof; fi",
+                    NULL};
+    exit_rec e = {0};
+    evpol_spawn_options o = sh_options(argv, &e);
+    o.stdio[0] = EVPOL_STDIO_DEVNULL;
+    o.stdio[2] = EVPOL_STDIO_DEVNULL;
+    o.cwd = dir;
+    evpol_spawn_result res;
+    evpol_error err = {0};
+    int file = -1;
+    int rc = spawn_stdout_to_file(loop, &o, &res, &err, &file);
+    if (rc != 0)
+        fail_msg("evpol_loop_spawn: %s", err.message);
+    run_to_exit(loop, &e, 0);
+    char out[PATH_MAX + 64], expect[PATH_MAX + 64];
+    read_file(file, out, sizeof out);
+    snprintf(expect, sizeof expect, "/dev/null\n/dev/null\n%s\neof\n", real);
+    assert_string_equal(out, expect);
+
+    /* A directory that does not exist: the child cannot start, and says
+     * so as an exec failure would (nothing left, no callback). */
+    exit_rec e2 = {0};
+    char *a_true[] = {"/bin/true", NULL};
+    evpol_spawn_options o2 = sh_options(a_true, &e2);
+    char gone[PATH_MAX + 16];
+    snprintf(gone, sizeof gone, "%s/gone", dir);
+    o2.cwd = gone;
+    o2.stdio[1] = EVPOL_STDIO_DEVNULL;
+    rc = evpol_loop_spawn(loop, &o2, &res, &err);
+    check_error(rc, &err, EVPOL_ESYSTEM);
+    assert_int_equal(err.sys_errno, ENOENT);
+    assert_int_equal(res.pid, -1);
+    assert_int_equal(count_zombie_children(), 0);
+    assert_no_children();
+
+    char cwd_after[PATH_MAX];
+    assert_non_null(getcwd(cwd_after, sizeof cwd_after));
+    assert_string_equal(cwd_before, cwd_after);
+    rmdir(dir);
+    assert_int_equal(atomic_load(&e2.calls), 0);
+
+    end_default(loop, before);
+}
+
+/* The fast path with standard fds closed in the caller: an inherited
+ * stream that is closed stays closed, and /dev/null lands on its own number
+ * whether the open returns it directly (fd 1 free, 0 taken) or another one
+ * (fds 0 and 1 free: the open returns 0, which must not stay open). */
+static void fast_closed_standard_fds(bool close0)
+{
+    capture_start(&cap);
+    use_watcher(NULL);
+    evpol_watcher *cw = NULL;
+    assert_ok(evpol_get_child_watcher(&cw, NULL));
+    evpol_loop *loop = new_loop();
+    resource_snapshot before = resources_now();
+
+    char script[256];
+    snprintf(script, sizeof script,
+             "%s"
+             "[ \"$(readlink /proc/$$/fd/1)\" = /dev/null ] || exit 11; "
+             "exit 3",
+             close0 ? "test -e /proc/$$/fd/0 && exit 10; "
+                    : "[ \"$(readlink /proc/$$/fd/0)\" = /dev/null ] || exit 12; ");
+    char *argv[] = {"/bin/sh", "-c", script, NULL};
+    exit_rec e = {0};
+    evpol_spawn_options o = sh_options(argv, &e);
+    o.stdio[1] = EVPOL_STDIO_DEVNULL; /* stdin and stderr inherited */
+    evpol_spawn_result res;
+    evpol_error err = {0};
+
+    fflush(stdout);
+    int saved0 = fcntl(0, F_DUPFD_CLOEXEC, 10);
+    int saved1 = fcntl(1, F_DUPFD_CLOEXEC, 10);
+    assert_true(saved0 >= 0 && saved1 >= 0);
+    int null0 = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    assert_true(null0 >= 0);
+    if (close0)
+        close(0);
+    else
+        dup2(null0, 0); /* fd 0 taken: the child's open returns 1 */
+    close(1);
+    int rc = evpol_loop_spawn(loop, &o, &res, &err);
+    dup2(saved0, 0);
+    dup2(saved1, 1);
+    close(saved0);
+    close(saved1);
+    close(null0);
+    if (rc != 0)
+        fail_msg("evpol_loop_spawn: %s", err.message);
+    run_to_exit(loop, &e, 3);
+    assert_int_equal(resources_now().fds, before.fds);
 
     close_loop(loop);
     reset_policy();
     capture_stop();
-    assert_no_leaks(before);
 }
 
-/* Only the three standard fds reach the child: every fd evpol made (the
- * pipes' other ends, the loop's) is close-on-exec. Fds this process
- * inherited without that flag are not evpol's and are allowed. */
+static void test_fast_standard_fds_closed(void **state)
+{
+    (void)state;
+    fast_closed_standard_fds(true);
+    fast_closed_standard_fds(false);
+}
+
+/* Only the three standard fds reach the child (posix_spawn's path: every
+ * stream a pipe): the pipes' other ends and the loop's fds, which are
+ * close-on-exec, and a descriptor of this process without that flag. */
 static void test_no_fd_reaches_child(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    use_watcher(NULL);
-    evpol_loop *loop = new_loop();
-
-    bool allowed[1024] = {false};
-    allowed[0] = allowed[1] = allowed[2] = true;
-    for (int fd = 3; fd < 1024; fd++) {
-        int flags = fcntl(fd, F_GETFD);
-        if (flags >= 0 && !(flags & FD_CLOEXEC))
-            allowed[fd] = true;
-    }
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
+    int leak = open_inheritable_fd();
 
     char *argv[] = {"/bin/sh", "-c", "ls /proc/$$/fd", NULL};
     exit_rec e = {0};
@@ -763,20 +993,120 @@ static void test_no_fd_reaches_child(void **state)
     char out[4096];
     read_all(res.stdio_fd[1], out, sizeof out);
     run_to_exit(loop, &e, 0);
+    close(leak);
 
     int seen = 0;
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
         int fd = atoi(line);
-        if (fd < 0 || fd >= 1024 || !allowed[fd])
+        if (fd < 0 || fd > 2)
             fail_msg("fd %d reached the child", fd);
         seen++;
     }
-    assert_true(seen >= 3);
+    assert_int_equal(seen, 3);
 
-    close_loop(loop);
-    reset_policy();
-    capture_stop();
-    assert_no_leaks(before);
+    end_default(loop, before);
+}
+
+/* ---- the PATH search (posix_spawnp's), on both paths ---- */
+
+static void write_program(const char *path, const char *text, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    write_all(fd, text);
+    close(fd);
+    assert_int_equal(chmod(path, mode), 0);
+}
+
+/* A name without '/' is searched in this process's PATH: an entry that
+ * does not exist is skipped, a match that is not executable is skipped but
+ * remembered (EACCES when nothing else matches), a later executable match
+ * runs; with nothing found, ENOENT. */
+static void path_search(bool fast)
+{
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
+
+    char a[] = "/tmp/evpol-path-a-XXXXXX", b[] = "/tmp/evpol-path-b-XXXXXX";
+    assert_non_null(mkdtemp(a));
+    assert_non_null(mkdtemp(b));
+    char pa[64], pb[64];
+    snprintf(pa, sizeof pa, "%s/evpol-probe", a);
+    snprintf(pb, sizeof pb, "%s/evpol-probe", b);
+    write_program(pa, "#!/bin/sh\nexit 41\n", 0644); /* not executable */
+    write_program(pb, "#!/bin/sh\nexit 42\n", 0755);
+    const char *saved = getenv("PATH");
+    char *saved_path = saved ? strdup(saved) : NULL;
+
+    char path[256];
+    snprintf(path, sizeof path, "/nonexistent/evpol:%s:%s", a, b);
+    assert_int_equal(setenv("PATH", path, 1), 0);
+    char *argv[] = {"evpol-probe", NULL};
+    exit_rec e = {0};
+    evpol_spawn_options o = sh_options(argv, &e);
+    for (int i = 0; i < 3; i++)
+        o.stdio[i] = fast ? EVPOL_STDIO_DEVNULL : EVPOL_STDIO_PIPE;
+    evpol_spawn_result res;
+    evpol_error err = {0};
+    int rc = evpol_loop_spawn(loop, &o, &res, &err);
+    if (rc == 0 && !fast)
+        for (int i = 0; i < 3; i++)
+            close(res.stdio_fd[i]);
+
+    /* Only the non-executable match: EACCES. Nothing at all: ENOENT. */
+    snprintf(path, sizeof path, "/nonexistent/evpol:%s", a);
+    setenv("PATH", path, 1);
+    exit_rec e2 = {0};
+    evpol_spawn_options o2 = o;
+    o2.arg = &e2;
+    evpol_spawn_result res2;
+    evpol_error err2 = {0};
+    int rc2 = evpol_loop_spawn(loop, &o2, &res2, &err2);
+    setenv("PATH", "/nonexistent/evpol", 1);
+    exit_rec e3 = {0};
+    evpol_spawn_options o3 = o;
+    o3.arg = &e3;
+    evpol_spawn_result res3;
+    evpol_error err3 = {0};
+    int rc3 = evpol_loop_spawn(loop, &o3, &res3, &err3);
+
+    if (saved_path)
+        setenv("PATH", saved_path, 1);
+    else
+        unsetenv("PATH");
+    free(saved_path);
+    /* The shell opens the script by its path: keep it until it exited. */
+    bool exited = rc == 0 && run_until(loop, (volatile int *)&e.calls, TIMEOUT_MS);
+    unlink(pa);
+    unlink(pb);
+    rmdir(a);
+    rmdir(b);
+
+    if (rc != 0)
+        fail_msg("evpol_loop_spawn: %s", err.message);
+    assert_true(exited);
+    assert_int_equal(e.rc, 42);
+    check_error(rc2, &err2, EVPOL_ESYSTEM);
+    assert_int_equal(err2.sys_errno, EACCES);
+    check_error(rc3, &err3, EVPOL_ESYSTEM);
+    assert_int_equal(err3.sys_errno, ENOENT);
+    assert_int_equal(count_zombie_children(), 0);
+    assert_no_children();
+    assert_int_equal(atomic_load(&e2.calls) + atomic_load(&e3.calls), 0);
+
+    end_default(loop, before);
+}
+
+static void test_path_search(void **state)
+{
+    (void)state;
+    path_search(false);
+}
+
+static void test_path_search_fast(void **state)
+{
+    (void)state;
+    path_search(true);
 }
 
 /* ---- watching evpol free one object, through the seam ---- */
@@ -814,10 +1144,8 @@ static void unwatch_free(void)
 static void test_abandoned_registration_released(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    use_watcher(NULL);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
 
     char *argv[] = {"cat", NULL};
     exit_rec e = {0};
@@ -855,26 +1183,30 @@ static void test_abandoned_registration_released(void **state)
 /* ------------------------------------------------------------------ */
 
 static void expect_exec_failure(evpol_loop *loop, const char *file, int expected_errno,
-                                exit_rec *e)
+                                exit_rec *e, bool fast)
 {
     char *argv[] = {(char *)file, NULL};
     evpol_spawn_options o = sh_options(argv, e);
     for (int i = 0; i < 3; i++)
-        o.stdio[i] = EVPOL_STDIO_PIPE; /* pipes that must not leak */
+        /* Pipes that must not leak (posix_spawn's path), or none at all
+         * (the fast path: a /dev/null stream, the others inherited). */
+        o.stdio[i] = fast ? (i == 0 ? EVPOL_STDIO_DEVNULL : EVPOL_STDIO_INHERIT)
+                          : EVPOL_STDIO_PIPE;
     evpol_spawn_result res = {.pid = 12345, .stdio_fd = {7, 7, 7}};
     evpol_error err = {0};
     int rc = evpol_loop_spawn(loop, &o, &res, &err);
     check_error(rc, &err, EVPOL_ESYSTEM);
     assert_int_equal(err.sys_errno, expected_errno);
-    assert_non_null(strstr(err.message, file));
+    assert_non_null(strstr(err.message, "evpol_loop_spawn: cannot execute '"));
+    if (strlen(file) < 64) /* longer ones are cut short in the message */
+        assert_non_null(strstr(err.message, file));
     assert_int_equal(res.pid, -1);
     for (int i = 0; i < 3; i++)
         assert_int_equal(res.stdio_fd[i], -1);
 }
 
-static void test_exec_failure(void **state)
+static void exec_failure(bool fast)
 {
-    (void)state;
     capture_start(&cap);
     resource_snapshot start = resources_now();
     use_watcher(NULL);
@@ -889,11 +1221,16 @@ static void test_exec_failure(void **state)
     run_to_exit(loop, &warm, 0);
     resource_snapshot before = resources_now();
 
-    exit_rec e[3];
+    char long_name[NAME_MAX + 2];
+    memset(long_name, 'x', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    exit_rec e[5];
     memset(e, 0, sizeof e);
-    expect_exec_failure(loop, "/nonexistent/evpol-no-such-program", ENOENT, &e[0]);
-    expect_exec_failure(loop, "evpol-no-such-program-in-path", ENOENT, &e[1]);
-    expect_exec_failure(loop, "/dev/null", EACCES, &e[2]); /* not executable */
+    expect_exec_failure(loop, "/nonexistent/evpol-no-such-program", ENOENT, &e[0], fast);
+    expect_exec_failure(loop, "evpol-no-such-program-in-path", ENOENT, &e[1], fast);
+    expect_exec_failure(loop, "/dev/null", EACCES, &e[2], fast); /* not executable */
+    expect_exec_failure(loop, "", ENOENT, &e[3], fast);
+    expect_exec_failure(loop, long_name, ENAMETOOLONG, &e[4], fast); /* searched in PATH */
 
     /* Nothing left: no fd, no child, not even a zombie. */
     assert_int_equal(resources_now().fds, before.fds);
@@ -906,13 +1243,25 @@ static void test_exec_failure(void **state)
     evpol_spawn_options oa = sh_options(a_true, &after);
     spawn_ok(loop, &oa, &res);
     run_to_exit(loop, &after, 0);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 5; i++)
         assert_int_equal(atomic_load(&e[i].calls), 0);
 
     close_loop(loop);
     reset_policy();
     capture_stop();
     assert_no_leaks(start);
+}
+
+static void test_exec_failure(void **state)
+{
+    (void)state;
+    exec_failure(false);
+}
+
+static void test_exec_failure_fast(void **state)
+{
+    (void)state;
+    exec_failure(true);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1002,8 +1351,7 @@ static void log_event(const char *what)
     pthread_mutex_unlock(&olog.lock);
 }
 
-static int rec_spawn(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
-                     const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+static int rec_spawn(pid_t *pid, const evpol_sys_spawn_request *req)
 {
     pthread_mutex_lock(&olog.lock);
     if (olog.depth > 0)
@@ -1012,7 +1360,7 @@ static int rec_spawn(pid_t *pid, const char *file, const posix_spawn_file_action
         olog.spawns_out_context++;
     pthread_mutex_unlock(&olog.lock);
     log_event("spawn");
-    return evpol_sys_real()->spawn(pid, file, fa, attr, argv, envp);
+    return evpol_sys_real()->spawn(pid, req);
 }
 
 static int c_add(void *self, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
@@ -1264,10 +1612,8 @@ static void test_thread_creation_failure_fake_kernel(void **state)
 static void test_loop_closed_before_exit(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    use_watcher(NULL);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
 
     char *argv[] = {"cat", NULL};
     exit_rec e = {0};
@@ -1318,10 +1664,8 @@ static void test_loop_closed_before_exit(void **state)
 static void test_invalid_arguments(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    use_watcher(NULL);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
     char *argv[] = {"/bin/true", NULL};
     char *empty_argv[] = {NULL};
     exit_rec e = {0};
@@ -1819,7 +2163,7 @@ static void test_limit_lowered_before_file_actions(void **state)
     check_error(rc, &err, EVPOL_ESYSTEM);
     assert_int_equal(err.sys_errno, EBADF);
     char want[160];
-    snprintf(want, sizeof want, "evpol_loop_spawn: cannot prepare the child's files: %s",
+    snprintf(want, sizeof want, "evpol_loop_spawn: cannot execute '/bin/true': %s",
              strerror(EBADF));
     assert_string_equal(err.message, want);
     assert_int_equal(res.pid, -1);
@@ -1867,9 +2211,16 @@ int main(void)
         CLAUSE_TEST(test_working_directory, "SUB-1"),
         CLAUSE_TEST(test_stdio_with_standard_fds_closed, "SUB-1"),
         CLAUSE_TEST(test_child_signal_state, "SUB-1"),
+        CLAUSE_TEST(test_child_signal_state_fast, "SUB-1"),
         CLAUSE_TEST(test_no_fd_reaches_child, "SUB-1"),
+        CLAUSE_TEST(test_fast_child_gets_only_stdio, "SUB-1"),
+        CLAUSE_TEST(test_fast_devnull_and_cwd, "SUB-1 SUB-4"),
+        CLAUSE_TEST(test_fast_standard_fds_closed, "SUB-1"),
+        CLAUSE_TEST(test_path_search, "SUB-1 SUB-4"),
+        CLAUSE_TEST(test_path_search_fast, "SUB-1 SUB-4"),
         CLAUSE_TEST(test_abandoned_registration_released, "SUB-1 CW-8"),
         CLAUSE_TEST(test_exec_failure, "SUB-4"),
+        CLAUSE_TEST(test_exec_failure_fast, "SUB-4"),
         CLAUSE_TEST(test_inactive_watcher_refuses, "SUB-2 CW-7"),
         CLAUSE_TEST(test_spawn_inside_context, "CW-9 SUB-1 SUB-2"),
         CLAUSE_TEST(test_registration_failure_leaves_nothing, "SUB-1 ERR-1"),

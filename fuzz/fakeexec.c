@@ -338,10 +338,9 @@ static int seam_thread_create(pthread_t *thread, size_t stack, void *(*fn)(void 
 }
 
 /* spawn: the fake kernel's, and the child may end before spawn returns. */
-static int seam_spawn(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
-                      const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+static int seam_spawn(pid_t *pid, const evpol_sys_spawn_request *req)
 {
-    int rc = fk_sys()->spawn(pid, file, fa, attr, argv, envp);
+    int rc = fk_sys()->spawn(pid, req);
     if (rc == 0 && G.spawn_exit_status >= 0)
         fk_exit_status(*pid, G.spawn_exit_status);
     G.spawn_exit_status = -1;

@@ -12,15 +12,14 @@
  * on_exit then runs on `loop`'s thread (SUB-3), outside any watcher lock,
  * and no allocation happens once the child has exited.
  *
- * Why posix_spawn rather than fork + exec: glibc creates the child with
- * CLONE_VM | CLONE_VFORK, so the cost does not grow with the parent's
- * memory and no pthread_atfork handler runs (a fork would run every
- * handler of the program and of libevent, and could deadlock on a lock
- * held by another thread); and the child reports an exec failure to the
- * parent through the return value, after glibc has reaped it, so SUB-4
- * needs no error pipe and leaves no zombie. Every fd is created O_CLOEXEC
- * and reaches the child only through the file actions' dup2, which clear
- * that flag on the target.
+ * How the process is made lives behind the seam (evpol__sys.spawn; the
+ * real one, in sys.c, is posix_spawnp or, when no stream is a pipe, a
+ * vfork-style clone that copies only fds 0..2): no fork, so no
+ * pthread_atfork handler runs, and an exec failure comes back as the
+ * call's errno with the child already reaped, so SUB-4 needs no error pipe
+ * and leaves no zombie. Every fd is created O_CLOEXEC and reaches the
+ * child only as one of its standard streams; every other fd of the
+ * process is closed in the child.
  *
  * Records outlive the call, so they are kept in one process-wide list. A
  * registration that ends without its callback (the watcher closed, or a
@@ -34,7 +33,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -354,88 +352,25 @@ static int make_pipes(const evpol_spawn_options *opts, spawn_fds *f, evpol_error
     return 0;
 }
 
-static int file_actions(const evpol_spawn_options *opts, const spawn_fds *f,
-                        posix_spawn_file_actions_t *fa, evpol_error *err)
-{
-    int rc = 0;
-    for (int i = 0; i < 3 && !rc; i++) {
-        if (opts->stdio[i] == EVPOL_STDIO_PIPE)
-            rc = posix_spawn_file_actions_adddup2(fa, f->child[i], i);
-        else if (opts->stdio[i] == EVPOL_STDIO_DEVNULL)
-            /* Opened by the child straight onto fd i: the parent never
-             * holds a /dev/null descriptor that could leak. */
-            rc = posix_spawn_file_actions_addopen(fa, i, "/dev/null", O_RDWR, 0);
-    }
-    if (!rc && opts->cwd)
-        rc = posix_spawn_file_actions_addchdir_np(fa, opts->cwd);
-    if (rc == ENOMEM) /* glibc's own malloc, outside the seam */
-        return evpol__fail(err, EVPOL_ENOMEM, "out of memory"); /* LCOV_EXCL_LINE */
-    if (rc)
-        return evpol__fail_sys(err, rc, "evpol_loop_spawn: cannot prepare the child's files");
-    return 0;
-}
-
-/*
- * The child starts with no blocked signal (the spawning thread may be a
- * loop or watcher thread that blocks some) and with the default action for
- * the signals a parent commonly ignores for its own sake: SIGPIPE and
- * SIGXFSZ (as CPython's restore_signals), SIGCHLD (ignoring it would make
- * the child's own children vanish), and the termination requests. A SIGHUP
- * ignored nohup-style is deliberately inherited. Handlers need no reset:
- * exec (and glibc's spawn, before it) restores their default action.
- */
-static int spawn_attr(posix_spawnattr_t *attr, evpol_error *err)
-{
-    static const int reset[] = {SIGPIPE, SIGXFSZ, SIGCHLD, SIGINT, SIGQUIT, SIGTERM};
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    sigemptyset(&defaults);
-    for (size_t i = 0; i < sizeof reset / sizeof reset[0]; i++)
-        sigaddset(&defaults, reset[i]);
-    int rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    if (!rc)
-        rc = posix_spawnattr_setsigmask(attr, &none);
-    if (!rc)
-        rc = posix_spawnattr_setsigdefault(attr, &defaults);
-    /* LCOV_EXCL_START: cannot fail: constant flags and sets that glibc only
-     * copies (POSIX allows EINVAL for flags it does not know) */
-    if (rc)
-        return evpol__fail_sys(err, rc, "evpol_loop_spawn: cannot prepare the child's signals");
-    /* LCOV_EXCL_STOP */
-    return 0;
-}
-
 static int create_process(const evpol_spawn_options *opts, const spawn_fds *f, pid_t *pid,
                           evpol_error *err)
 {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    int rc = posix_spawn_file_actions_init(&fa);
-    /* LCOV_EXCL_START: cannot fail in glibc (POSIX allows it elsewhere) */
-    if (rc)
-        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
-    /* LCOV_EXCL_STOP */
-    rc = posix_spawnattr_init(&attr);
-    /* LCOV_EXCL_START: cannot fail in glibc (POSIX allows it elsewhere) */
-    if (rc) {
-        posix_spawn_file_actions_destroy(&fa);
-        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
-    }
-    /* LCOV_EXCL_STOP */
-    rc = file_actions(opts, f, &fa, err);
-    if (!rc)
-        rc = spawn_attr(&attr, err);
-    if (!rc) {
-        char *const *envp = opts->envp ? opts->envp : environ;
-        int e = evpol__sys.spawn(pid, opts->file, &fa, &attr, opts->argv, envp);
-        /* glibc reports a failed exec (ENOENT, EACCES, ...) here, having
-         * already reaped the child (SUB-4). */
-        if (e)
-            rc = evpol__fail_sys(err, e, "evpol_loop_spawn: cannot execute '%s'", opts->file);
-    }
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
-    return rc;
+    evpol_sys_spawn_request req = {
+        .file = opts->file,
+        .argv = opts->argv,
+        .envp = opts->envp ? opts->envp : environ,
+        .cwd = opts->cwd,
+    };
+    for (int i = 0; i < 3; i++)
+        req.stdio[i] = opts->stdio[i] == EVPOL_STDIO_PIPE      ? f->child[i]
+                       : opts->stdio[i] == EVPOL_STDIO_DEVNULL ? EVPOL_SYS_STDIO_DEVNULL
+                                                               : EVPOL_SYS_STDIO_INHERIT;
+    int e = evpol__sys.spawn(pid, &req);
+    /* A failed exec (ENOENT, EACCES, ...) is reported here, the child
+     * already reaped (SUB-4). */
+    if (e)
+        return evpol__fail_sys(err, e, "evpol_loop_spawn: cannot execute '%s'", opts->file);
+    return 0;
 }
 
 /* The process exists but nobody will watch it: leave neither it nor its

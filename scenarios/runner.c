@@ -549,15 +549,13 @@ static void child_script(const scn_step *st, char *buf, size_t size)
 /* The real kernel's table with spawn wrapped to count calls: every process
  * evpol creates goes through it (the seam), so "no process created" is
  * exact, even for one the library would kill and reap at once. */
-static int (*real_spawn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
-                         const posix_spawnattr_t *, char *const[], char *const[]);
+static int (*real_spawn)(pid_t *, const evpol_sys_spawn_request *);
 static atomic_long spawn_calls;
 
-static int counting_spawn(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
-                          const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+static int counting_spawn(pid_t *pid, const evpol_sys_spawn_request *req)
 {
     atomic_fetch_add(&spawn_calls, 1);
-    return real_spawn(pid, file, fa, attr, argv, envp);
+    return real_spawn(pid, req);
 }
 
 static void install_counting_seam(void)

@@ -540,8 +540,7 @@ static int fake_sigaction(int signum, const struct sigaction *act, struct sigact
     return 0;
 }
 
-static int fake_spawn(pid_t *pid, const char *file, const posix_spawn_file_actions_t *actions,
-                      const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+static int fake_spawn(pid_t *pid, const evpol_sys_spawn_request *req)
 {
     lock();
     fk.counts[FK_SPAWN]++;
@@ -555,7 +554,7 @@ static int fake_spawn(pid_t *pid, const char *file, const posix_spawn_file_actio
     if (fk.spawn_real) {
         unlock();
         pid_t got = 0;
-        int e = real()->spawn(&got, file, actions, attr, argv, envp);
+        int e = req ? real()->spawn(&got, req) : EINVAL;
         lock();
         log_call(FK_SPAWN, e ? 0 : got, 0, e, 0, false);
         unlock();
@@ -563,7 +562,7 @@ static int fake_spawn(pid_t *pid, const char *file, const posix_spawn_file_actio
             *pid = got;
         return e;
     }
-    if (!pid || !file || !argv) {
+    if (!pid || !req || !req->file || !req->argv) {
         log_call(FK_SPAWN, 0, 0, EINVAL, 0, true);
         unlock();
         return EINVAL;

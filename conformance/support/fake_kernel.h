@@ -89,8 +89,9 @@
  *     about fake exits.
  *   Both flags may be combined (FK_SIG_BOTH).
  *
- * Other calls: spawn makes a fake child (the program is not run; argv is
- * only checked) unless fk_set_spawn_real(true); thread_create, pipe2 and
+ * Other calls: spawn makes a fake child (the program is not run; the
+ * request's file and argv are only checked) unless fk_set_spawn_real(true),
+ * which passes the request to the real kernel; thread_create, pipe2 and
  * close pass through, counted; fk_fail_threads(n) makes the next n thread
  * creations fail with EAGAIN; fk_fail_spawn(e) the next spawn with errno e;
  * fk_spawn_exits_immediately(code) makes the next spawned child exit before

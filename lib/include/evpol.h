@@ -37,7 +37,6 @@
 #include <stddef.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -505,6 +504,11 @@ typedef struct evpol_spawn_result {
  * exit, on_exit(pid, returncode, arg) runs on `loop`'s thread (SUB-3). An
  * exec failure is ESYSTEM with the errno, with no callback and nothing left
  * behind (SUB-4). Any thread.
+ * The child gets only its stdin, stdout and stderr: every other descriptor
+ * of this process is closed in the child, close-on-exec or not (as
+ * asyncio's close_fds=True); it starts with no blocked signal and with the
+ * default action for SIGPIPE, SIGXFSZ, SIGCHLD, SIGINT, SIGQUIT and SIGTERM
+ * (see evpol_sys_spawn_request).
  * Errors: EINVAL, ERUNTIME (loop closed, watcher inactive), ESYSTEM, ENOMEM. */
 EVPOL_API int evpol_loop_spawn(evpol_loop *loop, const evpol_spawn_options *opts,
                                evpol_spawn_result *result, evpol_error *err);
@@ -516,17 +520,53 @@ EVPOL_API int evpol_loop_spawn(evpol_loop *loop, const evpol_spawn_options *opts
 /*
  * Every system call that the watchers and spawn make goes through this
  * table, so that tests and fuzzers can put a deterministic fake kernel in
- * its place; so does every allocation of evpol's own memory. Each member has the signature and errno convention of the
- * system call it names. Production code never needs this.
+ * its place; so does every allocation of evpol's own memory. Each member
+ * has the signature and errno convention of the system call it names
+ * (spawn: see below). Production code never needs this.
  */
+
+/* evpol_sys_spawn_request.stdio[i] when it is not a descriptor of the
+ * parent. */
+#define EVPOL_SYS_STDIO_INHERIT (-1) /* the parent's fd i, as it is */
+#define EVPOL_SYS_STDIO_DEVNULL (-2) /* /dev/null, opened read-write */
+
+/*
+ * How evpol_loop_spawn asks for a process. The child it describes:
+ * - runs `file`, searched in PATH when it has no '/' (posix_spawnp's
+ *   search: PATH from this process's environment, "/bin:/usr/bin" when
+ *   unset; an EACCES match is remembered and the search goes on; no
+ *   /bin/sh fallback on ENOEXEC), with argv and envp;
+ * - in cwd (NULL: the parent's directory);
+ * - with exactly three descriptors, 0..2 as stdio[] says (a descriptor of
+ *   the parent, always > 2, dup'ed onto fd i; the parent's fd i; or
+ *   /dev/null); every other descriptor of the parent is closed in the
+ *   child, close-on-exec or not;
+ * - with no blocked signal (the spawning thread may be a loop or watcher
+ *   thread that blocks some) and with the default action for the signals a
+ *   parent commonly ignores for its own sake: SIGPIPE and SIGXFSZ (as
+ *   CPython's restore_signals), SIGCHLD (ignoring it would make the child's
+ *   own children vanish), and the termination requests SIGINT, SIGQUIT and
+ *   SIGTERM. A SIGHUP ignored nohup-style is deliberately inherited; caught
+ *   signals get their default action back (exec resets them anyway).
+ */
+typedef struct evpol_sys_spawn_request {
+    const char *file;
+    char *const *argv; /* NULL-terminated */
+    char *const *envp; /* never NULL */
+    const char *cwd;   /* NULL: the parent's */
+    int stdio[3];      /* an fd > 2, EVPOL_SYS_STDIO_INHERIT or _DEVNULL */
+} evpol_sys_spawn_request;
+
 typedef struct evpol_sys {
     size_t size; /* sizeof(evpol_sys) */
     pid_t (*waitpid)(pid_t pid, int *status, int options);
     int (*pidfd_open)(pid_t pid, unsigned int flags);
     int (*sigaction)(int signum, const struct sigaction *act, struct sigaction *old);
-    /* posix_spawnp's contract: 0 or an errno value; *pid set on success. */
-    int (*spawn)(pid_t *pid, const char *file, const posix_spawn_file_actions_t *file_actions,
-                 const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
+    /* Create the process `req` describes. posix_spawnp's contract: 0 with
+     * *pid set, or an errno value; a failure to set the child up or to
+     * execute the program (ENOENT, EACCES, ENOEXEC, ...) is reported here,
+     * the failed child already reaped, with nothing left behind (SUB-4). */
+    int (*spawn)(pid_t *pid, const evpol_sys_spawn_request *req);
     int (*kill)(pid_t pid, int sig);
     /* pthread_create's contract; stack_size 0 means the default. */
     int (*thread_create)(pthread_t *thread, size_t stack_size, void *(*fn)(void *), void *arg);
