@@ -1097,6 +1097,110 @@ static void path_search(bool fast)
     end_default(loop, before);
 }
 
+/* The edges of the search and of the child's setup, on both paths, with
+ * the same outcome: PATH unset (the default "/bin:/usr/bin"); an entry too
+ * long for a path is skipped (as glibc's search does);
+ * a found file that is no program (ENOEXEC, no /bin/sh fallback); and a
+ * /dev/null that the child cannot open (EMFILE, the fd limit at 3). */
+static int spawn_rc(evpol_loop *loop, evpol_spawn_options *o, bool fast, int *sys_errno)
+{
+    for (int i = 0; i < 3; i++)
+        if (o->stdio[i] == EVPOL_STDIO_INHERIT && !fast)
+            o->stdio[i] = EVPOL_STDIO_PIPE; /* the general path */
+    evpol_spawn_result res;
+    evpol_error err = {0};
+    int rc = evpol_loop_spawn(loop, o, &res, &err);
+    *sys_errno = err.sys_errno;
+    if (rc == 0)
+        for (int i = 0; i < 3; i++)
+            if (res.stdio_fd[i] >= 0)
+                close(res.stdio_fd[i]);
+    return rc;
+}
+
+static void search_and_setup_edges(bool fast)
+{
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
+    char dir[] = "/tmp/evpol-edge-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char junk[64];
+    snprintf(junk, sizeof junk, "%s/evpol-junk", dir);
+    write_program(junk, "\x7f not a program\n", 0755);
+    const char *saved = getenv("PATH");
+    char *saved_path = saved ? strdup(saved) : NULL;
+
+    char *a_true[] = {"true", NULL}, *a_junk[] = {"evpol-junk", NULL};
+    exit_rec e_unset = {0}, e_long = {0}, e_other = {0};
+    evpol_spawn_options o_unset = sh_options(a_true, &e_unset);
+    evpol_spawn_options o_long = sh_options(a_true, &e_long);
+    evpol_spawn_options o_junk = sh_options(a_junk, &e_other);
+    int err_unset, err_long, err_junk;
+
+    unsetenv("PATH");
+    int rc_unset = spawn_rc(loop, &o_unset, fast, &err_unset);
+    char long_path[PATH_MAX + 64];
+    memset(long_path, 'x', PATH_MAX + 8);
+    long_path[0] = '/';
+    snprintf(long_path + PATH_MAX + 8, 56, ":/bin:/usr/bin");
+    setenv("PATH", long_path, 1);
+    int rc_long = spawn_rc(loop, &o_long, fast, &err_long);
+    setenv("PATH", dir, 1);
+    int rc_junk = spawn_rc(loop, &o_junk, fast, &err_junk);
+    if (saved_path)
+        setenv("PATH", saved_path, 1);
+    free(saved_path);
+    unlink(junk);
+    rmdir(dir);
+
+    /* stdin inherited, stdout /dev/null: with the limit at 3, the child
+     * (which holds 0..2) has no number left for it. */
+    char *a_abs[] = {"/bin/true", NULL};
+    evpol_spawn_options o_nofd = sh_options(a_abs, &e_other);
+    o_nofd.stdio[1] = EVPOL_STDIO_DEVNULL;
+    o_nofd.stdio[2] = EVPOL_STDIO_DEVNULL;
+    struct rlimit saved_limit;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved_limit), 0);
+    struct rlimit three = saved_limit;
+    three.rlim_cur = 3;
+    int err_nofd = 0, rc_nofd = EVPOL_ERUNTIME;
+    if (fast) { /* the general path's pipes need fds in this process */
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &three), 0);
+        rc_nofd = spawn_rc(loop, &o_nofd, fast, &err_nofd);
+        restore_fd_limit(saved_limit);
+    }
+
+    if (rc_unset != 0)
+        fail_msg("PATH unset: %d (errno %d)", rc_unset, err_unset);
+    assert_true(run_until(loop, (volatile int *)&e_unset.calls, TIMEOUT_MS));
+    assert_int_equal(e_unset.rc, 0);
+    if (rc_long != 0)
+        fail_msg("PATH with a too long entry: %d (errno %d)", rc_long, err_long);
+    assert_true(run_until(loop, (volatile int *)&e_long.calls, TIMEOUT_MS));
+    assert_int_equal(e_long.rc, 0);
+    assert_int_equal(rc_junk, EVPOL_ESYSTEM);
+    assert_int_equal(err_junk, ENOEXEC);
+    if (fast) {
+        assert_int_equal(rc_nofd, EVPOL_ESYSTEM);
+        assert_int_equal(err_nofd, EMFILE);
+    }
+    assert_int_equal(atomic_load(&e_other.calls), 0);
+    assert_int_equal(count_zombie_children(), 0);
+    end_default(loop, before);
+}
+
+static void test_search_and_setup_edges(void **state)
+{
+    (void)state;
+    search_and_setup_edges(false);
+}
+
+static void test_search_and_setup_edges_fast(void **state)
+{
+    (void)state;
+    search_and_setup_edges(true);
+}
+
 static void test_path_search(void **state)
 {
     (void)state;
@@ -2217,6 +2321,8 @@ int main(void)
         CLAUSE_TEST(test_fast_devnull_and_cwd, "SUB-1 SUB-4"),
         CLAUSE_TEST(test_fast_standard_fds_closed, "SUB-1"),
         CLAUSE_TEST(test_path_search, "SUB-1 SUB-4"),
+        CLAUSE_TEST(test_search_and_setup_edges, "SUB-1 SUB-4"),
+        CLAUSE_TEST(test_search_and_setup_edges_fast, "SUB-1 SUB-4"),
         CLAUSE_TEST(test_path_search_fast, "SUB-1 SUB-4"),
         CLAUSE_TEST(test_abandoned_registration_released, "SUB-1 CW-8"),
         CLAUSE_TEST(test_exec_failure, "SUB-4"),
