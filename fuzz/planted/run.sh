@@ -72,7 +72,9 @@ for name in $names; do
     if [ "$flavour" = tsan ]; then
         "$bin" "fuzz/corpus/$base" >"$dir/replay.log" 2>&1 || catches=yes
     else
-        "$bin" -runs=0 "fuzz/corpus/$base" >"$dir/replay.log" 2>&1 || catches=yes
+        # The crash it finds is written into $dir, not into the checkout.
+        "$bin" -runs=0 -artifact_prefix="$dir/replay-" "fuzz/corpus/$base" >"$dir/replay.log" 2>&1 ||
+            catches=yes
     fi
 
     t0=$(date +%s.%N)
@@ -106,7 +108,7 @@ for name in $names; do
         if [ "$flavour" = tsan ]; then
             set -- env EVPOL_FUZZ_SECONDS=5 "$clean" "$artifact"
         else
-            set -- "$clean" -runs=200 "$artifact"
+            set -- "$clean" -runs=200 -artifact_prefix="$dir/confirm-" "$artifact"
         fi
         if "$@" >"$dir/confirm.log" 2>&1; then
             confirmed=yes
