@@ -311,7 +311,7 @@ $(COV_SHIM): reports-src/cmocka-select.c reports-src/cmocka-select.map | deps
 
 coverage: $(COV_SHIM)
 	@build-aux/ensure-deps.sh lcov
-	+@COV_MAKE='$(COV_MAKE)' COV_BUILD=$(COV_BUILD) COV_SHIM=$(COV_SHIM) COV_REPORTS=$(COV_REPORTS) \
+	+@COV_MAKE='$(COV_MAKE)' COV_BUILD=$(COV_BUILD) COV_SHIM=$(abspath $(COV_SHIM)) COV_REPORTS=$(COV_REPORTS) \
 	    COV_MIN_LINES=$(COVERAGE_MIN_LINES) COV_MIN_BRANCHES=$(COVERAGE_MIN_BRANCHES) \
 	    COV_JOBS=$(COV_JOBS) COV_MAKEFILES='$(MAKEFILE_LIST)' reports-src/coverage.sh
 

@@ -25,8 +25,8 @@
  * registration that ends without its callback (the watcher closed, or a
  * Threaded/MultiLoop/Pidfd loop closed before the exit) leaves an orphan,
  * which the next spawn after that close frees once it can prove the
- * callback can no longer run (sweep_orphans). Custom watchers give no such proof, so their orphans
- * are kept (reachable) until the process exits.
+ * callback can no longer run (sweep_orphans). Custom watchers give no such
+ * proof, so their orphans are kept (reachable) until the process exits.
  */
 #include "evpol-internal.h"
 
