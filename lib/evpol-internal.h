@@ -275,8 +275,11 @@ struct evpol__wcore {
     evpol__spare *spare;    /* Threaded: blocks its waiting threads gave back */
 };
 
-/* Close: forget the watcher and hand back the pending registrations. */
-EVPOL_HIDDEN evpol__childtab evpol__wcore_detach(evpol__wcore *core);
+/* What ops->close shares: forget the watcher, warn when registrations were
+ * pending (CW-8; `consequence` ends the line, "" for none) and hand each to
+ * `release`, which frees it. */
+EVPOL_HIDDEN void evpol__core_watcher_close(evpol_watcher *w, void (*release)(evpol__child *c),
+                                            const char *consequence);
 /* Under core->lock: a reference to the watcher, or NULL once it is closed
  * or being destroyed. */
 EVPOL_HIDDEN evpol_watcher *evpol__wcore_watcher_locked(evpol__wcore *core);

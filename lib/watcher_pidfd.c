@@ -205,14 +205,7 @@ static void close_pending(evpol__child *c)
 static int pfd_close(evpol_watcher *w, evpol_error *err)
 {
     (void)err;
-    evpol__childtab pending = evpol__wcore_detach(evpol__core_of(w));
-
-    if (pending.count)
-        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
-                   "PidfdChildWatcher %p has registered but not finished child processes "
-                   "(%zu pending); those still running will not be reaped",
-                   (void *)w, pending.count);
-    evpol__childtab_fini(&pending, close_pending);
+    evpol__core_watcher_close(w, close_pending, "; those still running will not be reaped");
     return 0;
 }
 

@@ -163,14 +163,7 @@ static int thr_close(evpol_watcher *w, evpol_error *err)
 {
     (void)err;
     /* Threads still running find no record and only reap. */
-    evpol__childtab pending = evpol__wcore_detach(evpol__core_of(w));
-
-    if (pending.count)
-        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
-                   "ThreadedChildWatcher %p has registered but not finished child processes "
-                   "(%zu pending)",
-                   (void *)w, pending.count);
-    evpol__childtab_fini(&pending, evpol__child_free);
+    evpol__core_watcher_close(w, evpol__child_free, "");
     return 0;
 }
 

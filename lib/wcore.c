@@ -88,6 +88,28 @@ int evpol__core_watcher_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
     return removed;
 }
 
+/* Close: forget the watcher and take the pending registrations. */
+static evpol__childtab wcore_detach(evpol__wcore *core)
+{
+    pthread_mutex_lock(&core->lock);
+    core->watcher = NULL;
+    evpol__childtab pending = core->tab;
+    core->tab = (evpol__childtab){0};
+    pthread_mutex_unlock(&core->lock);
+    return pending;
+}
+
+void evpol__core_watcher_close(evpol_watcher *w, void (*release)(evpol__child *c),
+                               const char *consequence)
+{
+    evpol__childtab pending = wcore_detach(evpol__core_of(w));
+    if (pending.count)
+        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
+                   "%s %p has registered but not finished child processes (%zu pending)%s",
+                   w->ops->name, (void *)w, pending.count, consequence);
+    evpol__childtab_fini(&pending, release);
+}
+
 void evpol__wcore_ref(evpol__wcore *core)
 {
     atomic_fetch_add(&core->refs, 1);
@@ -105,16 +127,6 @@ void evpol__wcore_unref(evpol__wcore *core)
     }
     pthread_mutex_destroy(&core->lock);
     evpol__sys.free(core);
-}
-
-evpol__childtab evpol__wcore_detach(evpol__wcore *core)
-{
-    pthread_mutex_lock(&core->lock);
-    core->watcher = NULL;
-    evpol__childtab pending = core->tab;
-    core->tab = (evpol__childtab){0};
-    pthread_mutex_unlock(&core->lock);
-    return pending;
 }
 
 evpol_watcher *evpol__wcore_watcher_locked(evpol__wcore *core)
