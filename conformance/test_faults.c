@@ -1596,19 +1596,6 @@ static void test_libevent_oom_is_enomem(void **state)
                  backend_err.message, EVPOL_ENOMEM);
 }
 
-static void *nothing(void *arg)
-{
-    return arg;
-}
-
-/* Sanitizer runtimes start a helper thread of their own with the first
- * pthread_create; start it before any test counts threads. */
-static void warm_up_threads(void)
-{
-    pthread_t t;
-    if (pthread_create(&t, NULL, nothing, NULL) == 0)
-        pthread_join(t, NULL);
-}
 
 /* libevent's own warnings about the failures we cause. */
 static void quiet_libevent(int severity, const char *msg)

@@ -2279,20 +2279,10 @@ static void test_limit_lowered_before_file_actions(void **state)
     capture_stop();
 }
 
-static void *idle_thread(void *arg)
-{
-    return arg;
-}
-
-/* ThreadSanitizer starts a background thread of its own with the first
- * pthread_create; start it before any test snapshots the thread count. */
 static int group_setup(void **state)
 {
     (void)state;
-    pthread_t t;
-    if (pthread_create(&t, NULL, idle_thread, NULL) != 0)
-        return -1;
-    pthread_join(t, NULL);
+    warm_up_threads();
     return 0;
 }
 

@@ -24,19 +24,6 @@
 
 static pthread_t main_thread;
 
-static void *nothing(void *arg)
-{
-    return arg;
-}
-
-/* Sanitizer runtimes start a helper thread of their own with the first
- * pthread_create; start it before any test counts threads. */
-static void warm_up_threads(void)
-{
-    pthread_t t;
-    if (pthread_create(&t, NULL, nothing, NULL) == 0)
-        pthread_join(t, NULL);
-}
 
 typedef struct exit_rec {
     volatile int count;
@@ -78,23 +65,6 @@ static void fx_close(fixture *fx)
     assert_int_equal(evpol_loop_close(fx->loop, NULL), 0);
     evpol_loop_unref(fx->loop);
     assert_no_leaks(fx->before);
-}
-
-static void let_go(int wfd)
-{
-    ssize_t n;
-    do
-        n = write(wfd, "x", 1);
-    while (n < 0 && errno == EINTR);
-    assert_int_equal(n, 1);
-    close(wfd);
-}
-
-static void wait_exited(pid_t pid)
-{
-    siginfo_t si;
-    while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) != 0 && errno == EINTR)
-        ;
 }
 
 static void run_once(evpol_loop *loop)
@@ -180,7 +150,7 @@ static void test_fast_add_needs_context(void **state)
     assert_int_equal(evpol_watcher_add_child_handler(fx.w, pid, record_exit, &rec, NULL),
                      EVPOL_ERUNTIME);
 
-    let_go(wfd);
+    release_child(wfd);
     assert_true(run_until(fx.loop, &rec.count, TIMEOUT_MS));
     assert_int_equal(rec.pid, pid);
     assert_int_equal(rec.rc, 0);
@@ -196,7 +166,7 @@ static void test_fast_kept_exit_reported_at_registration(void **state)
     capture_start(&cap);
     assert_ok(evpol_watcher_enter(fx.w, NULL));
     pid_t pid = fork_exit(44);
-    wait_exited(pid);
+    wait_exited_not_reaped(pid);
     /* The watcher reaps it before it is registered and keeps its status. */
     assert_true(run_until_reaped(fx.loop, pid));
     exit_rec rec = {0};
@@ -287,14 +257,14 @@ static void test_fast_reaps_other_code_children(void **state)
     log_capture cap;
     capture_start(&cap);
     pid_t stranger = fork_exit(1);
-    wait_exited(stranger);
+    wait_exited_not_reaped(stranger);
     exit_rec rec = {0};
     assert_ok(evpol_watcher_enter(fx.w, NULL));
     int wfd;
     pid_t pid = spawn_waiting_child(&wfd, 2, 0);
     assert_ok(evpol_watcher_add_child_handler(fx.w, pid, record_exit, &rec, NULL));
     assert_ok(evpol_watcher_exit(fx.w, NULL));
-    let_go(wfd);
+    release_child(wfd);
     assert_true(run_until(fx.loop, &rec.count, TIMEOUT_MS));
     assert_true(run_until_reaped(fx.loop, stranger));
     errno = 0;
@@ -324,8 +294,8 @@ static void test_fast_close_clears_kept_exits(void **state)
     assert_int_equal(evpol_watcher_close(fx.w, NULL), 0);
     evpol_error err = {0};
     assert_int_equal(evpol_watcher_exit(fx.w, &err), EVPOL_ERUNTIME);
-    let_go(wfd);
-    wait_exited(pending);
+    release_child(wfd);
+    wait_exited_not_reaped(pending);
     run_once(fx.loop);
     assert_int_equal(rec.count, 0);
     assert_int_equal(capture_count(&cap, -1, -1, "Caught subprocess"), 0);

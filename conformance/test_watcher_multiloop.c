@@ -1228,19 +1228,10 @@ static void test_stress_many_children_many_threads(void **state)
     assert_sigchld_original();
 }
 
-static void *idle_thread(void *arg)
-{
-    return arg;
-}
-
 int main(void)
 {
     assert_int_equal(sigaction(SIGCHLD, NULL, &g_orig_sigchld), 0);
-    /* Sanitizer runtimes start helper threads with the first thread the
-     * program creates; let that happen before any thread is counted. */
-    pthread_t t;
-    if (pthread_create(&t, NULL, idle_thread, NULL) == 0)
-        pthread_join(t, NULL);
+    warm_up_threads();
     const struct CMUnitTest tests[] = {
         WATCHER_TEST(test_handler_installed_on_first_attach, multiloop,
                      "MUL-1 MUL-5 MUL-6 CW-5 CW-6 CW-8"),

@@ -1033,18 +1033,9 @@ static void test_pidfd_reader_refused(void **state)
     assert_no_leaks(before);
 }
 
-static void *idle_thread(void *arg)
-{
-    return arg;
-}
-
 int main(void)
 {
-    /* Sanitizer runtimes start a helper thread with the first thread; start
-     * it now so that per-test thread counts are stable. */
-    pthread_t warm;
-    if (pthread_create(&warm, NULL, idle_thread, NULL) == 0)
-        pthread_join(warm, NULL);
+    warm_up_threads();
     const struct CMUnitTest tests[] = {
         WATCHER_TEST(test_exit_codes, pidfd, "CW-1 CW-3 CW-10"),
         WATCHER_TEST(test_killed_by_signal, pidfd, "CW-10"),

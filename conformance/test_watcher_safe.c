@@ -25,19 +25,6 @@
 
 static pthread_t main_thread;
 
-static void *nothing(void *arg)
-{
-    return arg;
-}
-
-/* Sanitizer runtimes start a helper thread of their own with the first
- * pthread_create; start it before any test counts threads. */
-static void warm_up_threads(void)
-{
-    pthread_t t;
-    if (pthread_create(&t, NULL, nothing, NULL) == 0)
-        pthread_join(t, NULL);
-}
 
 /* ---- helpers ---- */
 
@@ -88,24 +75,7 @@ static void fx_close(fixture *fx)
 
 /* Release a spawn_waiting_child. Writing a byte (rather than only closing)
  * wakes the child even when a later fork inherited the pipe's write end. */
-static void let_go(int wfd)
-{
-    ssize_t n;
-    do
-        n = write(wfd, "x", 1);
-    while (n < 0 && errno == EINTR);
-    assert_int_equal(n, 1);
-    close(wfd);
-}
-
 /* Block until `pid` has exited, without reaping it (or it was reaped). */
-static void wait_exited(pid_t pid)
-{
-    siginfo_t si;
-    while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) != 0 && errno == EINTR)
-        ;
-}
-
 /* Fork a waiting child and register it inside the spawn context. */
 static pid_t watched_child(evpol_watcher *w, int *wfd, int code, int sig, evpol_child_fn cb,
                            void *arg)
@@ -180,7 +150,7 @@ static void test_exit_codes(void **state)
     for (int i = 0; i < N; i++)
         pids[i] = watched_child(fx.w, &wfd[i], cases[i].code, cases[i].sig, record_exit, &rec[i]);
     for (int i = 0; i < N; i++)
-        let_go(wfd[i]);
+        release_child(wfd[i]);
     volatile int total = 0;
     for (int i = 0; i < N; i++) {
         assert_true(run_until(fx.loop, &rec[i].count, TIMEOUT_MS));
@@ -213,9 +183,9 @@ static void test_many_exit_together(void **state)
     for (int i = 0; i < N; i++)
         pids[i] = watched_child(fx.w, &wfd[i], 10 + i, 0, record_exit, &rec[i]);
     for (int i = 0; i < N; i++)
-        let_go(wfd[i]);
+        release_child(wfd[i]);
     for (int i = 0; i < N; i++)
-        wait_exited(pids[i]);
+        wait_exited_not_reaped(pids[i]);
     for (int i = 0; i < N; i++)
         if (run_until(fx.loop, &rec[i].count, TIMEOUT_MS))
             done++;
@@ -239,7 +209,7 @@ static void test_replace_handler(void **state)
     assert_ok(evpol_watcher_add_child_handler(fx.w, pid, record_exit, &first, NULL));
     assert_ok(evpol_watcher_add_child_handler(fx.w, pid, record_exit, &second, NULL));
     assert_ok(evpol_watcher_exit(fx.w, NULL));
-    let_go(wfd);
+    release_child(wfd);
     assert_true(run_until(fx.loop, &second.count, TIMEOUT_MS));
     run_once(fx.loop);
     assert_int_equal(first.count, 0);
@@ -261,7 +231,7 @@ static void test_remove_handler(void **state)
     assert_int_equal(evpol_watcher_remove_child_handler(fx.w, pid, NULL), 1);
     assert_int_equal(evpol_watcher_remove_child_handler(fx.w, pid, NULL), 0);
     assert_int_equal(evpol_watcher_remove_child_handler(fx.w, 999999, NULL), 0);
-    let_go(wfd);
+    release_child(wfd);
     /* The watcher still reaps it: no zombie is left behind. */
     assert_true(run_until_reaped(fx.loop, pid));
     run_once(fx.loop);
@@ -289,9 +259,9 @@ static void test_attach_switch_reaps_once_on_new_loop(void **state)
     /* Exit while attached to A, whose loop never runs: only the switch to
      * B can report them (SAF-5). */
     for (int i = 0; i < N; i++)
-        let_go(wfd[i]);
+        release_child(wfd[i]);
     for (int i = 0; i < N; i++)
-        wait_exited(pids[i]);
+        wait_exited_not_reaped(pids[i]);
     assert_ok(evpol_watcher_attach_loop(fx.w, b, NULL));
     for (int i = 0; i < N; i++)
         assert_true(run_until(b, &rec[i].count, TIMEOUT_MS));
@@ -308,7 +278,7 @@ static void test_attach_switch_reaps_once_on_new_loop(void **state)
     exit_rec later = {0};
     int wfd2;
     pid_t pid = watched_child(fx.w, &wfd2, 42, 0, record_exit, &later);
-    let_go(wfd2);
+    release_child(wfd2);
     assert_true(run_until(b, &later.count, TIMEOUT_MS));
     assert_int_equal(later.pid, pid);
     assert_int_equal(later.rc, 42);
@@ -354,8 +324,8 @@ static void test_detach_with_pending_warns(void **state)
     assert_int_equal(evpol_watcher_is_active(fx.w), 0);
 
     /* Re-attached, the exit is reported. */
-    let_go(wfd);
-    wait_exited(pid);
+    release_child(wfd);
+    wait_exited_not_reaped(pid);
     assert_ok(evpol_watcher_attach_loop(fx.w, fx.loop, NULL));
     assert_true(run_until(fx.loop, &rec.count, TIMEOUT_MS));
     assert_int_equal(rec.rc, 5);
@@ -460,7 +430,7 @@ static void test_attach_outside_main_thread_fails(void **state)
     exit_rec rec = {0};
     int wfd;
     pid_t pid = watched_child(w, &wfd, 9, 0, record_exit, &rec);
-    let_go(wfd);
+    release_child(wfd);
     assert_true(run_until(a, &rec.count, TIMEOUT_MS));
     assert_int_equal(rec.pid, pid);
     assert_int_equal(rec.rc, 9);
@@ -501,8 +471,8 @@ static void test_close_clears_and_detaches(void **state)
     assert_int_equal(evpol_watcher_attach_loop(w, loop, &err), EVPOL_ERUNTIME);
 
     /* The exit is not reported after close, and not reaped either. */
-    let_go(wfd);
-    wait_exited(pid);
+    release_child(wfd);
+    wait_exited_not_reaped(pid);
     run_once(loop);
     run_once(loop);
     assert_int_equal(rec.count, 0);
@@ -536,8 +506,8 @@ static void test_close_after_loop_closed(void **state)
     int wfd;
     assert_ok(evpol_watcher_enter(w, NULL));
     pid_t pid = spawn_waiting_child(&wfd, 6, 0);
-    let_go(wfd);
-    wait_exited(pid);
+    release_child(wfd);
+    wait_exited_not_reaped(pid);
     if (kind == EVPOL_WATCHER_FAST) {
         /* Let Fast reap and keep it inside the open context (FST-5). */
         assert_true(run_until_reaped(loop, pid));
@@ -588,9 +558,9 @@ static void test_close_inside_callback_stops_the_rest(void **state)
     for (int i = 0; i < 2; i++)
         pids[i] = watched_child(fx.w, &wfd[i], 0, 0, close_from_callback, &p);
     for (int i = 0; i < 2; i++)
-        let_go(wfd[i]);
+        release_child(wfd[i]);
     for (int i = 0; i < 2; i++)
-        wait_exited(pids[i]);
+        wait_exited_not_reaped(pids[i]);
     assert_true(run_until(fx.loop, &p.calls, TIMEOUT_MS));
     run_once(fx.loop);
     assert_int_equal(p.calls, 1);
@@ -730,8 +700,8 @@ static void test_close_outside_main_thread(void **state)
     assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
                                    "closed outside the main thread"), 1);
     /* The inert handler hears the SIGCHLD and does nothing. */
-    let_go(wfd);
-    wait_exited(pid);
+    release_child(wfd);
+    wait_exited_not_reaped(pid);
     run_once(fx.loop);
     run_once(fx.loop);
     assert_int_equal(rec.count, 0);
@@ -861,11 +831,11 @@ static void test_safe_leaves_unregistered_children(void **state)
     fixture fx;
     fx_open(&fx, state);
     pid_t stranger = fork_exit(17);
-    wait_exited(stranger);
+    wait_exited_not_reaped(stranger);
     exit_rec rec = {0};
     int wfd;
     pid_t pid = watched_child(fx.w, &wfd, 1, 0, record_exit, &rec);
-    let_go(wfd);
+    release_child(wfd);
     assert_true(run_until(fx.loop, &rec.count, TIMEOUT_MS));
     assert_int_equal(rec.pid, pid);
     /* The SIGCHLD of both was seen; the stranger is still ours to reap. */
@@ -881,7 +851,7 @@ static void test_safe_exited_before_registration(void **state)
     fixture fx;
     fx_open(&fx, state);
     pid_t pid = fork_exit(33);
-    wait_exited(pid);
+    wait_exited_not_reaped(pid);
     exit_rec rec = {0};
     assert_ok(evpol_watcher_add_child_handler(fx.w, pid, record_exit, &rec, NULL));
     /* Posted to the attached loop, not called from add. */
@@ -921,7 +891,7 @@ static void test_safe_registered_from_other_thread(void **state)
     int wfd;
     pid_t alive = spawn_waiting_child(&wfd, 12, 0);
     pid_t dead = fork_exit(13);
-    wait_exited(dead);
+    wait_exited_not_reaped(dead);
     thread_add t[2] = {{fx.w, alive, &rec[0], -1}, {fx.w, dead, &rec[1], -1}};
     for (int i = 0; i < 2; i++) {
         pthread_t th;
@@ -929,7 +899,7 @@ static void test_safe_registered_from_other_thread(void **state)
         assert_int_equal(pthread_join(th, NULL), 0);
         assert_int_equal(t[i].rc, 0);
     }
-    let_go(wfd);
+    release_child(wfd);
     assert_true(run_until(fx.loop, &rec[0].count, TIMEOUT_MS));
     assert_true(run_until(fx.loop, &rec[1].count, TIMEOUT_MS));
     assert_int_equal(rec[0].rc, 12);
@@ -948,7 +918,7 @@ static void test_safe_no_loop_reports_on_caller(void **state)
     evpol_watcher *w = NULL;
     assert_ok(evpol_watcher_new(EVPOL_WATCHER_SAFE, &w, NULL));
     pid_t pid = fork_exit(2);
-    wait_exited(pid);
+    wait_exited_not_reaped(pid);
     exit_rec rec = {0};
     assert_ok(evpol_watcher_add_child_handler(w, pid, record_exit, &rec, NULL));
     assert_int_equal(rec.count, 1);
@@ -984,7 +954,7 @@ static void test_safe_child_reaped_elsewhere(void **state)
     exit_rec rec2 = {0};
     int wfd;
     pid_t late = watched_child(fx.w, &wfd, 8, 0, record_exit, &rec2);
-    let_go(wfd);
+    release_child(wfd);
     assert_int_equal(waitpid(late, NULL, 0), late);
     assert_true(run_until(fx.loop, &rec2.count, TIMEOUT_MS));
     run_once(fx.loop);

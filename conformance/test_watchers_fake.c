@@ -1184,18 +1184,9 @@ static void delivery_loop_closed(void **state)
     fx_end();
 }
 
-static void *nothing(void *arg)
-{
-    return arg;
-}
-
 int main(void)
 {
-    /* A first thread, so that runtime helpers started with it (the thread
-     * sanitizer's) exist before any test counts threads. */
-    pthread_t t;
-    if (pthread_create(&t, NULL, nothing, NULL) == 0)
-        pthread_join(t, NULL);
+    warm_up_threads();
 
     const struct CMUnitTest tests[] = {
         WATCHER_TEST(one_child, threaded, "CW-1 CW-3 CW-10"),

@@ -261,3 +261,25 @@ void restore_fd_limit(struct rlimit saved)
 {
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
 }
+
+static void *return_arg(void *arg)
+{
+    return arg;
+}
+
+void warm_up_threads(void)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, return_arg, NULL) == 0)
+        pthread_join(t, NULL);
+}
+
+/* Block until `pid` has exited, without reaping it. */
+void wait_exited_not_reaped(pid_t pid)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    while (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT) != 0)
+        if (errno != EINTR)
+            fail_msg("waitid(%ld): %s", (long)pid, strerror(errno));
+}

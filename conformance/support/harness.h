@@ -112,6 +112,13 @@ int wait_threads_at_most(int threads, int timeout_ms);
 /* The same as spawn_waiting_child (an older name kept for its callers). */
 pid_t spawn_lone_child(int *write_fd, int code, int sig);
 
+/* Block until `pid` has exited, without reaping it (waitid WNOWAIT). */
+void wait_exited_not_reaped(pid_t pid);
+
+/* Sanitizer runtimes start a helper thread of their own with the first
+ * pthread_create: call this before any test counts threads. */
+void warm_up_threads(void);
+
 /* Lower RLIMIT_NOFILE's soft limit to the lowest free fd, so that no new
  * fd can be made (EMFILE); returns the limit to restore with
  * restore_fd_limit. */

@@ -60,16 +60,6 @@ void free_loop(evpol_loop *loop)
     evpol_loop_unref(loop);
 }
 
-/* Block until `pid` has exited, without reaping it. */
-void wait_exited_not_reaped(pid_t pid)
-{
-    siginfo_t info;
-    memset(&info, 0, sizeof info);
-    while (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT) != 0)
-        if (errno != EINTR)
-            fail_msg("waitid(%ld): %s", (long)pid, strerror(errno));
-}
-
 /* True once `pid` is no child of ours any more (reaped by someone). */
 int reaped(pid_t pid)
 {

@@ -76,7 +76,6 @@ void on_exit_count(pid_t pid, int rc, void *arg);
 evpol_loop *new_loop(void);
 evpol_watcher *new_watcher(evpol_watcher_kind kind);
 void free_loop(evpol_loop *loop);
-void wait_exited_not_reaped(pid_t pid);
 int reaped(pid_t pid);
 void do_register(void *p);
 int register_in_loop(evpol_loop *loop, evpol_watcher *w, pid_t pid, evpol_child_fn cb,
