@@ -2016,16 +2016,40 @@ static evpol_watcher *use_hand_watcher(hand_watcher *h)
     return w;
 }
 
+/* The custom-watcher tests: warnings captured, the hand watcher installed
+ * on a fresh default policy; at the end, released with nothing leaked. */
+static evpol_watcher *begin_hand(hand_watcher *h, resource_snapshot *before)
+{
+    capture_start(&cap);
+    *before = resources_now();
+    return use_hand_watcher(h);
+}
+
+static void end_hand(evpol_watcher *w, resource_snapshot before)
+{
+    reset_policy();
+    evpol_watcher_unref(w);
+    capture_stop();
+    assert_no_leaks(before);
+}
+
+/* CW-12's warning for pid, exactly once. */
+static void expect_loop_closed_warning(pid_t pid)
+{
+    char want[96];
+    snprintf(want, sizeof want, "that handles pid %ld is closed", (long)pid);
+    assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME, want), 1);
+}
+
 /* SUB-3, CW-12: an exit handed to a loop that closes before running it is
  * dropped with the CW-12 warning; a second call of the callback for one
  * registration (a misbehaving watcher) is ignored. */
 static void test_custom_watcher_exit_dropped_by_closed_loop(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
+    resource_snapshot before;
     hand_watcher h;
-    evpol_watcher *w = use_hand_watcher(&h);
+    evpol_watcher *w = begin_hand(&h, &before);
     evpol_loop *loop = new_loop();
     char *argv[] = {"/bin/sh", "-c", "exit 4", NULL};
     exit_rec e = {0};
@@ -2040,13 +2064,8 @@ static void test_custom_watcher_exit_dropped_by_closed_loop(void **state)
     h.regs[0].cb(pid, rc, h.regs[0].arg); /* ignored */
     close_loop(loop);
     assert_int_equal(atomic_load(&e.calls), 0);
-    char want[96];
-    snprintf(want, sizeof want, "that handles pid %ld is closed", (long)pid);
-    assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME, want), 1);
-    reset_policy();
-    evpol_watcher_unref(w);
-    capture_stop();
-    assert_no_leaks(before);
+    expect_loop_closed_warning(pid);
+    end_hand(w, before);
 }
 
 /* CW-9, SUB-1: a watcher refusing to open its spawn context stops the spawn
@@ -2055,10 +2074,9 @@ static void test_custom_watcher_exit_dropped_by_closed_loop(void **state)
 static void test_custom_watcher_context_refusals(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
+    resource_snapshot before;
     hand_watcher h;
-    evpol_watcher *w = use_hand_watcher(&h);
+    evpol_watcher *w = begin_hand(&h, &before);
     evpol_loop *loop = new_loop();
     char *argv[] = {"/bin/sh", "-c", "exit 6", NULL};
     exit_rec e = {0};
@@ -2095,10 +2113,7 @@ static void test_custom_watcher_context_refusals(void **state)
     run_to_exit(loop, &e, 6);
     assert_int_equal(e.pid, pid);
     close_loop(loop);
-    reset_policy();
-    evpol_watcher_unref(w);
-    capture_stop();
-    assert_no_leaks(before);
+    end_hand(w, before);
 }
 
 /* CW-12, SUB-3: the loop closes while the exit is being registered and the
@@ -2107,10 +2122,9 @@ static void test_custom_watcher_context_refusals(void **state)
 static void test_custom_watcher_loop_closed_during_registration(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
+    resource_snapshot before;
     hand_watcher h;
-    evpol_watcher *w = use_hand_watcher(&h);
+    evpol_watcher *w = begin_hand(&h, &before);
     h.add_mode = HAND_CLOSE_LOOP_AND_CALL;
     evpol_loop *loop = new_loop();
     char *argv[] = {"/bin/true", NULL};
@@ -2120,15 +2134,10 @@ static void test_custom_watcher_loop_closed_during_registration(void **state)
     pid_t pid = spawn_ok(loop, &o, &res);
     assert_int_equal(evpol_loop_is_closed(loop), 1);
     assert_int_equal(atomic_load(&e.calls), 0);
-    char want[96];
-    snprintf(want, sizeof want, "that handles pid %ld is closed", (long)pid);
-    assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME, want), 1);
+    expect_loop_closed_warning(pid);
     assert_no_children();
     evpol_loop_unref(loop);
-    reset_policy();
-    evpol_watcher_unref(w);
-    capture_stop();
-    assert_no_leaks(before);
+    end_hand(w, before);
 }
 
 /* SUB-1: a spawn made while another spawn is still registering its process
@@ -2137,10 +2146,9 @@ static void test_custom_watcher_loop_closed_during_registration(void **state)
 static void test_spawn_while_another_registers(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
+    resource_snapshot before;
     hand_watcher h;
-    evpol_watcher *w = use_hand_watcher(&h);
+    evpol_watcher *w = begin_hand(&h, &before);
     evpol_loop *loop = new_loop();
     char *a1[] = {"/bin/sh", "-c", "exit 1", NULL};
     char *a2[] = {"/bin/sh", "-c", "exit 2", NULL};
@@ -2171,10 +2179,7 @@ static void test_spawn_while_another_registers(void **state)
     assert_int_equal(e2.pid, p2);
     assert_int_equal(e3.pid, p3);
     close_loop(loop);
-    reset_policy();
-    evpol_watcher_unref(w);
-    capture_stop();
-    assert_no_leaks(before);
+    end_hand(w, before);
 }
 
 /* SUB-1, ERR-1: with stdin closed the stdin pipe's child end is fd 0 and
