@@ -123,3 +123,14 @@ void evpol__child_free(evpol__child *c)
     evpol_loop_unref(c->loop);
     evpol__sys.free(c);
 }
+
+int evpol__child_disarm(evpol__child *c, evpol_loop **old_loop)
+{
+    if (!c || !c->cb)
+        return 0;
+    c->cb = NULL;
+    c->arg = NULL;
+    *old_loop = c->loop;
+    c->loop = NULL;
+    return 1;
+}

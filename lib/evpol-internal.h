@@ -260,6 +260,11 @@ EVPOL_HIDDEN evpol__child *evpol__child_new(pid_t pid, evpol_child_fn cb, void *
                                             evpol_loop *loop);
 /* Drop the loop reference and free. NULL is ignored. */
 EVPOL_HIDDEN void evpol__child_free(evpol__child *c);
+/* remove_child_handler on a registered record (CW-4): 1 when it had a
+ * callback, which it no longer has; 0 when it had none. The record stays,
+ * so that whatever reaps the child still does and no zombie is left.
+ * *old_loop gets the loop reference to drop once the lock is released. */
+EVPOL_HIDDEN int evpol__child_disarm(evpol__child *c, evpol_loop **old_loop);
 
 /* A block kept for reuse; whatever is kept starts with this link. */
 typedef struct evpol__spare {

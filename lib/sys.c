@@ -35,6 +35,11 @@ static int real_pidfd_open(pid_t pid, unsigned int flags)
 
 /* ---- spawn ---- */
 
+/* The signals a child always starts with the default action for (see
+ * evpol_sys_spawn_request), on both paths. */
+static const int default_action_signals[] = {SIGPIPE, SIGXFSZ, SIGCHLD, SIGINT, SIGQUIT, SIGTERM};
+#define N_DEFAULT_ACTION_SIGNALS (sizeof default_action_signals / sizeof default_action_signals[0])
+
 /*
  * Two ways to make the process evpol_sys_spawn_request describes, with the
  * same result (the guarantees listed in evpol.h).
@@ -175,8 +180,10 @@ CHILD_CODE __attribute__((noreturn)) static void child_fail(fast_child *c, long 
 
 CHILD_CODE static bool child_resets(int sig)
 {
-    return sig == SIGPIPE || sig == SIGXFSZ || sig == SIGCHLD || sig == SIGINT ||
-           sig == SIGQUIT || sig == SIGTERM;
+    for (size_t i = 0; i < N_DEFAULT_ACTION_SIGNALS; i++)
+        if (default_action_signals[i] == sig)
+            return true;
+    return false;
 }
 
 CHILD_CODE static void child_signals(void)
@@ -399,12 +406,11 @@ static int file_actions(const evpol_sys_spawn_request *req, posix_spawn_file_act
 
 static int spawn_attr(posix_spawnattr_t *attr)
 {
-    static const int reset[] = {SIGPIPE, SIGXFSZ, SIGCHLD, SIGINT, SIGQUIT, SIGTERM};
     sigset_t none, defaults;
     sigemptyset(&none);
     sigemptyset(&defaults);
-    for (size_t i = 0; i < sizeof reset / sizeof reset[0]; i++)
-        sigaddset(&defaults, reset[i]);
+    for (size_t i = 0; i < N_DEFAULT_ACTION_SIGNALS; i++)
+        sigaddset(&defaults, default_action_signals[i]);
     int rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     if (!rc)
         rc = posix_spawnattr_setsigmask(attr, &none);

@@ -331,18 +331,10 @@ static int ml_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
     (void)err;
     ml_watcher *m = as_ml(w);
     evpol_loop *old_loop = NULL;
-    int removed = 0;
     pthread_mutex_lock(&m->lock);
+    /* The reaper still reaps the child. */
     evpol__child *c = atomic_load(&m->shut) ? NULL : evpol__childtab_find(&m->tab, pid);
-    if (c && c->cb) {
-        /* The record stays so that the reaper still reaps the child: no
-         * zombie is left (CW-4). */
-        c->cb = NULL;
-        c->arg = NULL;
-        old_loop = c->loop;
-        c->loop = NULL;
-        removed = 1;
-    }
+    int removed = evpol__child_disarm(c, &old_loop);
     pthread_mutex_unlock(&m->lock);
     evpol_loop_unref(old_loop);
     return removed;

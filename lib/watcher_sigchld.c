@@ -152,14 +152,9 @@ evpol__child *evpol__sigchld_register_locked(evpol__sigchld *s, pid_t pid, evpol
 
 int evpol__sigchld_remove(evpol__sigchld *s, pid_t pid)
 {
-    int removed = 0;
+    evpol_loop *no_loop = NULL; /* Safe and Fast records hold none */
     pthread_mutex_lock(&s->lock);
-    evpol__child *c = evpol__childtab_find(&s->tab, pid);
-    if (c && c->cb) {
-        c->cb = NULL;
-        c->arg = NULL;
-        removed = 1;
-    }
+    int removed = evpol__child_disarm(evpol__childtab_find(&s->tab, pid), &no_loop);
     pthread_mutex_unlock(&s->lock);
     return removed;
 }

@@ -71,18 +71,9 @@ int evpol__core_watcher_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
     (void)err;
     evpol__wcore *core = evpol__core_of(w);
     evpol_loop *old_loop = NULL;
-    int removed = 0;
     pthread_mutex_lock(&core->lock);
-    evpol__child *c = evpol__childtab_find(&core->tab, pid);
-    if (c && c->cb) {
-        /* The record stays, so that its thread or reader still reaps the
-         * child and no zombie is left (CW-4). */
-        c->cb = NULL;
-        c->arg = NULL;
-        old_loop = c->loop;
-        c->loop = NULL;
-        removed = 1;
-    }
+    /* Its thread or reader still reaps the child. */
+    int removed = evpol__child_disarm(evpol__childtab_find(&core->tab, pid), &old_loop);
     pthread_mutex_unlock(&core->lock);
     evpol_loop_unref(old_loop);
     return removed;
