@@ -151,7 +151,7 @@ examples: $(EXAMPLE_BINS)
 # "N passed, N failed". The default build reports to reports/, any other
 # build tree (sanitizers, BUILD=...) to $(BUILD)/reports, so runs never mix.
 REPORTS    ?= $(if $(filter build/default,$(BUILD)),reports,$(BUILD)/reports)
-CLAUSES_MD ?= ../shared/spec/CLAUSES.md
+CLAUSES_MD ?= conformance/SPEC.md
 NA_TSV     ?= conformance/na.tsv
 MATRIX_SELFTEST := conformance/test_matrix_tool.sh conformance/test_broken_build.sh
 RUN_TESTS = LD_LIBRARY_PATH=$(TEST_LIB_DIR) build-aux/run-tests.sh --reports $(REPORTS) \

@@ -2,7 +2,7 @@
  * test_loop.c — what the policy and the watchers need from a loop
  * (LOOP-1 ... LOOP-7).
  *
- * Written from evpol.h and CLAUSES.md. Worker threads never call cmocka
+ * Written from evpol.h and SPEC.md. Worker threads never call cmocka
  * asserts: they record what they saw and the main thread asserts after
  * joining them. Hang guards (call_later, run_until) are generous and never
  * timing assertions.

@@ -2,7 +2,7 @@
  * test_policy.c — the process-wide policy and the default policy's
  * per-thread loops (POL-1 ... POL-13, POL-17, POL-19 ... POL-21).
  *
- * Written from evpol.h and CLAUSES.md, not from policy.c. Worker threads
+ * Written from evpol.h and SPEC.md, not from policy.c. Worker threads
  * never call cmocka asserts (they longjmp into the main thread's state):
  * they record what they saw, and the main thread asserts after joining.
  * Every test leaves the process-wide policy reset (NULL) so that tests are

@@ -2,7 +2,7 @@
  * test_spawn.c — evpol_loop_spawn, the watchers' consumer (SUB-1 ... SUB-4,
  * CW-7, CW-9, CW-10, CW-12).
  *
- * Written from evpol.h and CLAUSES.md. Real programs (/bin/true, /bin/sh,
+ * Written from evpol.h and SPEC.md. Real programs (/bin/true, /bin/sh,
  * cat) run as children; a few tests put the fake kernel behind the seam to
  * force what the real one only does by luck (a thread that cannot be
  * created). Worker threads never call cmocka asserts: they record, the main

@@ -1,7 +1,7 @@
 /*
  * model.h — a reference model of the child watchers, with no I/O.
  *
- * The model is the specification (shared/spec/CLAUSES.md: CW, THR, MUL, SAF,
+ * The model is the specification (conformance/SPEC.md: CW, THR, MUL, SAF,
  * FST, PFD, and the guarantees evpol.h adds beyond CPython: remove is
  * honoured by every watcher, each exit is delivered exactly once, nothing
  * runs after remove or close, a replaced handler is never called) written

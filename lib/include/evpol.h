@@ -28,7 +28,7 @@
  * evpol_get_event_loop_policy(), a policy method `get_event_loop` ->
  * evpol_policy_get_event_loop(policy, ...), a watcher method
  * `add_child_handler` -> evpol_watcher_add_child_handler(watcher, ...).
- * Clause IDs (POL-1, CW-4, ...) refer to the specification, CLAUSES.md.
+ * Clause IDs (POL-1, CW-4, ...) refer to the specification, conformance/SPEC.md.
  */
 #ifndef EVPOL_H
 #define EVPOL_H
