@@ -36,6 +36,7 @@
  * pass. Its stderr goes to the runner too, which fails the run on any
  * sanitizer report.
  */
+#include "signal_state.h"
 #include "steps.h"
 
 #include <evpol.h>
@@ -1155,10 +1156,14 @@ static void outside_child(const scn_step *st, int ci)
     posix_spawnattr_t attr;
     posix_spawn_file_actions_init(&fa);
     posix_spawnattr_init(&attr);
-    sigset_t none;
+    sigset_t none, all;
     sigemptyset(&none);
     posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    /* Outside code's child dies of its signal even though the runner
+     * ignores SIGPIPE for itself. */
+    sigfillset(&all);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     int p[2] = {-1, -1};
     if (st->release == SCN_REL_WAIT) {
         if (pipe2(p, O_CLOEXEC) != 0)
@@ -2591,6 +2596,9 @@ int main(int argc, char **argv)
         rl.rlim_cur = rl.rlim_max > 65536 ? 65536 : rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+    /* Whatever the shell ignored or blocked, the scenario processes and
+     * their children start from the defaults (signal_state.h). */
+    signal_state_reset();
     signal(SIGPIPE, SIG_IGN);
 
     scn_scenario *scs = calloc((size_t)nfiles, sizeof *scs);

@@ -2,6 +2,7 @@
  * harness.c — shared helpers for the conformance programs (see harness.h).
  */
 #include "harness.h"
+#include "signal_state.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -14,6 +15,13 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Before cmocka's main: every program starts from the default signal state,
+ * however it was started (signal_state.h). */
+__attribute__((constructor)) static void harness_default_signals(void)
+{
+    signal_state_reset();
+}
 
 const evpol_watcher_kind harness_kind_threaded = EVPOL_WATCHER_THREADED;
 const evpol_watcher_kind harness_kind_multiloop = EVPOL_WATCHER_MULTILOOP;
