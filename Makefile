@@ -102,8 +102,9 @@ $(BUILD)/lib/%.o: lib/%.c $(LIB_HDRS) | deps
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -fPIC -fvisibility=hidden -Ilib/include -Ilib $(EVENT_CFLAGS) -c $< -o $@
 
-$(SHLIB): $(LIB_OBJS)
-	$(CC) $(BASE_CFLAGS) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined -o $@ $^ $(EVENT_LIBS) $(LDFLAGS)
+$(SHLIB): $(LIB_OBJS) lib/evpol.map
+	$(CC) $(BASE_CFLAGS) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined -Wl,--version-script=lib/evpol.map \
+	    -o $@ $(LIB_OBJS) $(EVENT_LIBS) $(LDFLAGS)
 	ln -sf libevpol.so.$(VERSION) $(BUILD)/$(SONAME)
 	ln -sf $(SONAME) $(BUILD)/libevpol.so
 
@@ -174,7 +175,7 @@ check: all
 	@rc=0; $(MAKE) --no-print-directory scenarios || rc=1; \
 	$(MAKE) --no-print-directory fuzz-replay || rc=1; \
 	EVPOL_BUILD=$(BUILD) EVPOL_SANFLAGS="$(SANFLAGS)" $(RUN_TESTS) --allow-gaps $(CONF_BINS) -- \
-	    $(EXAMPLE_BINS) $(MATRIX_SELFTEST) build-aux/test-install.sh || rc=1; \
+	    $(EXAMPLE_BINS) $(MATRIX_SELFTEST) build-aux/test-install.sh build-aux/test-abi-check.sh || rc=1; \
 	exit $$rc
 
 conformance: $(if $(EVPOL_LIB),$(LIB_FOR_TESTS),all)
@@ -331,3 +332,4 @@ reports-test: reports reports-src/node_modules/.installed
 	@CHROMIUM=$(CHROMIUM) node reports-src/test_index_page.mjs $(COV_REPORTS)
 
 include fuzz/fuzz.mk
+include build-aux/dist.mk

@@ -1,0 +1,65 @@
+#!/bin/sh
+# abi-check.sh LIBRARY BASELINE — is LIBRARY compatible with the released ABI?
+#
+#   - every symbol LIBRARY exports is public (evpol_ and a letter, never an
+#     internal evpol__ one) and carries a version node (lib/evpol.map);
+#   - its soname is the baseline's: a new soname needs a new baseline
+#     (`make abi-baseline`), written on purpose;
+#   - abidiff, limited to the types of the public header, finds nothing
+#     removed or changed. Added functions are compatible: printed, accepted.
+#
+# ABIDW (the abidw command line) comes from the Makefile, so that the baseline
+# and the build are read the same way. Exit 0: compatible; 1: not (or the
+# check could not run).
+set -u
+lib=$1 baseline=$2
+: "${ABIDW:?}"
+[ -f "$lib" ] || { echo "abi-check: no library at $lib" >&2; exit 1; }
+[ -f "$baseline" ] || { echo "abi-check: no baseline at $baseline (make abi-baseline)" >&2; exit 1; }
+
+bad=$(nm -D --defined-only "$lib" | awk '$2 != "A" && $3 !~ /^evpol_[^_].*@@EVPOL_[0-9]+$/ { print $3 }')
+if [ -n "$bad" ]; then
+    echo "abi-check: $lib exports symbols outside the public, versioned set (lib/evpol.map):" >&2
+    echo "$bad" | sed 's/^/    /' >&2
+    exit 1
+fi
+
+soname=$(readelf -d "$lib" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+base_soname=$(sed -n "1s/.* soname='\([^']*\)'.*/\1/p" "$baseline")
+if [ "$soname" != "$base_soname" ]; then
+    echo "abi-check: $lib has soname $soname, the baseline $base_soname:" \
+         "a new soname needs a new baseline (make abi-baseline)" >&2
+    exit 1
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/evpol-abi.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+# shellcheck disable=SC2086 # ABIDW is a command line
+if ! $ABIDW --out-file "$tmp/build.abi" "$lib"; then
+    echo "abi-check: abidw could not read $lib" >&2
+    exit 1
+fi
+abidiff "$baseline" "$tmp/build.abi" >"$tmp/diff.txt" 2>&1
+rc=$?
+# abidiff's exit status is a bit set: 1 error, 2 usage error, 4 some ABI
+# change, 8 an incompatible one. Bit 8 covers removed symbols only: a public
+# struct laid out differently, or a function whose parameters changed, is
+# bit 4 with a "Changed" count in the summary, and is just as incompatible.
+# What passes is additions alone.
+if [ $((rc & 3)) -ne 0 ]; then
+    cat "$tmp/diff.txt" >&2
+    echo "abi-check: abidiff could not compare (exit $rc)" >&2
+    exit 1
+fi
+if [ $((rc & 8)) -ne 0 ] || grep -Eq 'summary: .*(^|[^0-9])[1-9][0-9]* (Removed|Changed)' "$tmp/diff.txt"; then
+    cat "$tmp/diff.txt" >&2
+    echo "abi-check: INCOMPATIBLE with $baseline ($soname). Keep the ABI, or change the soname" \
+         "(VERSION_MAJOR, the node in lib/evpol.map) and run make abi-baseline, on purpose." >&2
+    exit 1
+fi
+if [ $((rc & 4)) -ne 0 ]; then
+    cat "$tmp/diff.txt"
+    echo "abi-check: compatible additions to $baseline (listed above): accepted"
+else
+    echo "abi-check: $soname has the ABI of $baseline"
+fi
