@@ -2,7 +2,7 @@
 # distcheck.sh TARBALL — is the release tarball a complete project?
 #
 # Unpacks TARBALL alone into a fresh temporary folder (no checkout, no
-# ../shared, nothing beside it) and there, each step failing the check:
+# sibling folder, nothing beside it) and there, each step failing the check:
 #   1. the README's two commands, `make conformance` and `make check`, with
 #      SIGHUP, SIGINT, SIGQUIT and SIGPIPE ignored (as nohup and CI runners
 #      leave them: the suites must not depend on it);

@@ -13,7 +13,7 @@
 #                      DIR/runs.tsv               how each program ended
 #                      DIR/conformance.xml, clauses.tsv, clauses.html
 #   --sources DIR    the test_*.c sources (default: conformance)
-#   --clauses FILE   CLAUSES.md             --na FILE   the n/a rows
+#   --clauses FILE   the spec (conformance/SPEC.md)   --na FILE   the n/a rows
 #   --allow-gaps     a clause without test does not fail the run
 #
 # Environment: EVPOL_TEST_TIMEOUT (seconds per program, default 300);

@@ -6,8 +6,9 @@
 # gap, an n/a with its reason, a program that crashed (its tests fail as not
 # run), a program that hung, one that did not build, a test registered but
 # absent from the results, a sanitizer-style failure after all tests passed,
-# a skipped test, cmocka XML made invalid by an unescaped message, and that
-# an n/a row without a reason is refused. KEEP_TMP=1 keeps the fake tree.
+# a skipped test, cmocka XML made invalid by an unescaped message, that
+# an n/a row without a reason is refused, and that a tag naming a clause the
+# spec does not have fails the run. KEEP_TMP=1 keeps the fake tree.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 tool="$here/../build-aux/clause-matrix"
@@ -215,6 +216,18 @@ expect_row POL-2 - gap "t_skip" "every test skipped"
     not_ok "closing line: $(tail -n 1 "$tmp/stdout4")"
 python3 -c 'import sys, xml.etree.ElementTree as ET; ET.parse(sys.argv[1])' "$out/conformance.xml" &&
     ok "merged XML valid despite invalid input" || not_ok "merged XML valid despite invalid input"
+
+# ---- run 5: a tag that names a clause the spec does not have fails the run
+# (every clause the suite tags must exist in the spec), even when all pass.
+mkdir -p "$tmp/src5" "$tmp/res5/junit"
+printf '    CLAUSE_TEST(t_ghost, "POL-1 POL-99"),\n' >"$tmp/src5/test_eta.c"
+printf '<?xml version="1.0" encoding="UTF-8" ?>\n<testsuites>\n  <testsuite name="eta" time="0.000" tests="1" failures="0" errors="0" skipped="0" >\n    <testcase name="t_ghost [POL-1 POL-99]" time="0.000" >\n    </testcase>\n  </testsuite>\n</testsuites>\n' >"$tmp/res5/junit/test_eta--eta.xml"
+"$tool" --clauses "$tmp/CLAUSES.md" --sources "$tmp/src5" --na "$tmp/na.tsv" \
+    --results "$tmp/res5" --out "$tmp/out5" >"$tmp/stdout5" 2>&1
+rc=$?
+[ $rc = 1 ] && grep -q "tag POL-99 names no clause of $tmp/CLAUSES.md (in t_ghost" "$tmp/stdout5" &&
+    ok "a tag naming no clause of the spec fails" ||
+    not_ok "a tag naming no clause of the spec fails (exit $rc: $(cat "$tmp/stdout5"))"
 
 echo "$((checks - failures)) of $checks checks passed"
 [ $failures = 0 ]
