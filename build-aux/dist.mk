@@ -15,10 +15,10 @@
 # or a public struct laid out differently fails. An incompatible change is
 # made on purpose, in one commit: VERSION_MAJOR (the soname) goes up, the node
 # in lib/evpol.map is renamed, and `make abi-baseline` writes the new
-# baseline, lib/abi/libevpol.so.N.abi, replacing the old one.
+# baseline, lib/abi/libevpol-N.abi, replacing the old one.
 DIST_NAME    := evpol-$(VERSION)
 DIST_TARBALL := build/$(DIST_NAME).tar.gz
-ABI_BASELINE := lib/abi/$(SONAME).abi
+ABI_BASELINE := lib/abi/libevpol-$(VERSION_MAJOR).abi
 ABI_LIB      := $(if $(EVPOL_LIB),$(LIB_FOR_TESTS),$(SHLIB))
 ABIDW        := abidw --no-corpus-path --no-comp-dir-path --short-locs --headers-dir lib/include \
 	--drop-private-types
