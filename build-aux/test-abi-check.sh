@@ -9,11 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build-aux/ensure-deps.sh abigail-tools
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/evpol-abi-test.XXXXXX")
-[ -n "${KEEP_TMP:-}" ] || trap 'rm -rf "$tmp"' EXIT
-clean_make() { env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory "$@"; }
-tar --exclude=./.git --exclude=./build --exclude=./reports --exclude='*/node_modules' \
-    -cf - lib build-aux fuzz/fuzz.mk Makefile evpol.pc.in | tar -C "$tmp" -xf -
+. build-aux/planted-copy.sh
 
 # expect PASS|FAIL WHAT PATTERN: run abi-check; its verdict and output must match.
 expect() {
@@ -29,15 +25,6 @@ expect() {
         exit 1
     fi
     echo "abi-check test: $what: $got as expected"
-}
-# plant FILE PERL-SUBSTITUTION, insisting that it changed the file.
-plant() {
-    cp "$tmp/$1" "$tmp/$1.orig"
-    perl -0pi -e "$2" "$tmp/$1"
-    if cmp -s "$tmp/$1" "$tmp/$1.orig"; then
-        echo "abi-check test: planting in $1 changed nothing: update $0" >&2
-        exit 1
-    fi
 }
 unplant() { mv "$tmp/$1.orig" "$tmp/$1"; }
 

@@ -8,27 +8,8 @@
 #   - MultiLoop does not restore the saved SIGCHLD handler on close -> MUL-4
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/evpol-broken.XXXXXX")
-[ -n "${KEEP_TMP:-}" ] || trap 'rm -rf "$tmp"' EXIT
-# Sub-makes must not inherit the calling make's variables (e.g. SANITIZE).
-clean_make() { env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory "$@"; }
+. build-aux/planted-copy.sh
 
-# The whole source tree (the Makefile includes files from several
-# directories), without build output.
-tar --exclude=./.git --exclude=./build --exclude=./reports --exclude='*/node_modules' \
-    -cf - . | tar -C "$tmp" -xf -
-
-# plant FILE PERL-SUBSTITUTION: apply it and insist it changed the file, so
-# this test fails loudly (rather than passing vacuously) if the code moves.
-plant() {
-    local file=$tmp/$1
-    cp "$file" "$file.orig"
-    perl -0pi -e "$2" "$file"
-    if cmp -s "$file" "$file.orig"; then
-        echo "planting a bug in $1 changed nothing: update $0" >&2
-        exit 1
-    fi
-}
 plant lib/watcher_threaded.c 's/(c->loop = evpol_loop_ref\(loop\);\n)\s*c->cb = cb;\n\s*c->arg = arg;\n/$1/'
 plant lib/watcher_multiloop.c 's/\} else if \(evpol__sys\.sigaction\(SIGCHLD, &m->saved, NULL\) != 0\)/} else if (0)/'
 
