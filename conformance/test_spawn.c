@@ -313,22 +313,33 @@ static void test_on_exit_in_non_main_loop_thread(void **state)
 typedef struct spawn_job {
     evpol_loop *loop;
     exit_rec e[2];
-    pid_t pids[2];
-    int spawn_rc[2];
-    evpol_error err[2];
+    status_rec st[2]; /* evpol_loop_spawn_ex: the whole status */
+    pid_t pids[4];
+    int spawn_rc[4];
+    evpol_error err[4];
 } spawn_job;
 
-/* Runs inside the running loop: Safe and Fast are active only then. */
+/* Runs inside the running loop: Safe and Fast are active only then. Two
+ * children through evpol_loop_spawn, then the same two and exit(255)
+ * through evpol_loop_spawn_ex (issue 13: the whole status, 255 told
+ * apart). */
 static void spawn_two(void *arg)
 {
     spawn_job *j = arg;
     static char *a_exit[] = {"/bin/sh", "-c", "exit 42", NULL};
     static char *a_kill[] = {"/bin/sh", "-c", "kill -KILL $$", NULL};
-    char **argvs[] = {a_exit, a_kill};
-    for (int i = 0; i < 2; i++) {
-        evpol_spawn_options o = sh_options(argvs[i], &j->e[i]);
+    static char *a_255[] = {"/bin/sh", "-c", "exit 255", NULL};
+    char **argvs[] = {a_exit, a_kill, a_255, a_kill};
+    for (int i = 0; i < 4; i++) {
+        evpol_spawn_options o = sh_options(argvs[i], &j->e[i % 2]);
         evpol_spawn_result res;
-        j->spawn_rc[i] = evpol_loop_spawn(j->loop, &o, &res, &j->err[i]);
+        if (i < 2) {
+            j->spawn_rc[i] = evpol_loop_spawn(j->loop, &o, &res, &j->err[i]);
+        } else {
+            o.on_exit = NULL; /* not needed with a status callback */
+            o.arg = &j->st[i - 2];
+            j->spawn_rc[i] = evpol_loop_spawn_ex(j->loop, &o, record_status, &res, &j->err[i]);
+        }
         j->pids[i] = j->spawn_rc[i] == 0 ? res.pid : -1;
     }
 }
@@ -364,10 +375,15 @@ static void test_spawn_with_watcher(void **state)
     assert_ok(evpol_loop_call_soon_threadsafe(loop, spawn_two, &job, NULL));
     /* run_until needs one flag: wait for the first, then the second. */
     assert_true(run_until(loop, (volatile int *)&job.e[0].calls, TIMEOUT_MS));
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 4; i++)
         if (job.spawn_rc[i] != 0)
             fail_msg("spawn %d with %s: %s", i, evpol_watcher_name(w), job.err[i].message);
     assert_true(run_until(loop, (volatile int *)&job.e[1].calls, TIMEOUT_MS));
+    assert_true(run_until(loop, &job.st[0].calls, TIMEOUT_MS));
+    assert_true(run_until(loop, &job.st[1].calls, TIMEOUT_MS));
+    assert_status(&job.st[0], job.pids[2], EVPOL_EXIT_EXITED, 255, 0, false, 0xff00, 255);
+    assert_status(&job.st[1], job.pids[3], EVPOL_EXIT_KILLED, 0, SIGKILL, false, SIGKILL,
+                  -SIGKILL);
 
     int expected[] = {42, -SIGKILL};
     for (int i = 0; i < 2; i++) {

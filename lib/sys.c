@@ -545,12 +545,3 @@ int evpol_sys_set(const evpol_sys *table, evpol_error *err)
     atomic_store_explicit(&evpol__sys_table, &t->table, memory_order_release);
     return 0;
 }
-
-int evpol__returncode(int status)
-{
-    if (WIFEXITED(status))
-        return WEXITSTATUS(status);
-    if (WIFSIGNALED(status))
-        return -WTERMSIG(status);
-    return 255;
-}
