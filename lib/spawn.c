@@ -341,7 +341,8 @@ static void close_all(spawn_fds *f)
  * A child end numbered 0..2 (the caller runs with a standard stream closed)
  * could be overwritten by another stream's dup2 before its own dup2 runs in
  * the child; moving it to 3 or above makes the order of the file actions
- * irrelevant. Rare, hence the plain fcntl outside the seam.
+ * irrelevant. Rare, hence the plain fcntl outside the seam (evpol.h lists
+ * the calls outside it).
  */
 static int lift_above_stdio(int *fd, evpol_error *err)
 {

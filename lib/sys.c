@@ -1,8 +1,9 @@
 /*
  * sys.c — the syscall seam.
  *
- * Watchers and spawn reach the kernel only through evpol__sys, a table of
- * function pointers. The real table costs one indirect call per system call;
+ * Watchers and spawn reach the kernel through evpol__sys, a table of
+ * function pointers, for every call that tells them about children (the
+ * few pipe calls outside it are listed in evpol.h, with why). The real table costs one indirect call per system call;
  * tests and fuzzers install a deterministic fake kernel with evpol_sys_set.
  * evpol's own allocations go through it too, so that tests can fail them.
  */

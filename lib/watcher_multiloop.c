@@ -13,6 +13,9 @@
  * add_child_handler also polls its pid at once, so a child that exited
  * before registration is reported (also before activation).
  *
+ * The pipe's poll, read and write are direct system calls, not the seam's
+ * (evpol.h says why): the handler cannot depend on a swappable table.
+ *
  * Cost: O(n) waitpid calls per SIGCHLD for n registered children (signals
  * coalesce, so one wake may report many exits). One thread and two fds per
  * active watcher, whatever the number of children.

@@ -339,8 +339,9 @@ EVPOL_API const char *evpol_watcher_name(evpol_watcher *w);
  * MultiLoop and Pidfd (ERUNTIME when none is running), and on the attached
  * loop for Safe and Fast. `arg` is borrowed until the callback has run or
  * the handler was removed or the watcher closed.
- * Thread-safe. Errors: EINVAL (pid <= 0, cb NULL), ERUNTIME (closed, no
- * running loop, Fast outside a spawn context), ESYSTEM, ENOMEM. */
+ * Thread-safe. Errors: EINVAL (pid <= 0, cb NULL), ETYPE (not a watcher, or
+ * `loop` not a loop), ERUNTIME (closed, no running loop, Fast outside a
+ * spawn context), ESYSTEM, ENOMEM. */
 EVPOL_API int evpol_watcher_add_child_handler(evpol_watcher *w, pid_t pid, evpol_child_fn cb,
                                               void *arg, evpol_error *err);
 
@@ -364,7 +365,8 @@ EVPOL_API int evpol_watcher_add_child_status_handler_on(evpol_watcher *w, evpol_
 
 /* 1 if a handler was removed (it will never be called), 0 if there was none
  * (CW-4, for every watcher). The child is still reaped by the watcher.
- * Thread-safe. Errors: EINVAL, ERUNTIME (closed). */
+ * Thread-safe. Errors: EINVAL (pid <= 0, w NULL), ETYPE (not a watcher),
+ * ERUNTIME (closed). */
 EVPOL_API int evpol_watcher_remove_child_handler(evpol_watcher *w, pid_t pid, evpol_error *err);
 
 /* Detach from the current loop, then attach to `loop` (may be NULL) (CW-5).
@@ -592,11 +594,23 @@ EVPOL_API int evpol_loop_spawn_ex(evpol_loop *loop, const evpol_spawn_options *o
 /* ------------------------------------------------------------------------ */
 
 /*
- * Every system call that the watchers and spawn make goes through this
- * table, so that tests and fuzzers can put a deterministic fake kernel in
- * its place; so does every allocation of evpol's own memory. Each member
- * has the signature and errno convention of the system call it names
- * (spawn: see below). Production code never needs this.
+ * The system calls that decide what the watchers and spawn see of child
+ * processes go through this table (waiting, pidfds, SIGCHLD dispositions,
+ * creating and signalling processes and threads, the pipes and fds evpol
+ * opens and closes), so that tests and fuzzers can put a deterministic fake
+ * kernel in its place; so does every allocation of evpol's own memory.
+ * Each member has the signature and errno convention of the system call it
+ * names (spawn: see below). Production code never needs this.
+ *
+ * Not through the table, on purpose: the byte MultiLoop's SIGCHLD handler
+ * writes to its wake pipe (a signal handler makes only async-signal-safe
+ * calls, and must not depend on a table a test swaps), and the reaper's
+ * poll, read and close-time write on that same pipe; and the fcntl that
+ * moves a spawn pipe end above fd 2 when the caller runs with a standard
+ * stream closed. None of them reports anything about a child; they act on
+ * pipes the table's pipe2 created. The table cannot grow to take them
+ * without breaking programs built against 0.1.0 (they copy
+ * evpol_sys_real() with their smaller struct).
  */
 
 /* evpol_sys_spawn_request.stdio[i] when it is not a descriptor of the
