@@ -117,6 +117,42 @@ static void refused_attach_keeps_loop(void **state)
     assert_no_leaks(before);
 }
 
+/* The same when the refusal comes from the thread: Safe and Fast change
+ * signal handlers only from the main thread (LOOP-4). The attached loop is
+ * closed first, so that nothing but that rule can refuse. */
+typedef struct attach_call {
+    evpol_watcher *w;
+    evpol_loop *loop;
+    int rc;
+} attach_call;
+
+static void *attach_from_thread(void *p)
+{
+    attach_call *a = p;
+    a->rc = evpol_watcher_attach_loop(a->w, a->loop, NULL);
+    return NULL;
+}
+
+static void attach_off_main_thread_keeps_loop(void **state)
+{
+    evpol_watcher_kind kind = test_watcher_kind(state);
+    evpol_loop *loop = new_loop(), *other = new_loop();
+    evpol_watcher *w = open_watcher(kind, loop, true);
+    assert_ok(evpol_loop_close(loop, NULL));
+    attach_call a = {w, other, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, attach_from_thread, &a), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(a.rc, EVPOL_ERUNTIME);
+    evpol_loop *got = NULL;
+    assert_ok(evpol_watcher_get_loop(w, &got, NULL));
+    assert_ptr_equal(got, loop);
+    assert_ok(evpol_watcher_close(w, NULL));
+    evpol_watcher_unref(w);
+    evpol_loop_unref(loop);
+    free_loop(other);
+}
+
 /* CW-8, issue 13: a callback may close its own watcher (evpol.h says so):
  * close returns at once instead of waiting for the callback it runs in,
  * and the watcher is closed and inactive afterwards, for every watcher. */
@@ -205,6 +241,8 @@ int main(void)
         WATCHER_TEST(close_reaps_exited_children, fast, "CW-8 FST-8"),
         WATCHER_TEST(refused_attach_keeps_loop, safe, "CW-5 SAF-4"),
         WATCHER_TEST(refused_attach_keeps_loop, fast, "CW-5"),
+        WATCHER_TEST(attach_off_main_thread_keeps_loop, safe, "CW-5 SAF-4"),
+        WATCHER_TEST(attach_off_main_thread_keeps_loop, fast, "CW-5"),
         WATCHER_TEST(callback_closes_own_watcher, threaded, "CW-8 THR-6"),
         WATCHER_TEST(callback_closes_own_watcher, multiloop, "CW-8 MUL-4"),
         WATCHER_TEST(callback_closes_own_watcher, safe, "CW-8 SAF-7"),

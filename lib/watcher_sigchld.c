@@ -289,6 +289,9 @@ int evpol__sigchld_attach(evpol__sigchld *s, evpol_loop *loop, evpol_error *err)
      * is let go, so that a refused attach changes nothing. */
     if (loop && evpol_loop_is_closed(loop) == 1)
         return evpol__fail(err, EVPOL_ERUNTIME, "attach_loop: the event loop is closed");
+    if (loop && !evpol__is_main_thread()) /* LOOP-4, as the loop would say */
+        return evpol__fail(err, EVPOL_ERUNTIME,
+                           "attach_loop: signal handlers can only be changed from the main thread");
     struct evpol__sigchld_link *link = NULL;
     if (loop && !(link = evpol__sys.calloc(1, sizeof *link)))
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
@@ -308,9 +311,9 @@ int evpol__sigchld_attach(evpol__sigchld *s, evpol_loop *loop, evpol_error *err)
     if (loop) {
         rc = hook(s, loop, link, err);
         if (rc < 0) {
-            /* Left detached (the loop closed meanwhile, or we are not on
-             * the main thread where the old loop was closed): say so, as
-             * for any detach. */
+            /* Left detached (the loop was closed meanwhile by another
+             * thread, or out of memory in libevent): say so, as for any
+             * detach. */
             pthread_mutex_unlock(&s->attach_lock);
             if (old)
                 warn_detached_pending(s);
