@@ -1637,6 +1637,57 @@ static void test_spawn_inside_context(void **state)
     assert_no_leaks(before);
 }
 
+/* SUB-3, issue 13: evpol_loop_spawn_ex with a custom watcher, whose method
+ * table takes only returncode callbacks: the status is derived from the
+ * returncode it reports (exit 255 reads as exited 255, a kill as killed
+ * with no core flag); a status handler registered on it directly is
+ * ENOTSUP. */
+static void test_spawn_ex_custom_watcher(void **state)
+{
+    (void)state;
+    capture_start(&cap);
+    resource_snapshot before = resources_now();
+    evpol_watcher *w = recording_watcher();
+    use_watcher(w);
+    evpol_loop *loop = new_loop();
+
+    char *a_255[] = {"/bin/sh", "-c", "exit 255", NULL};
+    char *a_kill[] = {"/bin/sh", "-c", "kill -KILL $$", NULL};
+    char **argvs[] = {a_255, a_kill};
+    status_rec st[2] = {{0}};
+    pid_t pids[2];
+    for (int i = 0; i < 2; i++) {
+        evpol_spawn_options o = sh_options(argvs[i], NULL);
+        o.on_exit = NULL;
+        o.arg = &st[i];
+        evpol_spawn_result res;
+        evpol_error err = {0};
+        if (evpol_loop_spawn_ex(loop, &o, record_status, &res, &err) != 0)
+            fail_msg("evpol_loop_spawn_ex: %s", err.message);
+        pids[i] = res.pid;
+    }
+    for (int i = 0; i < 2; i++)
+        assert_true(run_until(loop, &st[i].calls, TIMEOUT_MS));
+    assert_status(&st[0], pids[0], EVPOL_EXIT_EXITED, 255, 0, false, 0xff00, 255);
+    assert_status(&st[1], pids[1], EVPOL_EXIT_KILLED, 0, SIGKILL, false, SIGKILL, -SIGKILL);
+
+    evpol_error err = {0};
+    status_rec unused = {0};
+    check_error(evpol_watcher_add_child_status_handler_on(w, loop, 12345, record_status, &unused,
+                                                          &err),
+                &err, EVPOL_ENOTSUP);
+    /* Neither callback is EINVAL, as for evpol_loop_spawn. */
+    evpol_spawn_options none = sh_options(a_255, NULL);
+    none.on_exit = NULL;
+    evpol_spawn_result res;
+    check_error(evpol_loop_spawn_ex(loop, &none, NULL, &res, &err), &err, EVPOL_EINVAL);
+
+    close_loop(loop);
+    drop_recording_watcher(w);
+    capture_stop();
+    assert_no_leaks(before);
+}
+
 /* A registration that fails after the process exists: the process is
  * killed and reaped, its pipes closed, the context left. */
 static void test_registration_failure_leaves_nothing(void **state)
@@ -2340,6 +2391,7 @@ int main(void)
         CLAUSE_TEST(test_exec_failure_fast, "SUB-4"),
         CLAUSE_TEST(test_inactive_watcher_refuses, "SUB-2 CW-7"),
         CLAUSE_TEST(test_spawn_inside_context, "CW-9 SUB-1 SUB-2"),
+        CLAUSE_TEST(test_spawn_ex_custom_watcher, "SUB-1 SUB-3 CW-10 ERR-1"),
         CLAUSE_TEST(test_registration_failure_leaves_nothing, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_thread_creation_failure_fake_kernel, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_loop_closed_before_exit, "CW-12 SUB-3"),
