@@ -1594,14 +1594,32 @@ static void drop_recording_watcher(evpol_watcher *w)
     assert_ok(evpol_sys_set(NULL, NULL));
 }
 
+/* The recording watcher as the policy's, one loop, warnings captured; at
+ * the end everything released and nothing leaked. */
+static evpol_watcher *begin_recording(evpol_loop **loop, resource_snapshot *before)
+{
+    capture_start(&cap);
+    *before = resources_now();
+    evpol_watcher *w = recording_watcher();
+    use_watcher(w);
+    *loop = new_loop();
+    return w;
+}
+
+static void end_recording(evpol_watcher *w, evpol_loop *loop, resource_snapshot before)
+{
+    close_loop(loop);
+    drop_recording_watcher(w);
+    capture_stop();
+    assert_no_leaks(before);
+}
+
 static void test_spawn_inside_context(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    evpol_watcher *w = recording_watcher();
-    use_watcher(w);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop;
+    evpol_watcher *w = begin_recording(&loop, &before);
 
     char *argv[] = {"/bin/sh", "-c", "exit 11", NULL};
     exit_rec e = {0};
@@ -1631,10 +1649,7 @@ static void test_spawn_inside_context(void **state)
     assert_true(olog.added_pid_alive || e.calls); /* registered a real child */
     assert_ptr_equal(olog.added_loop, loop);
 
-    close_loop(loop);
-    drop_recording_watcher(w);
-    capture_stop();
-    assert_no_leaks(before);
+    end_recording(w, loop, before);
 }
 
 /* SUB-3, issue 13: evpol_loop_spawn_ex with a custom watcher, whose method
@@ -1645,11 +1660,9 @@ static void test_spawn_inside_context(void **state)
 static void test_spawn_ex_custom_watcher(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    evpol_watcher *w = recording_watcher();
-    use_watcher(w);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop;
+    evpol_watcher *w = begin_recording(&loop, &before);
 
     char *a_255[] = {"/bin/sh", "-c", "exit 255", NULL};
     char *a_kill[] = {"/bin/sh", "-c", "kill -KILL $$", NULL};
@@ -1682,10 +1695,7 @@ static void test_spawn_ex_custom_watcher(void **state)
     evpol_spawn_result res;
     check_error(evpol_loop_spawn_ex(loop, &none, NULL, &res, &err), &err, EVPOL_EINVAL);
 
-    close_loop(loop);
-    drop_recording_watcher(w);
-    capture_stop();
-    assert_no_leaks(before);
+    end_recording(w, loop, before);
 }
 
 /* A registration that fails after the process exists: the process is
@@ -1693,11 +1703,9 @@ static void test_spawn_ex_custom_watcher(void **state)
 static void test_registration_failure_leaves_nothing(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    evpol_watcher *w = recording_watcher();
-    use_watcher(w);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop;
+    evpol_watcher *w = begin_recording(&loop, &before);
     olog.fail_add = 1;
 
     /* cat would wait on its stdin forever: only a kill ends it. */
@@ -1723,10 +1731,7 @@ static void test_registration_failure_leaves_nothing(void **state)
     assert_int_equal(olog.depth, 0); /* the context was left */
     assert_string_equal(olog.events[olog.n - 1], "exit");
 
-    close_loop(loop);
-    drop_recording_watcher(w);
-    capture_stop();
-    assert_no_leaks(before);
+    end_recording(w, loop, before);
 }
 
 /* The same with the Threaded watcher itself, whose registration fails when
