@@ -1098,6 +1098,50 @@ static void test_reader_refused_by_backend(void **state)
     evpol_loop_unref(loop);
 }
 
+/* LOOP-3, issue 13: a call dropped by close gives its memory back through
+ * the seam's free, as it took it through the seam's calloc, so that a seam
+ * counting evpol's memory sees every block come back. */
+static atomic_long seam_blocks;
+
+static void *seam_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n, size);
+    if (p)
+        atomic_fetch_add(&seam_blocks, 1);
+    return p;
+}
+
+static void seam_free(void *p)
+{
+    if (p)
+        atomic_fetch_sub(&seam_blocks, 1);
+    free(p);
+}
+
+static void never_called(void *arg)
+{
+    (void)arg;
+    fail_msg("a call dropped by close ran");
+}
+
+static void test_dropped_call_freed_through_seam(void **state)
+{
+    (void)state;
+    evpol_sys t = *evpol_sys_real();
+    t.calloc = seam_calloc;
+    t.free = seam_free;
+    atomic_store(&seam_blocks, 0);
+    assert_ok(evpol_sys_set(&t, NULL));
+    evpol_loop *loop = NULL;
+    assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, NULL));
+    assert_ok(evpol_loop_call_soon_threadsafe(loop, never_called, NULL, NULL));
+    assert_ok(evpol_loop_close(loop, NULL));
+    evpol_loop_unref(loop);
+    long left = atomic_load(&seam_blocks);
+    assert_ok(evpol_sys_set(NULL, NULL));
+    assert_int_equal(left, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1108,6 +1152,7 @@ int main(void)
         CLAUSE_TEST(test_call_soon_threadsafe_from_threads, "LOOP-3"),
         CLAUSE_TEST(test_call_soon_threadsafe_wakes_loop_in_other_thread, "LOOP-3"),
         CLAUSE_TEST(test_call_soon_threadsafe_order_and_close, "LOOP-3 LOOP-2"),
+        CLAUSE_TEST(test_dropped_call_freed_through_seam, "LOOP-3"),
         CLAUSE_TEST(test_signal_handlers_main_thread_only, "LOOP-4"),
         CLAUSE_TEST(test_reader_on_pipe, "LOOP-5"),
         CLAUSE_TEST(test_running_loop_per_thread, "LOOP-6"),

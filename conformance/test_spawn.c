@@ -313,22 +313,33 @@ static void test_on_exit_in_non_main_loop_thread(void **state)
 typedef struct spawn_job {
     evpol_loop *loop;
     exit_rec e[2];
-    pid_t pids[2];
-    int spawn_rc[2];
-    evpol_error err[2];
+    status_rec st[2]; /* evpol_loop_spawn_ex: the whole status */
+    pid_t pids[4];
+    int spawn_rc[4];
+    evpol_error err[4];
 } spawn_job;
 
-/* Runs inside the running loop: Safe and Fast are active only then. */
+/* Runs inside the running loop: Safe and Fast are active only then. Two
+ * children through evpol_loop_spawn, then the same two and exit(255)
+ * through evpol_loop_spawn_ex (issue 13: the whole status, 255 told
+ * apart). */
 static void spawn_two(void *arg)
 {
     spawn_job *j = arg;
     static char *a_exit[] = {"/bin/sh", "-c", "exit 42", NULL};
     static char *a_kill[] = {"/bin/sh", "-c", "kill -KILL $$", NULL};
-    char **argvs[] = {a_exit, a_kill};
-    for (int i = 0; i < 2; i++) {
-        evpol_spawn_options o = sh_options(argvs[i], &j->e[i]);
+    static char *a_255[] = {"/bin/sh", "-c", "exit 255", NULL};
+    char **argvs[] = {a_exit, a_kill, a_255, a_kill};
+    for (int i = 0; i < 4; i++) {
+        evpol_spawn_options o = sh_options(argvs[i], &j->e[i % 2]);
         evpol_spawn_result res;
-        j->spawn_rc[i] = evpol_loop_spawn(j->loop, &o, &res, &j->err[i]);
+        if (i < 2) {
+            j->spawn_rc[i] = evpol_loop_spawn(j->loop, &o, &res, &j->err[i]);
+        } else {
+            o.on_exit = NULL; /* not needed with a status callback */
+            o.arg = &j->st[i - 2];
+            j->spawn_rc[i] = evpol_loop_spawn_ex(j->loop, &o, record_status, &res, &j->err[i]);
+        }
         j->pids[i] = j->spawn_rc[i] == 0 ? res.pid : -1;
     }
 }
@@ -364,10 +375,15 @@ static void test_spawn_with_watcher(void **state)
     assert_ok(evpol_loop_call_soon_threadsafe(loop, spawn_two, &job, NULL));
     /* run_until needs one flag: wait for the first, then the second. */
     assert_true(run_until(loop, (volatile int *)&job.e[0].calls, TIMEOUT_MS));
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 4; i++)
         if (job.spawn_rc[i] != 0)
             fail_msg("spawn %d with %s: %s", i, evpol_watcher_name(w), job.err[i].message);
     assert_true(run_until(loop, (volatile int *)&job.e[1].calls, TIMEOUT_MS));
+    assert_true(run_until(loop, &job.st[0].calls, TIMEOUT_MS));
+    assert_true(run_until(loop, &job.st[1].calls, TIMEOUT_MS));
+    assert_status(&job.st[0], job.pids[2], EVPOL_EXIT_EXITED, 255, 0, false, 0xff00, 255);
+    assert_status(&job.st[1], job.pids[3], EVPOL_EXIT_KILLED, 0, SIGKILL, false, SIGKILL,
+                  -SIGKILL);
 
     int expected[] = {42, -SIGKILL};
     for (int i = 0; i < 2; i++) {
@@ -1578,14 +1594,32 @@ static void drop_recording_watcher(evpol_watcher *w)
     assert_ok(evpol_sys_set(NULL, NULL));
 }
 
+/* The recording watcher as the policy's, one loop, warnings captured; at
+ * the end everything released and nothing leaked. */
+static evpol_watcher *begin_recording(evpol_loop **loop, resource_snapshot *before)
+{
+    capture_start(&cap);
+    *before = resources_now();
+    evpol_watcher *w = recording_watcher();
+    use_watcher(w);
+    *loop = new_loop();
+    return w;
+}
+
+static void end_recording(evpol_watcher *w, evpol_loop *loop, resource_snapshot before)
+{
+    close_loop(loop);
+    drop_recording_watcher(w);
+    capture_stop();
+    assert_no_leaks(before);
+}
+
 static void test_spawn_inside_context(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    evpol_watcher *w = recording_watcher();
-    use_watcher(w);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop;
+    evpol_watcher *w = begin_recording(&loop, &before);
 
     char *argv[] = {"/bin/sh", "-c", "exit 11", NULL};
     exit_rec e = {0};
@@ -1615,10 +1649,53 @@ static void test_spawn_inside_context(void **state)
     assert_true(olog.added_pid_alive || e.calls); /* registered a real child */
     assert_ptr_equal(olog.added_loop, loop);
 
-    close_loop(loop);
-    drop_recording_watcher(w);
-    capture_stop();
-    assert_no_leaks(before);
+    end_recording(w, loop, before);
+}
+
+/* SUB-3, issue 13: evpol_loop_spawn_ex with a custom watcher, whose method
+ * table takes only returncode callbacks: the status is derived from the
+ * returncode it reports (exit 255 reads as exited 255, a kill as killed
+ * with no core flag); a status handler registered on it directly is
+ * ENOTSUP. */
+static void test_spawn_ex_custom_watcher(void **state)
+{
+    (void)state;
+    resource_snapshot before;
+    evpol_loop *loop;
+    evpol_watcher *w = begin_recording(&loop, &before);
+
+    char *a_255[] = {"/bin/sh", "-c", "exit 255", NULL};
+    char *a_kill[] = {"/bin/sh", "-c", "kill -KILL $$", NULL};
+    char **argvs[] = {a_255, a_kill};
+    status_rec st[2] = {{0}};
+    pid_t pids[2];
+    for (int i = 0; i < 2; i++) {
+        evpol_spawn_options o = sh_options(argvs[i], NULL);
+        o.on_exit = NULL;
+        o.arg = &st[i];
+        evpol_spawn_result res;
+        evpol_error err = {0};
+        if (evpol_loop_spawn_ex(loop, &o, record_status, &res, &err) != 0)
+            fail_msg("evpol_loop_spawn_ex: %s", err.message);
+        pids[i] = res.pid;
+    }
+    for (int i = 0; i < 2; i++)
+        assert_true(run_until(loop, &st[i].calls, TIMEOUT_MS));
+    assert_status(&st[0], pids[0], EVPOL_EXIT_EXITED, 255, 0, false, 0xff00, 255);
+    assert_status(&st[1], pids[1], EVPOL_EXIT_KILLED, 0, SIGKILL, false, SIGKILL, -SIGKILL);
+
+    evpol_error err = {0};
+    status_rec unused = {0};
+    check_error(evpol_watcher_add_child_status_handler_on(w, loop, 12345, record_status, &unused,
+                                                          &err),
+                &err, EVPOL_ENOTSUP);
+    /* Neither callback is EINVAL, as for evpol_loop_spawn. */
+    evpol_spawn_options none = sh_options(a_255, NULL);
+    none.on_exit = NULL;
+    evpol_spawn_result res;
+    check_error(evpol_loop_spawn_ex(loop, &none, NULL, &res, &err), &err, EVPOL_EINVAL);
+
+    end_recording(w, loop, before);
 }
 
 /* A registration that fails after the process exists: the process is
@@ -1626,11 +1703,9 @@ static void test_spawn_inside_context(void **state)
 static void test_registration_failure_leaves_nothing(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    evpol_watcher *w = recording_watcher();
-    use_watcher(w);
-    evpol_loop *loop = new_loop();
+    resource_snapshot before;
+    evpol_loop *loop;
+    evpol_watcher *w = begin_recording(&loop, &before);
     olog.fail_add = 1;
 
     /* cat would wait on its stdin forever: only a kill ends it. */
@@ -1656,10 +1731,7 @@ static void test_registration_failure_leaves_nothing(void **state)
     assert_int_equal(olog.depth, 0); /* the context was left */
     assert_string_equal(olog.events[olog.n - 1], "exit");
 
-    close_loop(loop);
-    drop_recording_watcher(w);
-    capture_stop();
-    assert_no_leaks(before);
+    end_recording(w, loop, before);
 }
 
 /* The same with the Threaded watcher itself, whose registration fails when
@@ -2324,6 +2396,7 @@ int main(void)
         CLAUSE_TEST(test_exec_failure_fast, "SUB-4"),
         CLAUSE_TEST(test_inactive_watcher_refuses, "SUB-2 CW-7"),
         CLAUSE_TEST(test_spawn_inside_context, "CW-9 SUB-1 SUB-2"),
+        CLAUSE_TEST(test_spawn_ex_custom_watcher, "SUB-1 SUB-3 CW-10 ERR-1"),
         CLAUSE_TEST(test_registration_failure_leaves_nothing, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_thread_creation_failure_fake_kernel, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_loop_closed_before_exit, "CW-12 SUB-3"),

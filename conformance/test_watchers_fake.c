@@ -480,6 +480,12 @@ static void unknown_status(void **state)
     fk_exit_status(p, 0x137f);
     expect_calls(1);
     assert_called(&r, p, 255);
+    /* Told apart from exit(255) and from a lost status: a warning names
+     * the pid and the raw status (issue 13). */
+    char needle[128];
+    snprintf(needle, sizeof needle, "pid %ld: wait status 0x137f", (long)p);
+    assert_int_equal(capture_count(&CAP, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME, needle), 1);
+    assert_int_equal(unknown_child_warnings(p), 0);
     fx_end();
 }
 
@@ -905,6 +911,88 @@ static void eintr_is_retried(void **state)
     fx_end();
 }
 
+/* Issue 13: a status handler gets the whole exit status, which tells
+ * exit(255), a death with a core dump, an odd raw status and a status lost
+ * to another reaper apart (all four read as asyncio's returncode alone
+ * would: 255, -11, 255, 255). A status handler replaces a returncode
+ * handler (CW-2) and is removed like one (CW-4). */
+static void status_handler_whole_status(void **state)
+{
+    fx_begin(state, true);
+    status_rec st[4] = {{0}};
+    rec replaced = {0};
+    status_rec removed = {0};
+    pid_t p[5];
+    evpol_error err = {0};
+    assert_ok(evpol_watcher_enter(F.w, &err));
+    for (int i = 0; i < 5; i++)
+        p[i] = fk_new_child();
+    assert_ok(reg_on(F.loop, p[0], &replaced, &err));
+    for (int i = 0; i < 4; i++)
+        if (evpol_watcher_add_child_status_handler_on(F.w, F.loop, p[i], record_status, &st[i],
+                                                      &err) != 0)
+            fail_msg("add_child_status_handler: %s", err.message);
+    assert_ok(evpol_watcher_add_child_status_handler_on(F.w, F.loop, p[4], record_status,
+                                                        &removed, &err));
+    assert_ok(evpol_watcher_exit(F.w, &err));
+    assert_int_equal(evpol_watcher_remove_child_handler(F.w, p[4], NULL), 1);
+    barrier();
+
+    fk_exit(p[0], 255);
+    fk_exit_status(p[1], 0x80 | SIGSEGV); /* killed, core dumped */
+    fk_exit_status(p[2], 0x137f);         /* stopped: neither */
+    fk_exit(p[4], 0);
+    int expected = 3;
+    if (F.kind != EVPOL_WATCHER_FAST) { /* Fast cannot see it (documented) */
+        fk_reap_elsewhere(p[3]);
+        expected = 4;
+    }
+    kick();
+    if (!run_until_count(F.loop, &st[0].calls, 1, HANG_GUARD_MS))
+        fail_msg("hang guard");
+    for (int i = 1; i < expected; i++)
+        if (!run_until_count(F.loop, &st[i].calls, 1, HANG_GUARD_MS))
+            fail_msg("hang guard: status %d", i);
+    barrier();
+    assert_status(&st[0], p[0], EVPOL_EXIT_EXITED, 255, 0, false, 0xff00, 255);
+    assert_status(&st[1], p[1], EVPOL_EXIT_KILLED, 0, SIGSEGV, true, 0x80 | SIGSEGV, -SIGSEGV);
+    assert_status(&st[2], p[2], EVPOL_EXIT_UNKNOWN, 0, 0, false, 0x137f, 255);
+    if (expected == 4)
+        assert_status(&st[3], p[3], EVPOL_EXIT_LOST, 0, 0, false, 0, 255);
+    assert_int_equal(calls_of(&replaced), 0);
+    assert_int_equal(removed.calls, 0);
+    assert_int_equal(fk_child_state(p[4]), FK_GONE);
+    fx_end();
+}
+
+/* waitpid failing with an error that says nothing about the child (not
+ * ECHILD, not EINTR) while SIGCHLD is handled: logged at error level with
+ * the errno and the pid, the registration kept, and the exit delivered at
+ * the next SIGCHLD, once waitpid works again (issue 13). */
+static void waitpid_error_is_logged(void **state)
+{
+    fx_begin(state, true);
+    rec r = {0};
+    pid_t p = fk_new_child();
+    reg(p, &r);
+    barrier();
+    fk_exit(p, 21);
+    /* Fast asks for any child, the others for the pid. */
+    pid_t asked = F.kind == EVPOL_WATCHER_FAST ? -1 : p;
+    fk_fail_waitpid(asked, EFAULT, 1000); /* every round of the barrier */
+    barrier();
+    assert_int_equal(calls_of(&r), 0);
+    assert_int_equal(fk_child_state(p), FK_ZOMBIE);
+    char needle[128];
+    snprintf(needle, sizeof needle, "waitpid(%ld) failed: %s", (long)asked, strerror(EFAULT));
+    assert_true(capture_count(&CAP, EVPOL_LOG_ERROR, EVPOL_LOG_CAT_RUNTIME, needle) >= 1);
+    fk_fail_waitpid(asked, 0, 0);
+    expect_calls(1);
+    assert_called(&r, p, 21);
+    assert_int_equal(unknown_child_warnings(p), 0);
+    fx_end();
+}
+
 /* A child exiting between spawn and registration, through evpol_loop_spawn
  * with the watcher as the policy's: the fake spawn returns a child that is
  * already a zombie, and SIGCHLD arrives inside spawn, before the
@@ -1277,6 +1365,16 @@ int main(void)
         WATCHER_TEST(eintr_is_retried, safe, "CW-10"),
         WATCHER_TEST(eintr_is_retried, fast, "CW-10"),
         WATCHER_TEST(eintr_is_retried, pidfd, "CW-10"),
+
+        WATCHER_TEST(status_handler_whole_status, threaded, "CW-2 CW-4 CW-10 CW-11"),
+        WATCHER_TEST(status_handler_whole_status, multiloop, "CW-2 CW-4 CW-10 CW-11"),
+        WATCHER_TEST(status_handler_whole_status, safe, "CW-2 CW-4 CW-10 CW-11"),
+        WATCHER_TEST(status_handler_whole_status, fast, "CW-2 CW-4 CW-10"),
+        WATCHER_TEST(status_handler_whole_status, pidfd, "CW-2 CW-4 CW-10 CW-11"),
+
+        WATCHER_TEST(waitpid_error_is_logged, multiloop, "CW-10 ERR-2"),
+        WATCHER_TEST(waitpid_error_is_logged, safe, "CW-10 ERR-2"),
+        WATCHER_TEST(waitpid_error_is_logged, fast, "CW-10 ERR-2"),
 
         WATCHER_TEST(spawn_child_exits_before_registration, threaded, "CW-9"),
         WATCHER_TEST(spawn_child_exits_before_registration, multiloop, "CW-9"),

@@ -384,10 +384,8 @@ static int do_attach(mdl *m, int loop, fz_outcome *o)
     case FZ_SAFE:
     case FZ_FAST: {
         int old = m->attached;
-        if (loop != FZ_LOOP_NONE && m->loop_closed[loop]) {
-            m->attached = FZ_LOOP_NONE; /* the old handler is gone already */
-            return EVPOL_ERUNTIME;
-        }
+        if (loop != FZ_LOOP_NONE && m->loop_closed[loop])
+            return EVPOL_ERUNTIME; /* refused before anything changed (CW-5) */
         if (old != FZ_LOOP_NONE && loop == FZ_LOOP_NONE && any_pending(m, true))
             ev_warn(o, FZ_W_DETACH_PENDING, -1, 0, false); /* SAF-4 */
         m->attached = loop;
@@ -398,6 +396,24 @@ static int do_attach(mdl *m, int loop, fz_outcome *o)
     default:
         return 0;
     }
+}
+
+/* MultiLoop, Safe and Fast at close (CW-8): every registered child that
+ * has exited is reaped, running ones are left to the program; one resource
+ * warning when handlers are pending or children still run. */
+static void close_reap(mdl *m, fz_outcome *o, bool pending_cb)
+{
+    bool running = false;
+    for (int c = 0; c < m->nchildren; c++) {
+        if (!m->reg[c].present)
+            continue;
+        if (m->child[c].state == MDL_ZOMBIE)
+            m->child[c].state = MDL_GONE;
+        else if (m->child[c].state == MDL_RUNNING)
+            running = true;
+    }
+    if (pending_cb || running)
+        ev_warn(o, FZ_W_CLOSE_PENDING, -1, 0, true);
 }
 
 static int do_close(mdl *m, fz_outcome *o)
@@ -430,16 +446,10 @@ static int do_close(mdl *m, fz_outcome *o)
                 m->disposition = m->saved;
             m->activated = false;
         }
-        if (pending_cb)
-            ev_warn(o, FZ_W_CLOSE_PENDING, -1, 0, true);
-        /* removed handlers are the watcher's to reap (CW-4) */
-        for (int c = 0; c < m->nchildren; c++)
-            if (m->reg[c].present && !m->reg[c].has_cb && m->child[c].state == MDL_ZOMBIE)
-                m->child[c].state = MDL_GONE;
+        close_reap(m, o, pending_cb);
         break;
     default:
-        if (pending_cb)
-            ev_warn(o, FZ_W_CLOSE_PENDING, -1, 0, true);
+        close_reap(m, o, pending_cb);
         m->attached = FZ_LOOP_NONE;
         break;
     }

@@ -6,7 +6,9 @@
  */
 #include "evpol-internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #define CHILDTAB_MIN_BUCKETS 64
 
@@ -103,14 +105,14 @@ evpol__child *evpol__childtab_remove(evpol__childtab *t, pid_t pid)
     return NULL;
 }
 
-evpol__child *evpol__child_new(pid_t pid, evpol_child_fn cb, void *arg, evpol_loop *loop)
+evpol__child *evpol__child_new(pid_t pid, const evpol__handler *h, evpol_loop *loop)
 {
     evpol__child *c = evpol__sys.calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->pid = pid;
-    c->cb = cb;
-    c->arg = arg;
+    if (h)
+        c->h = *h;
     c->loop = loop ? evpol_loop_ref(loop) : NULL;
     c->fd = -1;
     return c;
@@ -126,11 +128,38 @@ void evpol__child_free(evpol__child *c)
 
 int evpol__child_disarm(evpol__child *c, evpol_loop **old_loop)
 {
-    if (!c || !c->cb)
+    if (!c || !evpol__child_armed(c))
         return 0;
-    c->cb = NULL;
-    c->arg = NULL;
+    c->h = (evpol__handler){0};
     *old_loop = c->loop;
     c->loop = NULL;
     return 1;
+}
+
+void evpol__childtab_reap_exited(const evpol__childtab *t, size_t *pending, size_t *running)
+{
+    *pending = *running = 0;
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        for (const evpol__child *c = t->buckets[i]; c; c = c->next) {
+            if (evpol__child_armed(c))
+                (*pending)++;
+            int status;
+            pid_t r;
+            do
+                r = evpol__sys.waitpid(c->pid, &status, WNOHANG);
+            while (r < 0 && errno == EINTR);
+            /* Reaped now (no callback after close, CW-8), or gone already. */
+            if (r == 0)
+                (*running)++;
+        }
+    }
+}
+
+void evpol__warn_closed_with_children(evpol_watcher *w, size_t pending, size_t running)
+{
+    if (pending || running)
+        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
+                   "%s %p closed with %zu pending child handler(s), which will not be called; "
+                   "%zu child process(es) still running are left to the program",
+                   w->ops->name, (void *)w, pending, running);
 }

@@ -87,9 +87,6 @@ EVPOL_HIDDEN void evpol__thread_name(char *buf, size_t size);
 extern EVPOL_HIDDEN _Atomic(const evpol_sys *) evpol__sys_table;
 #define evpol__sys (*atomic_load_explicit(&evpol__sys_table, memory_order_acquire))
 
-/* waitpid status -> asyncio returncode (CW-10): exit code, -signal, or 255
- * for a status that is neither. */
-EVPOL_HIDDEN int evpol__returncode(int status);
 
 /* ---- loops (loop.c) ---- */
 
@@ -118,6 +115,24 @@ EVPOL_HIDDEN void evpol__reset_running_loop(void);
 
 struct evpol__child;
 
+/* What a registration calls: cb (the returncode) or status_cb (the whole
+ * status), never both; neither once its handler was removed (CW-4). */
+typedef struct evpol__handler {
+    evpol_child_fn cb;
+    evpol_child_status_fn status_cb;
+    void *arg;
+} evpol__handler;
+
+/* The status `pid` exited with, as waitpid reported it (CW-10). A status
+ * that is neither an exit nor a death by signal is logged as a warning
+ * naming the pid and the raw status. */
+EVPOL_HIDDEN void evpol__exit_decode(pid_t pid, int status, evpol_exit_status *out);
+/* A status reaped elsewhere (CW-11): returncode 255, kind LOST. */
+EVPOL_HIDDEN void evpol__exit_lost(evpol_exit_status *out);
+/* waitpid failed with an error that says nothing about the child (neither
+ * ECHILD nor EINTR): one error line with the errno and the pid asked for. */
+EVPOL_HIDDEN void evpol__log_waitpid_error(const char *watcher, pid_t pid, int errnum);
+
 /*
  * Every watcher starts with this base. The generic layer in watcher.c
  * validates arguments, rejects calls on closed watchers, and calls the ops
@@ -128,8 +143,9 @@ struct evpol_watcher_ops {
     evpol_watcher_kind kind;
     /* add: `loop` is the loop to deliver on (referenced by the caller for
      * the duration of the call; take evpol_loop_ref to keep it). It is
-     * non-NULL for watchers with needs_loop. */
-    int (*add)(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+     * non-NULL for watchers with needs_loop. `h` has exactly one callback
+     * and is copied. */
+    int (*add)(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__handler *h,
                evpol_error *err);
     /* 1 removed, 0 nothing to remove. */
     int (*remove)(evpol_watcher *w, pid_t pid, evpol_error *err);
@@ -147,6 +163,8 @@ struct evpol_watcher_ops {
     int (*exit)(evpol_watcher *w, evpol_error *err);
     /* Free the watcher's memory (the struct that embeds the base). */
     void (*destroy)(evpol_watcher *w);
+    /* The attached loop, referenced, or NULL; NULL get_loop: never one. */
+    evpol_loop *(*get_loop)(evpol_watcher *w);
     /* add needs a delivery loop (Threaded, MultiLoop, Pidfd). */
     bool needs_loop;
 };
@@ -174,18 +192,18 @@ EVPOL_HIDDEN bool evpol__watcher_closed(evpol_watcher *w);
  * through their own records rather than through a reference they hold. */
 EVPOL_HIDDEN bool evpol__watcher_try_ref(evpol_watcher *w);
 
-/* Run cb (not NULL) on the calling thread through the gate: never after
- * close has returned. Use it for every user callback. */
-EVPOL_HIDDEN void evpol__watcher_invoke(evpol_watcher *w, evpol_child_fn cb, pid_t pid, int rc,
-                                        void *arg);
+/* Call c's handler (which it has) with c->exit on the calling thread
+ * through the gate: never after close has returned. Use it for every user
+ * callback. */
+EVPOL_HIDDEN void evpol__watcher_invoke(evpol_watcher *w, const struct evpol__child *c);
 
-/* Deliver c->cb(c->pid, rc, c->arg) on c->loop's thread through the gate
+/* Deliver c's handler with c->exit on c->loop's thread through the gate
  * (THR-5, MUL-3, PFD), taking ownership of `c` (already unlinked from any
  * table; for Pidfd its fd already closed). Holds a watcher reference until
  * done. If the loop is closed (now or before the call runs) the callback is
  * not called and "Loop %p that handles pid %d is closed" is logged (CW-12).
- * A record with a NULL cb is simply freed. Any thread; never allocates. */
-EVPOL_HIDDEN void evpol__deliver(evpol_watcher *w, struct evpol__child *c, int rc);
+ * A record without a handler is simply freed. Any thread; never allocates. */
+EVPOL_HIDDEN void evpol__deliver(evpol_watcher *w, struct evpol__child *c);
 
 /* The CW-11 warning for a child reaped elsewhere. */
 EVPOL_HIDDEN void evpol__warn_unknown_child(pid_t pid);
@@ -222,22 +240,27 @@ EVPOL_HIDDEN bool evpol__pidfd_usable(void);
 
 /* ---- pid table (childtab.c) ---- */
 
-/* One registered child. `loop` holds a reference when non-NULL. A NULL cb
- * marks a child whose handler was removed but that is still to be reaped,
- * so that no zombie is left (CW-4). */
+/* One registered child. `loop` holds a reference when non-NULL. A handler
+ * without a callback marks a child whose handler was removed but that is
+ * still to be reaped, so that no zombie is left (CW-4). */
 typedef struct evpol__child {
     pid_t pid;
-    evpol_child_fn cb;
-    void *arg;
+    evpol__handler h;
     evpol_loop *loop;
     int fd;     /* per-watcher use (Pidfd: the pidfd), else -1 */
     void *data; /* per-watcher use */
     struct evpol__child *next;
+    evpol_exit_status exit; /* set by whoever reaped the child */
     /* Used by evpol__deliver. */
-    int rc;
     evpol_watcher *watcher;
     evpol__post post;
 } evpol__child;
+
+/* Has the record a handler to call (not removed, CW-4)? */
+static inline bool evpol__child_armed(const evpol__child *c)
+{
+    return c->h.cb || c->h.status_cb;
+}
 
 /* A hash table pid -> child. Not locked: its owner locks. */
 typedef struct evpol__childtab {
@@ -255,8 +278,9 @@ EVPOL_HIDDEN evpol__child *evpol__childtab_find(const evpol__childtab *t, pid_t 
 EVPOL_HIDDEN void evpol__childtab_insert(evpol__childtab *t, evpol__child *c);
 /* Unlink and return the entry for pid, or NULL. */
 EVPOL_HIDDEN evpol__child *evpol__childtab_remove(evpol__childtab *t, pid_t pid);
-/* Allocate a child record (fd = -1); takes a loop reference when loop set. */
-EVPOL_HIDDEN evpol__child *evpol__child_new(pid_t pid, evpol_child_fn cb, void *arg,
+/* Allocate a child record (fd = -1) with a copy of `h` (NULL: none);
+ * takes a loop reference when loop set. */
+EVPOL_HIDDEN evpol__child *evpol__child_new(pid_t pid, const evpol__handler *h,
                                             evpol_loop *loop);
 /* Drop the loop reference and free. NULL is ignored. */
 EVPOL_HIDDEN void evpol__child_free(evpol__child *c);
@@ -265,6 +289,17 @@ EVPOL_HIDDEN void evpol__child_free(evpol__child *c);
  * so that whatever reaps the child still does and no zombie is left.
  * *old_loop gets the loop reference to drop once the lock is released. */
 EVPOL_HIDDEN int evpol__child_disarm(evpol__child *c, evpol_loop **old_loop);
+
+/* What close does with the registrations it takes (CW-8), for the
+ * watchers that reap only on a signal (MultiLoop, Safe, Fast): reap,
+ * without a callback, every child that has already exited; count the
+ * handlers that will never be called and the children still running,
+ * which are left to the program. The table's lock held (no log line). */
+EVPOL_HIDDEN void evpol__childtab_reap_exited(const evpol__childtab *t, size_t *pending,
+                                              size_t *running);
+/* Then, with no lock held: one resource warning saying both, if any. */
+EVPOL_HIDDEN void evpol__warn_closed_with_children(evpol_watcher *w, size_t pending,
+                                                   size_t running);
 
 /* A block kept for reuse; whatever is kept starts with this link. */
 typedef struct evpol__spare {
@@ -288,9 +323,10 @@ EVPOL_HIDDEN void evpol__core_watcher_close(evpol_watcher *w, void (*release)(ev
 /* Under core->lock: a reference to the watcher, or NULL once it is closed
  * or being destroyed. */
 EVPOL_HIDDEN evpol_watcher *evpol__wcore_watcher_locked(evpol__wcore *core);
-/* After a child exited and its record `c` left the table: with `w` (from
- * evpol__wcore_watcher_locked, or NULL) warn if the status was lost
- * (CW-11), deliver, and drop `w`; without, just free `c`. No lock held. */
-EVPOL_HIDDEN void evpol__wcore_finish(evpol_watcher *w, evpol__child *c, int rc, bool lost);
+/* After a child exited and its record `c` left the table with c->exit
+ * set: with `w` (from evpol__wcore_watcher_locked, or NULL) warn if the
+ * status was lost (CW-11), deliver, and drop `w`; without, just free `c`.
+ * No lock held. */
+EVPOL_HIDDEN void evpol__wcore_finish(evpol_watcher *w, evpol__child *c);
 
 #endif /* EVPOL_INTERNAL_H */

@@ -468,7 +468,7 @@ int evpol_loop_call_soon_threadsafe(evpol_loop *loop, evpol_callback_fn fn, void
     c->fn = fn;
     c->arg = arg;
     c->post.fn = soon_run;
-    c->post.drop = free;
+    c->post.drop = evpol__sys.free;
     c->post.arg = c;
     int rc = evpol__loop_post(loop, &c->post, err);
     if (rc) {

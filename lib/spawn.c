@@ -62,9 +62,10 @@ typedef struct spawn_rec {
     evpol_loop *loop;       /* referenced */
     evpol_watcher *watcher; /* referenced: sweep_orphans reads its state */
     evpol_child_fn on_exit;
+    evpol_child_status_fn on_exit_status; /* called instead when set */
     void *arg;
     pid_t pid;
-    int rc;
+    evpol_exit_status exit;
 } spawn_rec;
 
 static pthread_mutex_t records_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -135,13 +136,18 @@ static void rec_run(void *p)
     spawn_rec *r = p;
     /* Copied first: once finish_posted returns, spawn may free r. */
     evpol_child_fn on_exit = r->on_exit;
+    evpol_child_status_fn on_exit_status = r->on_exit_status;
     void *arg = r->arg;
     pid_t pid = r->pid;
-    int rc = r->rc;
+    evpol_exit_status exit = r->exit;
     evpol_loop *loop = r->loop; /* running, so alive without r's reference */
     bool we_free = finish_posted(r);
-    evpol__log_debug(loop, "spawned process %ld exited with returncode %d", (long)pid, rc);
-    on_exit(pid, rc, arg);
+    evpol__log_debug(loop, "spawned process %ld exited with returncode %d", (long)pid,
+                     exit.returncode);
+    if (on_exit_status)
+        on_exit_status(pid, &exit, arg);
+    else
+        on_exit(pid, exit.returncode, arg);
     if (we_free)
         free_rec(r);
 }
@@ -163,7 +169,7 @@ static void rec_drop(void *p)
  * so it never drops the watcher reference (which might be the last one, and
  * destroy the watcher under its own gate) and never allocates.
  */
-static void on_child_exit(pid_t pid, int returncode, void *arg)
+static void on_child_status(pid_t pid, const evpol_exit_status *status, void *arg)
 {
     spawn_rec *r = arg;
     pthread_mutex_lock(&records_lock);
@@ -173,7 +179,7 @@ static void on_child_exit(pid_t pid, int returncode, void *arg)
         return;
     }
     r->state = REC_POSTED;
-    r->rc = returncode;
+    r->exit = *status;
     pthread_mutex_unlock(&records_lock);
     /* Read before posting: once posted, r may be freed at any moment. */
     evpol_loop *loop = r->loop;
@@ -184,6 +190,23 @@ static void on_child_exit(pid_t pid, int returncode, void *arg)
     r->state = REC_DONE;
     pthread_mutex_unlock(&records_lock);
     evpol__spawn_orphans_may_exist();
+}
+
+/* The same for a custom watcher, which reports only a returncode: the
+ * status is what that returncode reads as (see evpol_loop_spawn_ex). */
+static void on_child_exit(pid_t pid, int returncode, void *arg)
+{
+    evpol_exit_status st = {.size = sizeof st, .returncode = returncode};
+    if (returncode >= 0) {
+        st.kind = EVPOL_EXIT_EXITED;
+        st.code = returncode & 0xff;
+        st.raw = st.code << 8;
+    } else {
+        st.kind = EVPOL_EXIT_KILLED;
+        st.signal = -returncode;
+        st.raw = st.signal & 0x7f;
+    }
+    on_child_status(pid, &st, arg);
 }
 
 /*
@@ -263,7 +286,8 @@ static void sweep_orphans(void)
 /* ---- validation ---- */
 
 static int check_args(evpol_loop *loop, const evpol_spawn_options *opts,
-                      evpol_spawn_result *result, evpol_error *err)
+                      evpol_child_status_fn on_exit_status, evpol_spawn_result *result,
+                      evpol_error *err)
 {
     if (!loop)
         return evpol__fail(err, EVPOL_EINVAL, "evpol_loop_spawn: loop is NULL");
@@ -284,7 +308,7 @@ static int check_args(evpol_loop *loop, const evpol_spawn_options *opts,
             return evpol__fail(err, EVPOL_EINVAL, "evpol_loop_spawn: opts->stdio[%d] is %d", i,
                                (int)s);
     }
-    if (!opts->on_exit)
+    if (!opts->on_exit && !on_exit_status)
         return evpol__fail(err, EVPOL_EINVAL, "evpol_loop_spawn: opts->on_exit is NULL");
     if (evpol_loop_is_closed(loop) == 1)
         return evpol__fail(err, EVPOL_ERUNTIME, "evpol_loop_spawn: the event loop is closed");
@@ -317,7 +341,8 @@ static void close_all(spawn_fds *f)
  * A child end numbered 0..2 (the caller runs with a standard stream closed)
  * could be overwritten by another stream's dup2 before its own dup2 runs in
  * the child; moving it to 3 or above makes the order of the file actions
- * irrelevant. Rare, hence the plain fcntl outside the seam.
+ * irrelevant. Rare, hence the plain fcntl outside the seam (evpol.h lists
+ * the calls outside it).
  */
 static int lift_above_stdio(int *fd, evpol_error *err)
 {
@@ -419,7 +444,9 @@ static int spawn_in_context(evpol_loop *loop, evpol_watcher *w, const evpol_spaw
     pthread_mutex_lock(&records_lock);
     link_rec_locked(r);
     pthread_mutex_unlock(&records_lock);
-    rc = evpol_watcher_add_child_handler_on(w, loop, pid, on_child_exit, r, err);
+    rc = w->ops->kind == EVPOL_WATCHER_CUSTOM
+             ? evpol_watcher_add_child_handler_on(w, loop, pid, on_child_exit, r, err)
+             : evpol_watcher_add_child_status_handler_on(w, loop, pid, on_child_status, r, err);
     pthread_mutex_lock(&records_lock);
     if (rc)
         unlink_rec_locked(r); /* the caller frees it */
@@ -438,12 +465,19 @@ static int spawn_in_context(evpol_loop *loop, evpol_watcher *w, const evpol_spaw
 int evpol_loop_spawn(evpol_loop *loop, const evpol_spawn_options *opts,
                      evpol_spawn_result *result, evpol_error *err)
 {
+    return evpol_loop_spawn_ex(loop, opts, NULL, result, err);
+}
+
+int evpol_loop_spawn_ex(evpol_loop *loop, const evpol_spawn_options *opts,
+                        evpol_child_status_fn on_exit_status, evpol_spawn_result *result,
+                        evpol_error *err)
+{
     if (result) {
         result->pid = -1;
         for (int i = 0; i < 3; i++)
             result->stdio_fd[i] = -1;
     }
-    int rc = check_args(loop, opts, result, err);
+    int rc = check_args(loop, opts, on_exit_status, result, err);
     if (rc)
         return rc;
 
@@ -473,6 +507,7 @@ int evpol_loop_spawn(evpol_loop *loop, const evpol_spawn_options *opts,
     r->loop = evpol_loop_ref(loop);
     r->watcher = w; /* the reference taken above, now the record's */
     r->on_exit = opts->on_exit;
+    r->on_exit_status = on_exit_status;
     r->arg = opts->arg;
     r->pid = -1;
     r->post.fn = rec_run;

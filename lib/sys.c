@@ -1,8 +1,9 @@
 /*
  * sys.c — the syscall seam.
  *
- * Watchers and spawn reach the kernel only through evpol__sys, a table of
- * function pointers. The real table costs one indirect call per system call;
+ * Watchers and spawn reach the kernel through evpol__sys, a table of
+ * function pointers, for every call that tells them about children (the
+ * few pipe calls outside it are listed in evpol.h, with why). The real table costs one indirect call per system call;
  * tests and fuzzers install a deterministic fake kernel with evpol_sys_set.
  * evpol's own allocations go through it too, so that tests can fail them.
  */
@@ -544,13 +545,4 @@ int evpol_sys_set(const evpol_sys *table, evpol_error *err)
     pthread_mutex_unlock(&installed_lock);
     atomic_store_explicit(&evpol__sys_table, &t->table, memory_order_release);
     return 0;
-}
-
-int evpol__returncode(int status)
-{
-    if (WIFEXITED(status))
-        return WEXITSTATUS(status);
-    if (WIFSIGNALED(status))
-        return -WTERMSIG(status);
-    return 255;
 }

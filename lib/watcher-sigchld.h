@@ -19,9 +19,9 @@ struct evpol__sigchld_link;
 
 /* Reap what has exited, without holding s->lock on entry. Returns the
  * reaped records as a list linked through ->next, each unlinked from every
- * table, with ->rc set (records whose cb is NULL are only to be freed;
- * records marked with evpol__sigchld_mark_lost had their status reaped
- * elsewhere, CW-11). */
+ * table, with ->exit set (records without a handler are only to be freed;
+ * those whose exit is EVPOL_EXIT_LOST had their status reaped elsewhere,
+ * CW-11). */
 typedef evpol__child *(*evpol__reap_fn)(evpol__sigchld *s);
 
 struct evpol__sigchld {
@@ -47,16 +47,19 @@ void evpol__sigchld_fini(evpol__sigchld *s);
 
 /* ops->attach (CW-5, SAF-4, SAF-5). */
 int evpol__sigchld_attach(evpol__sigchld *s, evpol_loop *loop, evpol_error *err);
+/* ops->get_loop: the attached loop, referenced, or NULL. */
+evpol_loop *evpol__sigchld_get_loop(evpol__sigchld *s);
 /* ops->is_active (SAF-2, FST-3). */
 int evpol__sigchld_is_active(evpol__sigchld *s);
 /* The shared half of ops->close: detach from the loop (which may be
- * closed already) and free every registration. */
+ * closed already), reap the children that already exited, warn about the
+ * rest (evpol__childtab_reap_exited) and free every registration. */
 void evpol__sigchld_close(evpol__sigchld *s);
 
-/* Register or replace (CW-2) cb for pid. Called with s->lock held; returns
- * the record in the table, or NULL when out of memory. */
-evpol__child *evpol__sigchld_register_locked(evpol__sigchld *s, pid_t pid, evpol_child_fn cb,
-                                             void *arg);
+/* Register or replace (CW-2) the handler for pid. Called with s->lock
+ * held; returns the record in the table, or NULL when out of memory. */
+evpol__child *evpol__sigchld_register_locked(evpol__sigchld *s, pid_t pid,
+                                             const evpol__handler *h);
 /* ops->remove (CW-4): the registration stays with cb NULL so that the child
  * is still reaped, never left a zombie. */
 int evpol__sigchld_remove(evpol__sigchld *s, pid_t pid);
@@ -73,9 +76,5 @@ void evpol__sigchld_free_list(evpol__child *list);
  * thread. Used where the caller may not be on the loop's thread: add and
  * attach. Takes ownership of the list. */
 void evpol__sigchld_post(evpol__sigchld *s, evpol__child *list);
-
-/* Mark a record whose status was reaped elsewhere (ECHILD): returncode 255
- * and the CW-11 warning when it is delivered. */
-void evpol__sigchld_mark_lost(evpol__child *c);
 
 #endif

@@ -14,6 +14,8 @@
 #include "evpol-internal.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
 
 /* The watcher whose callback this thread is running, so that a callback may
  * close its own watcher without waiting for itself. */
@@ -123,27 +125,50 @@ const char *evpol_watcher_name(evpol_watcher *w)
             return evpol__fail(err, EVPOL_ERUNTIME, fn ": %s is closed", (w)->ops->name);     \
     } while (0)
 
-int evpol_watcher_add_child_handler_on(evpol_watcher *w, evpol_loop *loop, pid_t pid,
-                                       evpol_child_fn cb, void *arg, evpol_error *err)
+static int add_handler(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__handler *h,
+                       evpol_error *err)
 {
     CHECK_OPEN(w, "add_child_handler");
     if (pid <= 0)
         return evpol__fail(err, EVPOL_EINVAL, "add_child_handler: invalid pid %ld", (long)pid);
-    if (!cb)
+    if (!h->cb && !h->status_cb)
         return evpol__fail(err, EVPOL_EINVAL, "add_child_handler: callback is NULL");
+    if (h->status_cb && w->ops->kind == EVPOL_WATCHER_CUSTOM)
+        return evpol__fail(err, EVPOL_ENOTSUP,
+                           "add_child_status_handler: a custom watcher reports only a "
+                           "returncode; use evpol_watcher_add_child_handler");
     if (loop && !evpol_is_loop(loop))
         return evpol__fail(err, EVPOL_ETYPE, "add_child_handler: not an event loop");
     if (loop && evpol_loop_is_closed(loop) == 1)
         return evpol__fail(err, EVPOL_ERUNTIME, "add_child_handler: the event loop is closed");
     if (w->ops->needs_loop && !loop)
         return evpol__fail(err, EVPOL_ERUNTIME, "add_child_handler: no running event loop");
-    return w->ops->add(w, loop, pid, cb, arg, err);
+    return w->ops->add(w, loop, pid, h, err);
+}
+
+int evpol_watcher_add_child_handler_on(evpol_watcher *w, evpol_loop *loop, pid_t pid,
+                                       evpol_child_fn cb, void *arg, evpol_error *err)
+{
+    return add_handler(w, loop, pid, &(evpol__handler){.cb = cb, .arg = arg}, err);
 }
 
 int evpol_watcher_add_child_handler(evpol_watcher *w, pid_t pid, evpol_child_fn cb, void *arg,
                                     evpol_error *err)
 {
     return evpol_watcher_add_child_handler_on(w, evpol__running_loop(), pid, cb, arg, err);
+}
+
+int evpol_watcher_add_child_status_handler_on(evpol_watcher *w, evpol_loop *loop, pid_t pid,
+                                              evpol_child_status_fn cb, void *arg,
+                                              evpol_error *err)
+{
+    return add_handler(w, loop, pid, &(evpol__handler){.status_cb = cb, .arg = arg}, err);
+}
+
+int evpol_watcher_add_child_status_handler(evpol_watcher *w, pid_t pid, evpol_child_status_fn cb,
+                                           void *arg, evpol_error *err)
+{
+    return evpol_watcher_add_child_status_handler_on(w, evpol__running_loop(), pid, cb, arg, err);
 }
 
 int evpol_watcher_remove_child_handler(evpol_watcher *w, pid_t pid, evpol_error *err)
@@ -160,6 +185,21 @@ int evpol_watcher_attach_loop(evpol_watcher *w, evpol_loop *loop, evpol_error *e
     if (loop && !evpol_is_loop(loop))
         return evpol__fail(err, EVPOL_ETYPE, "attach_loop: not an event loop");
     return w->ops->attach ? w->ops->attach(w, loop, err) : 0;
+}
+
+int evpol_watcher_get_loop(evpol_watcher *w, evpol_loop **out, evpol_error *err)
+{
+    if (!out)
+        return evpol__fail(err, EVPOL_EINVAL, "get_loop: out is NULL");
+    *out = NULL;
+    CHECK_WATCHER(w, "get_loop");
+    if (!w->ops->get_loop)
+        return 0;
+    /* Borrowed, as every getter's: our reference is only for the call. */
+    evpol_loop *loop = w->ops->get_loop(w);
+    *out = loop;
+    evpol_loop_unref(loop);
+    return 0;
 }
 
 int evpol_watcher_is_active(evpol_watcher *w)
@@ -213,16 +253,56 @@ int evpol_watcher_exit(evpol_watcher *w, evpol_error *err)
 
 /* ---- callbacks and delivery ---- */
 
-void evpol__watcher_invoke(evpol_watcher *w, evpol_child_fn cb, pid_t pid, int rc, void *arg)
+void evpol__watcher_invoke(evpol_watcher *w, const evpol__child *c)
 {
     pthread_rwlock_rdlock(&w->gate);
     if (!evpol__watcher_closed(w)) {
         evpol_watcher *outer = tls_in_callback;
         tls_in_callback = w;
-        cb(pid, rc, arg);
+        if (c->h.status_cb)
+            c->h.status_cb(c->pid, &c->exit, c->h.arg);
+        else
+            c->h.cb(c->pid, c->exit.returncode, c->h.arg);
         tls_in_callback = outer;
     }
     pthread_rwlock_unlock(&w->gate);
+}
+
+void evpol__exit_decode(pid_t pid, int status, evpol_exit_status *out)
+{
+    *out = (evpol_exit_status){.size = sizeof *out, .raw = status};
+    if (WIFEXITED(status)) {
+        out->kind = EVPOL_EXIT_EXITED;
+        out->code = WEXITSTATUS(status);
+        out->returncode = out->code;
+    } else if (WIFSIGNALED(status)) {
+        out->kind = EVPOL_EXIT_KILLED;
+        out->signal = WTERMSIG(status);
+        out->core_dumped = WCOREDUMP(status) != 0;
+        out->returncode = -out->signal;
+    } else {
+        /* asyncio's 255, which alone reads as exit(255) or a lost status. */
+        out->kind = EVPOL_EXIT_UNKNOWN;
+        out->returncode = 255;
+        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
+                   "pid %ld: wait status 0x%x is neither an exit nor a death by signal, "
+                   "will report returncode 255",
+                   (long)pid, (unsigned)status);
+    }
+}
+
+void evpol__exit_lost(evpol_exit_status *out)
+{
+    *out = (evpol_exit_status){.size = sizeof *out, .kind = EVPOL_EXIT_LOST, .returncode = 255};
+}
+
+void evpol__log_waitpid_error(const char *watcher, pid_t pid, int errnum)
+{
+    /* CPython logs this as "Unknown exception in SIGCHLD handler". */
+    evpol__log(EVPOL_LOG_ERROR, EVPOL_LOG_CAT_RUNTIME,
+               "%s: waitpid(%ld) failed: %s (errno %d); the registration is kept and polled "
+               "again at the next SIGCHLD",
+               watcher, (long)pid, strerror(errnum), errnum);
 }
 
 void evpol__warn_unknown_child(pid_t pid)
@@ -235,8 +315,9 @@ static void delivery_run(void *p)
 {
     evpol__child *c = p;
     evpol_watcher *w = c->watcher;
-    evpol__log_debug(c->loop, "process %ld exited with returncode %d", (long)c->pid, c->rc);
-    evpol__watcher_invoke(w, c->cb, c->pid, c->rc, c->arg);
+    evpol__log_debug(c->loop, "process %ld exited with returncode %d", (long)c->pid,
+                     c->exit.returncode);
+    evpol__watcher_invoke(w, c);
     evpol__child_free(c);
     evpol_watcher_unref(w);
 }
@@ -256,9 +337,9 @@ static void delivery_drop(void *p)
     evpol_watcher_unref(w);
 }
 
-void evpol__deliver(evpol_watcher *w, evpol__child *c, int rc)
+void evpol__deliver(evpol_watcher *w, evpol__child *c)
 {
-    if (!c->cb || evpol__watcher_closed(w)) {
+    if (!evpol__child_armed(c) || evpol__watcher_closed(w)) {
         evpol__child_free(c);
         return;
     }
@@ -269,12 +350,11 @@ void evpol__deliver(evpol_watcher *w, evpol__child *c, int rc)
     }
     if (!c->loop) {
         /* No loop to hand it to: call it here. */
-        evpol__watcher_invoke(w, c->cb, c->pid, rc, c->arg);
+        evpol__watcher_invoke(w, c);
         evpol__child_free(c);
         evpol_watcher_unref(w);
         return;
     }
-    c->rc = rc;
     c->watcher = w;
     c->post.fn = delivery_run;
     c->post.drop = delivery_drop;
@@ -296,10 +376,11 @@ static custom_watcher *as_custom(evpol_watcher *w)
     return (custom_watcher *)w;
 }
 
-static int custom_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+static int custom_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__handler *h,
                       evpol_error *err)
 {
-    return as_custom(w)->m.add_child_handler(as_custom(w)->self, loop, pid, cb, arg, err);
+    /* Status handlers were refused above: h->cb is set. */
+    return as_custom(w)->m.add_child_handler(as_custom(w)->self, loop, pid, h->cb, h->arg, err);
 }
 
 static int custom_remove(evpol_watcher *w, pid_t pid, evpol_error *err)

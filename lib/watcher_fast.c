@@ -49,18 +49,18 @@ static evpol__sigchld *as_sigchld(evpol_watcher *w)
 
 /* Keep an unknown exit for a registration that may follow. s.lock held.
  * False when there is no memory to keep it. */
-static bool keep_locked(fast_watcher *f, pid_t pid, int rc)
+static bool keep_locked(fast_watcher *f, pid_t pid, const evpol_exit_status *exit)
 {
     /* A pid reused since an earlier kept exit: the newer status wins. */
     evpol__child *z = evpol__childtab_find(&f->zombies, pid);
     if (z) {
-        z->rc = rc;
+        z->exit = *exit;
         return true;
     }
-    z = evpol__child_new(pid, NULL, NULL, NULL);
+    z = evpol__child_new(pid, NULL, NULL);
     if (!z)
         return false;
-    z->rc = rc;
+    z->exit = *exit;
     evpol__childtab_insert(&f->zombies, z);
     return true;
 }
@@ -77,18 +77,24 @@ static evpol__child *fast_reap(evpol__sigchld *s)
         pid_t pid = evpol__sys.waitpid(-1, &status, WNOHANG);
         if (pid < 0 && errno == EINTR)
             continue;
-        /* 0: the rest are alive; ECHILD: no child left. */
+        /* Anything but ECHILD (no child left) says nothing about the
+         * children: they stay registered for the next SIGCHLD. */
+        if (pid < 0 && errno != ECHILD)
+            evpol__log_waitpid_error(s->base.ops->name, -1, errno);
+        /* 0: the rest are alive. */
         if (pid <= 0)
             break;
-        int rc = evpol__returncode(status);
+        evpol_exit_status exit;
+        evpol__exit_decode(pid, status, &exit);
+        int rc = exit.returncode;
         bool kept = false;
         pthread_mutex_lock(&s->lock);
         evpol__child *c = evpol__childtab_remove(&s->tab, pid);
         if (!c && f->forks > 0)
-            kept = keep_locked(f, pid, rc);
+            kept = keep_locked(f, pid, &exit);
         pthread_mutex_unlock(&s->lock);
         if (c) {
-            c->rc = rc;
+            c->exit = exit;
             c->next = list;
             list = c;
         } else if (kept) {
@@ -102,7 +108,7 @@ static evpol__child *fast_reap(evpol__sigchld *s)
     return list;
 }
 
-static int fast_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+static int fast_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__handler *h,
                     evpol_error *err)
 {
     (void)loop; /* callbacks go to the attached loop */
@@ -118,15 +124,14 @@ static int fast_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_f
     evpol__child *done = evpol__childtab_remove(&f->zombies, pid);
     if (done) {
         /* Already reaped while the context was open (FST-5). */
-        done->cb = cb;
-        done->arg = arg;
+        done->h = *h;
         evpol__child *stale = evpol__childtab_remove(&s->tab, pid);
         pthread_mutex_unlock(&s->lock);
         evpol__child_free(stale);
         evpol__sigchld_post(s, done);
         return 0;
     }
-    evpol__child *c = evpol__sigchld_register_locked(s, pid, cb, arg);
+    evpol__child *c = evpol__sigchld_register_locked(s, pid, h);
     pthread_mutex_unlock(&s->lock);
     if (!c)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
@@ -147,6 +152,11 @@ static int fast_attach(evpol_watcher *w, evpol_loop *loop, evpol_error *err)
 static int fast_is_active(evpol_watcher *w)
 {
     return evpol__sigchld_is_active(as_sigchld(w));
+}
+
+static evpol_loop *fast_get_loop(evpol_watcher *w)
+{
+    return evpol__sigchld_get_loop(as_sigchld(w));
 }
 
 static int fast_close(evpol_watcher *w, evpol_error *err)
@@ -184,7 +194,7 @@ static void format_kept(const evpol__child *list, char *buf, size_t size)
     len = (size_t)n;
     for (const evpol__child *c = list; c; c = c->next) {
         n = snprintf(buf + len, size - len, "%s%ld: %d", c == list ? "" : ", ", (long)c->pid,
-                     c->rc);
+                     c->exit.returncode);
         if (n < 0 || (size_t)n >= size - len - 8) {
             /* Leave room to say that the list goes on. */
             snprintf(buf + len, size - len, ", ...}");
@@ -241,6 +251,7 @@ static const struct evpol_watcher_ops fast_ops = {
     .enter = fast_enter,
     .exit = fast_exit,
     .destroy = fast_destroy,
+    .get_loop = fast_get_loop,
     .needs_loop = false,
 };
 

@@ -13,6 +13,9 @@
  * add_child_handler also polls its pid at once, so a child that exited
  * before registration is reported (also before activation).
  *
+ * The pipe's poll, read and write are direct system calls, not the seam's
+ * (evpol.h says why): the handler cannot depend on a swappable table.
+ *
  * Cost: O(n) waitpid calls per SIGCHLD for n registered children (signals
  * coalesce, so one wake may report many exits). One thread and two fds per
  * active watcher, whatever the number of children.
@@ -33,12 +36,11 @@
  *
  * Close (CW-8, MUL-4) restores the saved disposition if ours is still in
  * place (else warns and leaves the outside handler alone), stops and joins
- * the reaper, closes the pipe and frees the registrations. Children still
- * pending at close are left to the program, as in CPython: their callbacks
- * are never called and the watcher does not reap them, so the program can
- * still waitpid() them (a resource warning names how many). Children whose
- * handler was removed (CW-4) are the watcher's to reap: close reaps those
- * that have already exited.
+ * the reaper, closes the pipe and frees the registrations. No callback is
+ * called after close. Every registered child that has already exited is
+ * reaped then, so none is left a zombie; children still running are left
+ * to the program, as in CPython, which can still waitpid() them (one
+ * resource warning counts them and the handlers that will not be called).
  *
  * After fork(), the child process inherits the handler and the pipe but
  * not the reaper; closing the inherited watcher there restores the
@@ -153,12 +155,11 @@ static void disconnect_handler(void)
 
 /* ---- reaping ---- */
 
-/* Marks a record whose status was reaped elsewhere (ECHILD, CW-11). */
-static char lost_marker;
-
 /* Poll c->pid once; m->lock held. Returns true when the child is gone, with
- * c->rc set (and c->data = &lost_marker when the status was lost). */
-static bool poll_child_locked(evpol__child *c)
+ * c->exit set (EVPOL_EXIT_LOST when the status was reaped elsewhere). An
+ * error that says nothing about the child is left in *wait_errno (when it
+ * is still 0), for the caller to log once the lock is released. */
+static bool poll_child_locked(evpol__child *c, int *wait_errno)
 {
     int status = 0;
     pid_t r;
@@ -166,16 +167,17 @@ static bool poll_child_locked(evpol__child *c)
         r = evpol__sys.waitpid(c->pid, &status, WNOHANG);
     while (r < 0 && errno == EINTR);
     if (r == c->pid) {
-        c->rc = evpol__returncode(status);
+        evpol__exit_decode(c->pid, status, &c->exit);
         return true;
     }
     if (r < 0 && errno == ECHILD) {
-        c->rc = 255;
-        c->data = &lost_marker;
+        evpol__exit_lost(&c->exit);
         return true;
     }
-    /* 0: still running. Any other error cannot happen for a pid > 0 with
-     * WNOHANG; keep the record and look again on the next SIGCHLD. */
+    /* 0: still running. Another error should not happen for a pid > 0
+     * with WNOHANG; keep the record and look again on the next SIGCHLD. */
+    if (r < 0 && !*wait_errno)
+        *wait_errno = errno;
     return false;
 }
 
@@ -187,10 +189,9 @@ static void deliver_list(evpol_watcher *w, evpol__child *list)
         evpol__child *c = list;
         list = c->next;
         c->next = NULL;
-        if (c->data == &lost_marker && c->cb)
+        if (c->exit.kind == EVPOL_EXIT_LOST && evpol__child_armed(c))
             evpol__warn_unknown_child(c->pid);
-        c->data = NULL;
-        evpol__deliver(w, c, c->rc);
+        evpol__deliver(w, c);
     }
 }
 
@@ -208,14 +209,20 @@ static void free_list(evpol__child *list)
 static bool reap_registered(ml_watcher *m)
 {
     evpol__child *done = NULL;
+    pid_t failed_pid = 0;
+    int wait_errno = 0;
     pthread_mutex_lock(&m->lock);
     if (!atomic_load(&m->shut)) {
         for (size_t i = 0; i < m->tab.nbuckets; i++) {
             evpol__child *next;
             for (evpol__child *c = m->tab.buckets[i]; c; c = next) {
                 next = c->next;
-                if (!poll_child_locked(c))
+                int e = wait_errno;
+                if (!poll_child_locked(c, &wait_errno)) {
+                    if (wait_errno != e)
+                        failed_pid = c->pid;
                     continue;
+                }
                 evpol__childtab_remove(&m->tab, c->pid);
                 c->next = done;
                 done = c;
@@ -223,6 +230,8 @@ static bool reap_registered(ml_watcher *m)
         }
     }
     pthread_mutex_unlock(&m->lock);
+    if (wait_errno)
+        evpol__log_waitpid_error(m->base.ops->name, failed_pid, wait_errno);
     if (!done)
         return true;
 
@@ -279,16 +288,17 @@ static void *reaper_main(void *p)
 
 /* ---- ops ---- */
 
-static int ml_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+static int ml_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__handler *h,
                   evpol_error *err)
 {
     ml_watcher *m = as_ml(w);
     /* Allocated before locking; unused (and freed) for a replacement. */
-    evpol__child *fresh = evpol__child_new(pid, cb, arg, loop);
+    evpol__child *fresh = evpol__child_new(pid, h, loop);
     if (!fresh)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     evpol_loop *old_loop = NULL;
     evpol__child *done = NULL;
+    int wait_errno = 0;
 
     pthread_mutex_lock(&m->lock);
     if (atomic_load(&m->shut)) {
@@ -303,8 +313,7 @@ static int ml_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn 
         old_loop = c->loop;
         c->loop = fresh->loop;
         fresh->loop = NULL;
-        c->cb = cb;
-        c->arg = arg;
+        c->h = *h;
     } else {
         evpol__childtab_insert(&m->tab, fresh);
         c = fresh;
@@ -312,11 +321,13 @@ static int ml_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn 
     }
     /* The child may have exited before it was registered (or before the
      * handler existed): look now, as CPython does. */
-    if (poll_child_locked(c)) {
+    if (poll_child_locked(c, &wait_errno)) {
         evpol__childtab_remove(&m->tab, pid);
         done = c;
     }
     pthread_mutex_unlock(&m->lock);
+    if (wait_errno)
+        evpol__log_waitpid_error(w->ops->name, pid, wait_errno);
 
     evpol__child_free(fresh);
     evpol_loop_unref(old_loop);
@@ -511,24 +522,11 @@ static int ml_close(evpol_watcher *w, evpol_error *err)
     pthread_mutex_lock(&m->lock);
     evpol__childtab tab = m->tab;
     m->tab = (evpol__childtab){0};
-    size_t pending = 0;
-    for (size_t i = 0; i < tab.nbuckets; i++) {
-        evpol__child *next;
-        for (evpol__child *c = tab.buckets[i]; c; c = next) {
-            next = c->next;
-            if (c->cb)
-                pending++;
-            else
-                poll_child_locked(c); /* removed handler (CW-4): ours to reap */
-        }
-    }
+    size_t pending, running;
+    evpol__childtab_reap_exited(&tab, &pending, &running);
     pthread_mutex_unlock(&m->lock);
 
-    if (pending)
-        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
-                   "MultiLoopChildWatcher %p closed with %zu pending child handler(s): "
-                   "they will not be called and the children are left to the program",
-                   (void *)w, pending);
+    evpol__warn_closed_with_children(w, pending, running);
     evpol__childtab_fini(&tab, evpol__child_free);
     return rc;
 }

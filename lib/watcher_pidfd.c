@@ -99,18 +99,20 @@ static void on_pidfd_readable(int fd, void *arg)
     /* A readable pidfd means the process has exited, so 0 (the pid now
      * names another, running child of ours) or ECHILD both mean that
      * someone else reaped it: its status is lost (CW-11). */
-    bool lost = r != c->pid;
-    int rc = lost ? 255 : evpol__returncode(status);
+    if (r == c->pid)
+        evpol__exit_decode(c->pid, status, &c->exit);
+    else
+        evpol__exit_lost(&c->exit);
     evpol__childtab_remove(&core->tab, c->pid);
     evpol_watcher *w = evpol__wcore_watcher_locked(core);
     pthread_mutex_unlock(&core->lock);
 
     /* Our own loop's thread: removing our own reader does not wait. */
     reg_release(c);
-    evpol__wcore_finish(w, c, rc, lost);
+    evpol__wcore_finish(w, c);
 }
 
-static int pfd_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+static int pfd_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__handler *h,
                    evpol_error *err)
 {
     evpol__wcore *core = evpol__core_of(w);
@@ -131,8 +133,7 @@ static int pfd_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
         /* CW-2: same pidfd and reader, new callback and delivery loop. */
         old_loop = c->loop;
         c->loop = evpol_loop_ref(loop);
-        c->cb = cb;
-        c->arg = arg;
+        c->h = *h;
         goto out;
     }
     int fd = evpol__sys.pidfd_open(pid, 0);
@@ -145,7 +146,7 @@ static int pfd_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
                              e == ENOSYS ? "kernel older than 5.3" : "refused by a security policy");
         } else if (e == ESRCH) {
             /* No such process: it was reaped elsewhere (CW-11). */
-            unknown = evpol__child_new(pid, cb, arg, loop);
+            unknown = evpol__child_new(pid, h, loop);
             if (!unknown)
                 rc = evpol__fail(err, EVPOL_ENOMEM, "out of memory");
         } else {
@@ -154,7 +155,7 @@ static int pfd_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
         goto out;
     }
     /* The kernel always sets close-on-exec on pidfds: nothing to do. */
-    c = evpol__child_new(pid, cb, arg, loop);
+    c = evpol__child_new(pid, h, loop);
     pfd_reg *reg = evpol__sys.calloc(1, sizeof *reg);
     if (!c || !reg) {
         evpol__child_free(c);
@@ -188,7 +189,8 @@ out:
     if (unknown) {
         evpol__warn_unknown_child(pid);
         /* The caller holds a reference to w for this call. */
-        evpol__deliver(w, unknown, 255);
+        evpol__exit_lost(&unknown->exit);
+        evpol__deliver(w, unknown);
     }
     return rc;
 }

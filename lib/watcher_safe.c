@@ -38,8 +38,10 @@ static evpol__sigchld *as_sigchld(evpol_watcher *w)
 
 /* waitpid(pid, WNOHANG) for one registration. s->lock held, so that one
  * exit is taken by exactly one of add and the SIGCHLD handler. True when
- * the child is gone (c->rc set, or marked lost on ECHILD). */
-static bool poll_child_locked(evpol__child *c)
+ * the child is gone (c->exit set: decoded, or lost on ECHILD). An error
+ * that says nothing about the child is left in *wait_errno (when it is
+ * still 0) for the caller to log once the lock is released. */
+static bool poll_child_locked(evpol__child *c, int *wait_errno)
 {
     int status = 0;
     pid_t r;
@@ -51,18 +53,23 @@ static bool poll_child_locked(evpol__child *c)
     if (r < 0) {
         /* Anything but ECHILD says nothing about the child: ask again at
          * the next SIGCHLD. */
-        if (errno != ECHILD)
+        if (errno != ECHILD) {
+            if (!*wait_errno)
+                *wait_errno = errno;
             return false;
-        evpol__sigchld_mark_lost(c);
+        }
+        evpol__exit_lost(&c->exit);
         return true;
     }
-    c->rc = evpol__returncode(status);
+    evpol__exit_decode(c->pid, status, &c->exit);
     return true;
 }
 
 static evpol__child *safe_reap(evpol__sigchld *s)
 {
     evpol__child *list = NULL;
+    pid_t failed_pid = 0;
+    int wait_errno = 0;
     pthread_mutex_lock(&s->lock);
     if (!evpol__watcher_closed(&s->base)) {
         for (size_t i = 0; i < s->tab.nbuckets; i++) {
@@ -70,37 +77,45 @@ static evpol__child *safe_reap(evpol__sigchld *s)
             while (c) {
                 /* Removing c unlinks only c, so `next` stays valid. */
                 evpol__child *next = c->next;
-                if (poll_child_locked(c)) {
+                int e = wait_errno;
+                if (poll_child_locked(c, &wait_errno)) {
                     evpol__childtab_remove(&s->tab, c->pid);
                     c->next = list;
                     list = c;
+                } else if (wait_errno != e) {
+                    failed_pid = c->pid;
                 }
                 c = next;
             }
         }
     }
     pthread_mutex_unlock(&s->lock);
+    if (wait_errno)
+        evpol__log_waitpid_error(s->base.ops->name, failed_pid, wait_errno);
     return list;
 }
 
-static int safe_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+static int safe_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__handler *h,
                     evpol_error *err)
 {
     (void)loop; /* callbacks go to the attached loop */
     evpol__sigchld *s = as_sigchld(w);
     evpol__child *done = NULL;
+    int wait_errno = 0;
     pthread_mutex_lock(&s->lock);
-    evpol__child *c = evpol__sigchld_register_locked(s, pid, cb, arg);
+    evpol__child *c = evpol__sigchld_register_locked(s, pid, h);
     if (!c) {
         pthread_mutex_unlock(&s->lock);
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     }
     /* The child may have exited before it was registered (SAF-6). */
-    if (poll_child_locked(c)) {
+    if (poll_child_locked(c, &wait_errno)) {
         evpol__childtab_remove(&s->tab, pid);
         done = c;
     }
     pthread_mutex_unlock(&s->lock);
+    if (wait_errno)
+        evpol__log_waitpid_error(w->ops->name, pid, wait_errno);
     evpol__sigchld_post(s, done);
     return 0;
 }
@@ -119,6 +134,11 @@ static int safe_attach(evpol_watcher *w, evpol_loop *loop, evpol_error *err)
 static int safe_is_active(evpol_watcher *w)
 {
     return evpol__sigchld_is_active(as_sigchld(w));
+}
+
+static evpol_loop *safe_get_loop(evpol_watcher *w)
+{
+    return evpol__sigchld_get_loop(as_sigchld(w));
 }
 
 static int safe_close(evpol_watcher *w, evpol_error *err)
@@ -147,6 +167,7 @@ static const struct evpol_watcher_ops safe_ops = {
      * add_child_handler polls the pid itself and so cannot miss an exit
      * between spawn and registration. */
     .destroy = safe_destroy,
+    .get_loop = safe_get_loop,
     .needs_loop = false,
 };
 

@@ -47,20 +47,9 @@ struct evpol__sigchld_link {
 static pthread_mutex_t link_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct evpol__sigchld_link *orphans;
 
-/* Marks a record whose status was lost (ECHILD); any unique address. */
-static char lost_tag;
-
-void evpol__sigchld_mark_lost(evpol__child *c)
+static bool is_lost(const evpol__child *c)
 {
-    c->data = &lost_tag;
-    c->rc = 255;
-}
-
-static bool take_lost(evpol__child *c)
-{
-    bool lost = c->data == &lost_tag;
-    c->data = NULL;
-    return lost;
+    return c->exit.kind == EVPOL_EXIT_LOST;
 }
 
 int evpol__sigchld_init(evpol__sigchld *s, const struct evpol_watcher_ops *ops,
@@ -134,16 +123,15 @@ void evpol__sigchld_free_list(evpol__child *list)
 
 /* ---- registrations ---- */
 
-evpol__child *evpol__sigchld_register_locked(evpol__sigchld *s, pid_t pid, evpol_child_fn cb,
-                                             void *arg)
+evpol__child *evpol__sigchld_register_locked(evpol__sigchld *s, pid_t pid,
+                                             const evpol__handler *h)
 {
     evpol__child *c = evpol__childtab_find(&s->tab, pid);
     if (c) {
-        c->cb = cb;
-        c->arg = arg;
+        c->h = *h;
         return c;
     }
-    c = evpol__child_new(pid, cb, arg, NULL);
+    c = evpol__child_new(pid, h, NULL);
     if (!c)
         return NULL;
     evpol__childtab_insert(&s->tab, c);
@@ -164,7 +152,7 @@ size_t evpol__sigchld_pending_locked(evpol__sigchld *s)
     size_t n = 0;
     for (size_t i = 0; i < s->tab.nbuckets; i++)
         for (evpol__child *c = s->tab.buckets[i]; c; c = c->next)
-            if (c->cb)
+            if (evpol__child_armed(c))
                 n++;
     return n;
 }
@@ -178,14 +166,13 @@ static void run_here(evpol__sigchld *s, evpol_loop *loop, evpol__child *list)
         evpol__child *c = list;
         list = c->next;
         c->next = NULL;
-        bool lost = take_lost(c);
-        if (c->cb) {
-            if (lost)
+        if (evpol__child_armed(c)) {
+            if (is_lost(c))
                 evpol__warn_unknown_child(c->pid);
             else
                 evpol__log_debug(loop, "process %ld exited with returncode %d", (long)c->pid,
-                                 c->rc);
-            evpol__watcher_invoke(&s->base, c->cb, c->pid, c->rc, c->arg);
+                                 c->exit.returncode);
+            evpol__watcher_invoke(&s->base, c);
         }
         evpol__child_free(c);
     }
@@ -195,19 +182,18 @@ void evpol__sigchld_post(evpol__sigchld *s, evpol__child *list)
 {
     if (!list)
         return;
-    pthread_mutex_lock(&s->lock);
-    evpol_loop *loop = s->loop ? evpol_loop_ref(s->loop) : NULL;
-    pthread_mutex_unlock(&s->lock);
+    evpol_loop *loop = evpol__sigchld_get_loop(s);
     while (list) {
         evpol__child *c = list;
         list = c->next;
         c->next = NULL;
-        if (take_lost(c) && c->cb)
+        bool armed = evpol__child_armed(c);
+        if (is_lost(c) && armed)
             evpol__warn_unknown_child(c->pid);
         evpol_loop_unref(c->loop);
-        c->loop = loop && c->cb ? evpol_loop_ref(loop) : NULL;
+        c->loop = loop && armed ? evpol_loop_ref(loop) : NULL;
         /* Never allocates: the record carries its own post node. */
-        evpol__deliver(&s->base, c, c->rc);
+        evpol__deliver(&s->base, c);
     }
     evpol_loop_unref(loop);
 }
@@ -268,12 +254,11 @@ static int unhook(evpol__sigchld *s, bool closing, evpol_error *err)
     return 0;
 }
 
-/* Install the handler on `loop`. attach_lock held, no loop attached. */
-static int hook(evpol__sigchld *s, evpol_loop *loop, evpol_error *err)
+/* Install the handler on `loop` with `link` (which it then owns).
+ * attach_lock held, no loop attached. */
+static int hook(evpol__sigchld *s, evpol_loop *loop, struct evpol__sigchld_link *link,
+                evpol_error *err)
 {
-    struct evpol__sigchld_link *link = evpol__sys.calloc(1, sizeof *link);
-    if (!link)
-        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     link->s = s;
     link->loop = loop;
     int rc = evpol_loop_add_signal_handler(loop, SIGCHLD, on_sigchld, link, err);
@@ -288,27 +273,50 @@ static int hook(evpol__sigchld *s, evpol_loop *loop, evpol_error *err)
     return 0;
 }
 
+static void warn_detached_pending(evpol__sigchld *s)
+{
+    pthread_mutex_lock(&s->lock);
+    size_t pending = evpol__sigchld_pending_locked(s);
+    pthread_mutex_unlock(&s->lock);
+    if (pending)
+        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
+                   "A loop is being detached from a child watcher with pending handlers");
+}
+
 int evpol__sigchld_attach(evpol__sigchld *s, evpol_loop *loop, evpol_error *err)
 {
+    /* Everything that can be known to fail is checked before the old loop
+     * is let go, so that a refused attach changes nothing. */
+    if (loop && evpol_loop_is_closed(loop) == 1)
+        return evpol__fail(err, EVPOL_ERUNTIME, "attach_loop: the event loop is closed");
+    if (loop && !evpol__is_main_thread()) /* LOOP-4, as the loop would say */
+        return evpol__fail(err, EVPOL_ERUNTIME,
+                           "attach_loop: signal handlers can only be changed from the main thread");
+    struct evpol__sigchld_link *link = NULL;
+    if (loop && !(link = evpol__sys.calloc(1, sizeof *link)))
+        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     pthread_mutex_lock(&s->attach_lock);
     int rc = unhook(s, false, err);
     if (rc < 0) {
         pthread_mutex_unlock(&s->attach_lock);
+        evpol__sys.free(link);
         return rc;
     }
     pthread_mutex_lock(&s->lock);
     evpol_loop *old = s->loop;
     s->loop = NULL;
-    size_t pending = old && !loop ? evpol__sigchld_pending_locked(s) : 0;
     pthread_mutex_unlock(&s->lock);
-    if (pending)
-        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
-                   "A loop is being detached from a child watcher with pending handlers");
+    if (old && !loop)
+        warn_detached_pending(s);
     if (loop) {
-        rc = hook(s, loop, err);
+        rc = hook(s, loop, link, err);
         if (rc < 0) {
-            /* Left detached: the old handler is gone already. */
+            /* Left detached (the loop was closed meanwhile by another
+             * thread, or out of memory in libevent): say so, as for any
+             * detach. */
             pthread_mutex_unlock(&s->attach_lock);
+            if (old)
+                warn_detached_pending(s);
             evpol_loop_unref(old);
             return rc;
         }
@@ -327,9 +335,7 @@ int evpol__sigchld_attach(evpol__sigchld *s, evpol_loop *loop, evpol_error *err)
 
 int evpol__sigchld_is_active(evpol__sigchld *s)
 {
-    pthread_mutex_lock(&s->lock);
-    evpol_loop *loop = s->loop ? evpol_loop_ref(s->loop) : NULL;
-    pthread_mutex_unlock(&s->lock);
+    evpol_loop *loop = evpol__sigchld_get_loop(s);
     int active = loop && evpol_loop_is_running(loop) == 1;
     evpol_loop_unref(loop);
     return active;
@@ -342,9 +348,20 @@ void evpol__sigchld_close(evpol__sigchld *s)
     pthread_mutex_lock(&s->lock);
     evpol_loop *old = s->loop;
     s->loop = NULL;
+    size_t pending, running;
+    evpol__childtab_reap_exited(&s->tab, &pending, &running);
     evpol__child *list = evpol__sigchld_drain_locked(&s->tab);
     pthread_mutex_unlock(&s->lock);
     pthread_mutex_unlock(&s->attach_lock);
+    evpol__warn_closed_with_children(&s->base, pending, running);
     evpol_loop_unref(old);
     evpol__sigchld_free_list(list);
+}
+
+evpol_loop *evpol__sigchld_get_loop(evpol__sigchld *s)
+{
+    pthread_mutex_lock(&s->lock);
+    evpol_loop *loop = s->loop ? evpol_loop_ref(s->loop) : NULL;
+    pthread_mutex_unlock(&s->lock);
+    return loop;
 }

@@ -82,8 +82,11 @@ static void *waiter_main(void *p)
     while (r < 0 && errno == EINTR);
     /* Anything but our pid means the status is lost, mostly ECHILD: someone
      * else reaped the child (CW-11). */
-    bool lost = r != pid;
-    int rc = lost ? 255 : evpol__returncode(status);
+    evpol_exit_status exit;
+    if (r == pid)
+        evpol__exit_decode(pid, status, &exit);
+    else
+        evpol__exit_lost(&exit);
 
     pthread_mutex_lock(&core->lock);
     job->link.next = core->spare;
@@ -92,12 +95,15 @@ static void *waiter_main(void *p)
     evpol_watcher *w = c ? evpol__wcore_watcher_locked(core) : NULL;
     pthread_mutex_unlock(&core->lock);
 
-    evpol__wcore_finish(w, c, rc, lost);
+    if (c) {
+        c->exit = exit;
+        evpol__wcore_finish(w, c);
+    }
     evpol__wcore_unref(core);
     return NULL;
 }
 
-static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__handler *h,
                    evpol_error *err)
 {
     evpol__wcore *core = evpol__core_of(w);
@@ -115,11 +121,10 @@ static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, evpol_child_fn
          * registration is current when the child exits. */
         old_loop = c->loop;
         c->loop = evpol_loop_ref(loop);
-        c->cb = cb;
-        c->arg = arg;
+        c->h = *h;
         goto out;
     }
-    c = evpol__child_new(pid, cb, arg, loop);
+    c = evpol__child_new(pid, h, loop);
     thr_job *job = (thr_job *)core->spare;
     if (job)
         core->spare = job->link.next;

@@ -127,15 +127,15 @@ evpol_watcher *evpol__wcore_watcher_locked(evpol__wcore *core)
     return NULL;
 }
 
-void evpol__wcore_finish(evpol_watcher *w, evpol__child *c, int rc, bool lost)
+void evpol__wcore_finish(evpol_watcher *w, evpol__child *c)
 {
     if (!w) {
         evpol__child_free(c);
         return;
     }
-    if (lost)
+    if (c->exit.kind == EVPOL_EXIT_LOST)
         evpol__warn_unknown_child(c->pid);
-    evpol__deliver(w, c, rc);
+    evpol__deliver(w, c);
     /* May be the last reference: the watcher is then closed and freed here,
      * which is safe since the caller holds no lock. */
     evpol_watcher_unref(w);

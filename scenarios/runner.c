@@ -144,6 +144,9 @@ typedef struct child_rec {
     int rc, thread, loop, handler; /* of the last callback */
     pid_t cb_pid;     /* the pid the last callback was given */
     bool never;       /* "never": no callback may ever run */
+    /* The watcher of its last add_handler (compared, never dereferenced):
+     * closing that watcher must leave no zombie of it (CW-8). */
+    const evpol_watcher *registered_with;
 } child_rec;
 
 typedef struct cbarg {
@@ -739,6 +742,8 @@ static int do_fork(cmd *c, int ci)
     return 0;
 }
 
+static int close_watcher_checked(cmd *c, evpol_watcher *w, evpol_error *err);
+
 /* One call for one child (or the one call of a step without children). */
 static int exec_one(cmd *c, int ci, evpol_error *err)
 {
@@ -752,7 +757,7 @@ static int exec_one(cmd *c, int ci, evpol_error *err)
         return evpol_loop_run(loop_ref_at(st->obj), err);
     case SCN_OP_ATTACH:
         return evpol_watcher_attach_loop(watcher_at(st->obj), loop_ref_at(st->obj2), err);
-    case SCN_OP_CLOSE_WATCHER: return evpol_watcher_close(watcher_at(st->obj), err);
+    case SCN_OP_CLOSE_WATCHER: return close_watcher_checked(c, watcher_at(st->obj), err);
     case SCN_OP_ACTIVE: return evpol_watcher_is_active(watcher_at(st->obj));
     case SCN_OP_ENTER: return evpol_watcher_enter(watcher_at(st->obj), err);
     case SCN_OP_EXIT: return evpol_watcher_exit(watcher_at(st->obj), err);
@@ -796,11 +801,17 @@ static int exec_one(cmd *c, int ci, evpol_error *err)
     case SCN_OP_ADD_HANDLER: {
         int h = st->handler == SCN_NONE ? 1 : st->handler;
         pid_t pid = child_pid(ci);
-        if (st->obj2.type == SCN_T_LOOP)
-            return evpol_watcher_add_child_handler_on(watcher_at(st->obj), loop_ref_at(st->obj2),
-                                                      pid, child_cb, &cbargs[ci][h], err);
-        return evpol_watcher_add_child_handler(watcher_at(st->obj), pid, child_cb,
-                                               &cbargs[ci][h], err);
+        w = watcher_at(st->obj);
+        int rc = st->obj2.type == SCN_T_LOOP
+                     ? evpol_watcher_add_child_handler_on(w, loop_ref_at(st->obj2), pid, child_cb,
+                                                          &cbargs[ci][h], err)
+                     : evpol_watcher_add_child_handler(w, pid, child_cb, &cbargs[ci][h], err);
+        if (rc == 0) {
+            pthread_mutex_lock(&S.m);
+            S.children[ci].registered_with = w;
+            pthread_mutex_unlock(&S.m);
+        }
+        return rc;
     }
     case SCN_OP_REMOVE_HANDLER:
         return evpol_watcher_remove_child_handler(watcher_at(st->obj), child_pid(ci), err);
@@ -1308,6 +1319,34 @@ static bool is_gone(int s)
 static bool is_exited(int s)
 {
     return s <= 1;
+}
+
+/* close_watcher: evpol_watcher_close, then no child registered with it
+ * that had exited before the close may be left a zombie: close reaps those
+ * (CW-8; Threaded's waiting threads reap them just after, hence the wait). */
+static int close_watcher_checked(cmd *c, evpol_watcher *w, evpol_error *err)
+{
+    static pid_t exited[SCN_MAX_CHILDREN];
+    int n = 0;
+    pthread_mutex_lock(&S.m);
+    for (int ci = 0; ci < SCN_MAX_CHILDREN; ci++)
+        if (w && S.children[ci].pid > 0 && S.children[ci].registered_with == w &&
+            child_state(S.children[ci].pid) == 1)
+            exited[n++] = S.children[ci].pid;
+    pthread_mutex_unlock(&S.m);
+    int rc = evpol_watcher_close(w, err);
+    if (rc != 0)
+        return rc;
+    for (int i = 0; i < n; i++) {
+        if (wait_child_state(exited[i], is_gone) != 0) {
+            snprintf(c->msg, sizeof c->msg,
+                     "pid %ld had exited before the close and is still a zombie after it",
+                     (long)exited[i]);
+            c->script = true;
+            return 1;
+        }
+    }
+    return 0;
 }
 
 static void do_child_step(const scn_step *st)

@@ -71,6 +71,9 @@ static struct {
     fk_order order;
 
     unsigned eintr_any, eintr_blocking;
+    pid_t fail_wait_pid; /* fk_fail_waitpid */
+    int fail_wait_errno;
+    unsigned fail_wait_n;
     int pidfd_errno;
     unsigned fail_threads;
     int fail_spawn;
@@ -328,6 +331,14 @@ static pid_t fake_waitpid(pid_t pid, int *status, int options)
         log_call(FK_WAITPID, pid, options, -1, EINTR, true);
         unlock();
         errno = EINTR;
+        return -1;
+    }
+    if (fk.fail_wait_n && pid == fk.fail_wait_pid) {
+        fk.fail_wait_n--;
+        int e = fk.fail_wait_errno;
+        log_call(FK_WAITPID, pid, options, -1, e, true);
+        unlock();
+        errno = e;
         return -1;
     }
     bool nohang = (options & WNOHANG) != 0;
@@ -752,6 +763,7 @@ void fk_reset(void)
     fk.exit_seq = 0;
     fk.order = FK_ORDER_SPAWN;
     fk.eintr_any = fk.eintr_blocking = 0;
+    fk.fail_wait_n = 0;
     fk.pidfd_errno = 0;
     fk.fail_threads = 0;
     fk.fail_spawn = 0;
@@ -877,6 +889,15 @@ void fk_inject_eintr(unsigned n)
     lock();
     fk.eintr_any = n;
     wake_all(); /* interrupts blocked waiters too */
+    unlock();
+}
+
+void fk_fail_waitpid(pid_t pid, int e, unsigned n)
+{
+    lock();
+    fk.fail_wait_pid = pid;
+    fk.fail_wait_errno = e;
+    fk.fail_wait_n = n;
     unlock();
 }
 

@@ -169,6 +169,10 @@ void fk_set_reap_order(fk_order order);
 
 void fk_inject_eintr(unsigned n);          /* next n waitpid calls, any kind */
 void fk_inject_eintr_blocking(unsigned n); /* next n waitpid calls that block */
+/* The next n waitpid calls asking for exactly `pid` (-1: any child) fail
+ * with errno e, before the model looks at the child: a kernel error that
+ * says nothing about it (the real kernel has few, e.g. EFAULT). */
+void fk_fail_waitpid(pid_t pid, int e, unsigned n);
 void fk_set_pidfd_errno(int e);            /* pidfd_open fails with e; 0: works */
 void fk_fail_threads(unsigned n);          /* next n thread_create -> EAGAIN */
 void fk_fail_spawn(int e);                 /* next spawn returns e */

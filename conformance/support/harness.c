@@ -291,3 +291,27 @@ void wait_exited_not_reaped(pid_t pid)
         if (errno != EINTR)
             fail_msg("waitid(%ld): %s", (long)pid, strerror(errno));
 }
+
+void record_status(pid_t pid, const evpol_exit_status *st, void *arg)
+{
+    status_rec *r = arg;
+    r->pid = pid;
+    r->st = *st;
+    r->thread = pthread_self();
+    __atomic_add_fetch(&r->calls, 1, __ATOMIC_SEQ_CST);
+}
+
+void assert_status(const status_rec *r, pid_t pid, evpol_exit_kind kind, int code, int sig,
+                   bool core, int raw, int returncode)
+{
+    assert_int_equal(__atomic_load_n(&r->calls, __ATOMIC_SEQ_CST), 1);
+    assert_int_equal(r->pid, pid);
+    assert_true(pthread_equal(r->thread, pthread_self()));
+    assert_int_equal(r->st.size, sizeof r->st);
+    assert_int_equal(r->st.kind, kind);
+    assert_int_equal(r->st.code, code);
+    assert_int_equal(r->st.signal, sig);
+    assert_int_equal(r->st.core_dumped, core);
+    assert_int_equal(r->st.raw, raw);
+    assert_int_equal(r->st.returncode, returncode);
+}

@@ -15,6 +15,7 @@
 #define EVPOL_HARNESS_H
 
 #include <evpol.h>
+#include <pthread.h>
 #include <sys/resource.h>
 
 #include <setjmp.h>
@@ -91,6 +92,22 @@ pid_t spawn_waiting_child(int *write_fd, int code, int sig);
 void release_child(int write_fd);
 /* fork a child that exits with `code` at once. */
 pid_t fork_exit(int code);
+
+/* ---- whole exit statuses (evpol_child_status_fn) ---- */
+
+typedef struct status_rec {
+    volatile int calls; /* counted atomically */
+    pid_t pid;
+    evpol_exit_status st; /* a copy: the callback's pointer is borrowed */
+    pthread_t thread;
+} status_rec;
+
+/* An evpol_child_status_fn recording into the status_rec `arg`. */
+void record_status(pid_t pid, const evpol_exit_status *st, void *arg);
+/* Assert `r` was called once, for `pid`, on this thread, with a status of
+ * `kind` whose other members are (code, sig, core, raw, returncode). */
+void assert_status(const status_rec *r, pid_t pid, evpol_exit_kind kind, int code, int sig,
+                   bool core, int raw, int returncode);
 
 /* ---- resource accounting (leak checks) ---- */
 

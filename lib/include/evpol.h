@@ -246,9 +246,44 @@ EVPOL_API int evpol_get_running_loop(evpol_loop **out, evpol_error *err);
 typedef struct evpol_watcher evpol_watcher;
 
 /* Called once when the child exits: returncode is the exit code, or -N when
- * signal N killed it (CW-10), or 255 when the exit status was lost (CW-11).
+ * signal N killed it (CW-10), or 255 when the exit status was lost (CW-11)
+ * or was neither an exit nor a death by signal (CW-10; a warning naming the
+ * pid and the raw status is logged then). 255 alone cannot tell those from
+ * exit(255): a product that needs to, registers an evpol_child_status_fn.
  * Each watcher documents the thread it runs on (CW-3); see below. */
 typedef void (*evpol_child_fn)(pid_t pid, int returncode, void *arg);
+
+/* How a child ended, for evpol_child_status_fn. */
+typedef enum evpol_exit_kind {
+    /* It exited: `code` is its exit status (0..255). */
+    EVPOL_EXIT_EXITED = 1,
+    /* A signal killed it: `signal`, and `core_dumped`. */
+    EVPOL_EXIT_KILLED = 2,
+    /* Its status was reaped by someone else (waitpid said ECHILD, or the
+     * pid was gone at registration): nothing is known (CW-11). */
+    EVPOL_EXIT_LOST = 3,
+    /* waitpid reported a status that is neither an exit nor a death by
+     * signal (only a kernel or seam bug produces one): see `raw`. */
+    EVPOL_EXIT_UNKNOWN = 4,
+} evpol_exit_kind;
+
+/* The whole exit status of a child. Passed by const pointer and valid only
+ * during the callback; copy what you keep. Later versions may append
+ * members: `size` is the size of the struct the library filled, so read a
+ * member appended after 0.1 only when offsetof(member) < size. */
+typedef struct evpol_exit_status {
+    size_t size;
+    evpol_exit_kind kind;
+    int code;         /* EXITED: the exit status; else 0 */
+    int signal;       /* KILLED: the signal number; else 0 */
+    bool core_dumped; /* KILLED: the kernel wrote a core dump */
+    int raw;          /* the status waitpid reported; 0 for LOST */
+    int returncode;   /* what an evpol_child_fn gets for the same exit */
+} evpol_exit_status;
+
+/* Called once when the child exits, like evpol_child_fn, with the whole
+ * status instead of the returncode; same threads (CW-3). */
+typedef void (*evpol_child_status_fn)(pid_t pid, const evpol_exit_status *status, void *arg);
 
 typedef enum evpol_watcher_kind {
     EVPOL_WATCHER_THREADED = 1,
@@ -304,8 +339,9 @@ EVPOL_API const char *evpol_watcher_name(evpol_watcher *w);
  * MultiLoop and Pidfd (ERUNTIME when none is running), and on the attached
  * loop for Safe and Fast. `arg` is borrowed until the callback has run or
  * the handler was removed or the watcher closed.
- * Thread-safe. Errors: EINVAL (pid <= 0, cb NULL), ERUNTIME (closed, no
- * running loop, Fast outside a spawn context), ESYSTEM, ENOMEM. */
+ * Thread-safe. Errors: EINVAL (pid <= 0, cb NULL), ETYPE (not a watcher, or
+ * `loop` not a loop), ERUNTIME (closed, no running loop, Fast outside a
+ * spawn context), ESYSTEM, ENOMEM. */
 EVPOL_API int evpol_watcher_add_child_handler(evpol_watcher *w, pid_t pid, evpol_child_fn cb,
                                               void *arg, evpol_error *err);
 
@@ -315,14 +351,38 @@ EVPOL_API int evpol_watcher_add_child_handler(evpol_watcher *w, pid_t pid, evpol
 EVPOL_API int evpol_watcher_add_child_handler_on(evpol_watcher *w, evpol_loop *loop, pid_t pid,
                                                  evpol_child_fn cb, void *arg, evpol_error *err);
 
+/* The same two, with a callback that receives the whole exit status
+ * (evpol_exit_status) instead of the returncode. Either kind of handler
+ * replaces the other for the same pid (CW-2); remove_child_handler removes
+ * either. Custom watchers take only returncode callbacks (their method
+ * table has no slot for these): ENOTSUP there. Errors otherwise as above. */
+EVPOL_API int evpol_watcher_add_child_status_handler(evpol_watcher *w, pid_t pid,
+                                                     evpol_child_status_fn cb, void *arg,
+                                                     evpol_error *err);
+EVPOL_API int evpol_watcher_add_child_status_handler_on(evpol_watcher *w, evpol_loop *loop,
+                                                        pid_t pid, evpol_child_status_fn cb,
+                                                        void *arg, evpol_error *err);
+
 /* 1 if a handler was removed (it will never be called), 0 if there was none
  * (CW-4, for every watcher). The child is still reaped by the watcher.
- * Thread-safe. Errors: EINVAL. */
+ * Thread-safe. Errors: EINVAL (pid <= 0, w NULL), ETYPE (not a watcher),
+ * ERUNTIME (closed). */
 EVPOL_API int evpol_watcher_remove_child_handler(evpol_watcher *w, pid_t pid, evpol_error *err);
 
 /* Detach from the current loop, then attach to `loop` (may be NULL) (CW-5).
- * Errors: ERUNTIME (closed), ETYPE (`loop` not a loop), ESYSTEM. */
+ * Detaching with handlers pending logs a warning. On an error nothing
+ * changed: the watcher is still attached where it was.
+ * Errors: ERUNTIME (watcher or `loop` closed; Safe and Fast: not the main
+ * thread), ETYPE (`loop` not a loop), ESYSTEM, ENOMEM. */
 EVPOL_API int evpol_watcher_attach_loop(evpol_watcher *w, evpol_loop *loop, evpol_error *err);
+
+/* The loop `w` is attached to, in *out (borrowed: valid while the watcher
+ * stays attached to it, i.e. until the next attach_loop or close), or NULL
+ * when it has none: always for Threaded, MultiLoop and Pidfd, which deliver
+ * on each registering loop and keep no attached loop, for custom watchers,
+ * and for a closed watcher. Any thread. Errors: EINVAL (out NULL, w NULL),
+ * ETYPE (not a watcher). */
+EVPOL_API int evpol_watcher_get_loop(evpol_watcher *w, evpol_loop **out, evpol_error *err);
 
 /* 1 when ready to use (CW-6), 0 otherwise (closed watchers are inactive);
  * EINVAL when `w` is not a watcher. */
@@ -330,8 +390,13 @@ EVPOL_API int evpol_watcher_is_active(evpol_watcher *w);
 
 /* Release every thread, fd, signal handler and pending registration (CW-8);
  * pending callbacks are never called afterwards. A second close returns 0.
- * Must not be called from inside one of the watcher's own callbacks.
- * Errors: EINVAL. */
+ * What becomes of the children still registered: Threaded's threads go on
+ * waiting and reap them (nothing is delivered); the other watchers reap
+ * every one that has already exited and leave the running ones to the
+ * program (one resource warning counts them), which may waitpid() them.
+ * May be called from inside one of the watcher's own callbacks: close then
+ * does not wait for that callback (it is the caller), only for others
+ * running on other threads. Errors: EINVAL. */
 EVPOL_API int evpol_watcher_close(evpol_watcher *w, evpol_error *err);
 
 /* The spawn context (CW-9): enter before creating a process, exit after its
@@ -513,16 +578,39 @@ typedef struct evpol_spawn_result {
 EVPOL_API int evpol_loop_spawn(evpol_loop *loop, const evpol_spawn_options *opts,
                                evpol_spawn_result *result, evpol_error *err);
 
+/* evpol_loop_spawn, telling the exit with the whole status: when
+ * `on_exit_status` is not NULL it is called instead of opts->on_exit (which
+ * may then be NULL), as on_exit_status(pid, status, opts->arg), on `loop`'s
+ * thread (SUB-3). With a custom watcher, which reports only a returncode,
+ * the status is derived from it: EXITED for 0..255 (255 included, as
+ * asyncio), KILLED for -N with core_dumped false, `raw` rebuilt to match.
+ * Errors as evpol_loop_spawn. */
+EVPOL_API int evpol_loop_spawn_ex(evpol_loop *loop, const evpol_spawn_options *opts,
+                                  evpol_child_status_fn on_exit_status,
+                                  evpol_spawn_result *result, evpol_error *err);
+
 /* ------------------------------------------------------------------------ */
 /* Test seam: the kernel calls made by watchers and spawn                   */
 /* ------------------------------------------------------------------------ */
 
 /*
- * Every system call that the watchers and spawn make goes through this
- * table, so that tests and fuzzers can put a deterministic fake kernel in
- * its place; so does every allocation of evpol's own memory. Each member
- * has the signature and errno convention of the system call it names
- * (spawn: see below). Production code never needs this.
+ * The system calls that decide what the watchers and spawn see of child
+ * processes go through this table (waiting, pidfds, SIGCHLD dispositions,
+ * creating and signalling processes and threads, the pipes and fds evpol
+ * opens and closes), so that tests and fuzzers can put a deterministic fake
+ * kernel in its place; so does every allocation of evpol's own memory.
+ * Each member has the signature and errno convention of the system call it
+ * names (spawn: see below). Production code never needs this.
+ *
+ * Not through the table, on purpose: the byte MultiLoop's SIGCHLD handler
+ * writes to its wake pipe (a signal handler makes only async-signal-safe
+ * calls, and must not depend on a table a test swaps), and the reaper's
+ * poll, read and close-time write on that same pipe; and the fcntl that
+ * moves a spawn pipe end above fd 2 when the caller runs with a standard
+ * stream closed. None of them reports anything about a child; they act on
+ * pipes the table's pipe2 created. The table cannot grow to take them
+ * without breaking programs built against 0.1.0 (they copy
+ * evpol_sys_real() with their smaller struct).
  */
 
 /* evpol_sys_spawn_request.stdio[i] when it is not a descriptor of the
