@@ -213,7 +213,7 @@ clean:
 # "N passed, N failed". `make soak` runs the long soak (SOAK_SECONDS per
 # watcher, default 120; SOAK_WATCHERS=all or a list such as threaded,pidfd).
 SCN_BIN     := $(BUILD)/scenarios/runner
-SCN_OBJS    := $(BUILD)/scenarios/steps.o
+SCN_OBJS    := $(BUILD)/scenarios/steps.o $(BUILD)/conformance/support/alloc_count.o
 SCN_JOBS    ?= 2
 SCN_ARGS    ?=
 SOAK_SECONDS  ?= 120
@@ -228,7 +228,7 @@ $(BUILD)/scenarios/steps.o: scenarios/steps.c scenarios/steps.h | deps
 
 $(SCN_BIN): scenarios/runner.c scenarios/steps.h $(SCN_OBJS) $(LIB_FOR_TESTS)
 	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -Ilib/include -Iscenarios -o $@ $< $(SCN_OBJS) \
+	$(CC) $(BASE_CFLAGS) -Ilib/include -Iscenarios -Iconformance/support -o $@ $< $(SCN_OBJS) \
 	    -L$(TEST_LIB_DIR) -levpol -Wl,-rpath,$(TEST_LIB_DIR) $(LDFLAGS)
 
 scenarios: $(SCN_BIN)
