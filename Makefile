@@ -214,7 +214,8 @@ clean:
 # "N passed, N failed". `make soak` runs the long soak (SOAK_SECONDS per
 # watcher, default 120; SOAK_WATCHERS=all or a list such as threaded,pidfd).
 SCN_BIN     := $(BUILD)/scenarios/runner
-SCN_OBJS    := $(BUILD)/scenarios/steps.o $(BUILD)/conformance/support/signal_state.o
+SCN_OBJS    := $(BUILD)/scenarios/steps.o $(BUILD)/conformance/support/signal_state.o \
+               $(BUILD)/conformance/support/alloc_count.o
 SCN_JOBS    ?= 2
 SCN_ARGS    ?=
 SOAK_SECONDS  ?= 120

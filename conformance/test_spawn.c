@@ -2356,6 +2356,84 @@ static void test_limit_lowered_before_file_actions(void **state)
     capture_stop();
 }
 
+/* ---- a seam that reports success without a process ---- */
+
+/* A spawn that says 0 (success) and leaves *pid as it found it, or sets it
+ * to 0: evpol must refuse it, and never hand such a pid to kill or waitpid
+ * (as root, kill(-1) or kill(0) reaches every process of the machine or
+ * the group). The kill and waitpid of this table never pass a pid <= 0 on
+ * to the kernel; they count it. */
+static atomic_int pidless_mode; /* 0: *pid untouched, 1: *pid = 0 */
+static atomic_int nonpositive_kills, nonpositive_waits;
+
+static int pidless_spawn(pid_t *pid, const evpol_sys_spawn_request *req)
+{
+    (void)req;
+    if (atomic_load(&pidless_mode) == 1)
+        *pid = 0;
+    return 0;
+}
+
+static int guarded_kill(pid_t pid, int sig)
+{
+    if (pid <= 0) {
+        atomic_fetch_add(&nonpositive_kills, 1);
+        errno = EPERM;
+        return -1;
+    }
+    return evpol_sys_real()->kill(pid, sig);
+}
+
+static pid_t guarded_waitpid(pid_t pid, int *status, int options)
+{
+    if (pid <= 0) {
+        atomic_fetch_add(&nonpositive_waits, 1);
+        errno = ECHILD;
+        return -1;
+    }
+    return evpol_sys_real()->waitpid(pid, status, options);
+}
+
+static void test_spawn_success_without_pid(void **state)
+{
+    (void)state;
+    capture_start(&cap);
+    reset_policy();
+    use_watcher(NULL);
+    evpol_loop *loop = new_loop();
+    resource_snapshot before = resources_now();
+    for (int mode = 0; mode < 2; mode++) {
+        atomic_store(&pidless_mode, mode);
+        atomic_store(&nonpositive_kills, 0);
+        atomic_store(&nonpositive_waits, 0);
+        evpol_sys t = *evpol_sys_real();
+        t.spawn = pidless_spawn;
+        t.kill = guarded_kill;
+        t.waitpid = guarded_waitpid;
+        assert_ok(evpol_sys_set(&t, NULL));
+        char *argv[] = {"/bin/true", NULL};
+        exit_rec e = {0};
+        evpol_spawn_options o = sh_options(argv, &e);
+        o.stdio[1] = EVPOL_STDIO_PIPE; /* the pipes must be closed again too */
+        evpol_spawn_result res;
+        evpol_error err = {0};
+        int rc = evpol_loop_spawn(loop, &o, &res, &err);
+        assert_ok(evpol_sys_set(NULL, NULL));
+        check_error(rc, &err, EVPOL_ESYSTEM);
+        assert_int_equal(err.sys_errno, ESRCH);
+        assert_non_null(strstr(err.message, "without a process"));
+        assert_int_equal(res.pid, -1);
+        assert_int_equal(atomic_load(&nonpositive_kills), 0);
+        assert_int_equal(atomic_load(&nonpositive_waits), 0);
+        assert_int_equal(e.calls, 0);
+        assert_no_children();
+        assert_int_equal(resources_now().fds, before.fds);
+    }
+    close_loop(loop);
+    reset_policy();
+    capture_stop();
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -2408,6 +2486,7 @@ int main(void)
         CLAUSE_TEST(test_spawn_while_another_registers, "SUB-1 SUB-3"),
         CLAUSE_TEST(test_pipe_end_cannot_be_moved, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_limit_lowered_before_file_actions, "SUB-1 ERR-1"),
+        CLAUSE_TEST(test_spawn_success_without_pid, "SUB-1 ERR-1"),
     };
     return cmocka_run_group_tests_name("spawn", tests, group_setup, NULL);
 }

@@ -395,6 +395,12 @@ static int create_process(const evpol_spawn_options *opts, const spawn_fds *f, p
      * already reaped (SUB-4). */
     if (e)
         return evpol__fail_sys(err, e, "evpol_loop_spawn: cannot execute '%s'", opts->file);
+    /* A seam that breaks its contract must not make the clean-up that
+     * follows a failure signal pid 0 or -1: as root, every process. */
+    if (*pid <= 0)
+        return evpol__fail_sys(err, ESRCH,
+                               "evpol_loop_spawn: the spawn reported success without a process "
+                               "(pid %ld)", (long)*pid);
     return 0;
 }
 

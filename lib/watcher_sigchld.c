@@ -254,6 +254,32 @@ static int unhook(evpol__sigchld *s, bool closing, evpol_error *err)
     return 0;
 }
 
+/* The handler just installed on `loop` replaced any orphan's there (or,
+ * should `loop` reuse a closed loop's address, that loop freed the orphan's
+ * handler with it): those links are unreachable now, free them. Without
+ * this, each close outside the main thread leaked its link for good. */
+static void forget_orphans_of(evpol_loop *loop)
+{
+    pthread_mutex_lock(&link_lock);
+    struct evpol__sigchld_link **p = &orphans, *gone = NULL;
+    while (*p) {
+        struct evpol__sigchld_link *o = *p;
+        if (o->loop == loop) {
+            *p = o->next_orphan;
+            o->next_orphan = gone;
+            gone = o;
+        } else {
+            p = &o->next_orphan;
+        }
+    }
+    pthread_mutex_unlock(&link_lock);
+    while (gone) {
+        struct evpol__sigchld_link *next = gone->next_orphan;
+        evpol__sys.free(gone);
+        gone = next;
+    }
+}
+
 /* Install the handler on `loop` with `link` (which it then owns).
  * attach_lock held, no loop attached. */
 static int hook(evpol__sigchld *s, evpol_loop *loop, struct evpol__sigchld_link *link,
@@ -267,6 +293,7 @@ static int hook(evpol__sigchld *s, evpol_loop *loop, struct evpol__sigchld_link 
         return rc;
     }
     s->link = link;
+    forget_orphans_of(loop);
     pthread_mutex_lock(&s->lock);
     s->loop = evpol_loop_ref(loop);
     pthread_mutex_unlock(&s->lock);

@@ -3,8 +3,10 @@
  */
 #include "harness.h"
 #include "signal_state.h"
+#include "alloc_count.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -314,4 +316,86 @@ void assert_status(const status_rec *r, pid_t pid, evpol_exit_kind kind, int cod
     assert_int_equal(r->st.core_dumped, core);
     assert_int_equal(r->st.raw, raw);
     assert_int_equal(r->st.returncode, returncode);
+}
+
+/* ---- memory accounting (the leak check every program ends with) ----
+ *
+ * Counting (alloc_count.h) starts before main, and every program ends (at
+ * exit) by checking that evpol's and libevent's outstanding blocks are
+ * back to where main started; a difference fails the program.
+ *
+ * Tests install seam tables of their own (fake kernel, fault injection) and
+ * test_faults its own libevent allocator: this file defines evpol_sys_set
+ * and event_set_mem_functions, which the program's calls reach instead of
+ * the libraries' (the executable's definition interposes). Each keeps the
+ * counting functions installed and makes the test's the ones they pass
+ * through to, so a fake table or a failing calloc is counted as the real. */
+
+static long evpol_blocks_at_start, libevent_blocks_at_start;
+static pid_t accounting_pid;
+
+typedef int (*sys_set_fn)(const evpol_sys *, evpol_error *);
+
+static sys_set_fn real_sys_set(void)
+{
+    static sys_set_fn fn;
+    if (!fn)
+        fn = (sys_set_fn)dlsym(RTLD_NEXT, "evpol_sys_set");
+    if (!fn) {
+        fprintf(stderr, "harness: evpol_sys_set not found in libevpol: %s\n", dlerror());
+        _exit(2);
+    }
+    return fn;
+}
+
+int evpol_sys_set(const evpol_sys *table, evpol_error *err)
+{
+    const evpol_sys *t = table ? table : evpol_sys_real();
+    /* A table evpol refuses goes to evpol unchanged: its errors are tested. */
+    if (t->size != sizeof *t || !t->calloc || !t->free)
+        return real_sys_set()(table, err);
+    evpol_sys counting = alloc_count_seam(t);
+    int rc = real_sys_set()(&counting, err);
+    if (rc == 0)
+        alloc_count_use_inner(t);
+    return rc;
+}
+
+void event_set_mem_functions(void *(*malloc_fn)(size_t), void *(*realloc_fn)(void *, size_t),
+                             void (*free_fn)(void *))
+{
+    alloc_count_libevent_inner(malloc_fn, realloc_fn, free_fn);
+}
+
+static void check_memory_at_exit(void)
+{
+    if (getpid() != accounting_pid)
+        return; /* a forked child that exits through exit() */
+    /* The process-wide policy slot is the one thing a program may rightly
+     * leave set (and evpol creates its default lazily): drop it first. */
+    evpol_set_event_loop_policy(NULL, NULL);
+    long evpol_left = alloc_count_evpol() - evpol_blocks_at_start;
+    long libevent_left = alloc_count_libevent() - libevent_blocks_at_start;
+    if (evpol_left == 0 && libevent_left == 0)
+        return;
+    fprintf(stderr,
+            "harness: memory leak check failed: %ld evpol allocation(s) and %ld libevent "
+            "allocation(s) outstanding at exit that were not before main\n",
+            evpol_left, libevent_left);
+    fflush(NULL);
+    _exit(3);
+}
+
+__attribute__((constructor)) static void start_memory_accounting(void)
+{
+    alloc_count_start_libevent();
+    evpol_error err = {0};
+    if (evpol_sys_set(NULL, &err) != 0) {
+        fprintf(stderr, "harness: cannot install the counting seam: %s\n", err.message);
+        _exit(2);
+    }
+    accounting_pid = getpid();
+    evpol_blocks_at_start = alloc_count_evpol();
+    libevent_blocks_at_start = alloc_count_libevent();
+    atexit(check_memory_at_exit);
 }
