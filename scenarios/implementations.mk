@@ -1,0 +1,44 @@
+# ---- One suite, every implementation (scenarios/README.md) ------------------
+# Included by the top-level Makefile.
+#
+#   make implementations     the scenario suite against evpol (this build, or
+#                            EVPOL_LIB=), every CPython 3.8-3.13 found (Debian's
+#                            python3 first, then pyenv's) through
+#                            scenarios/python/runner.py, and libuv through
+#                            the adapter in scenarios/libuv/; writes
+#                            $(REPORTS)/implementations.tsv and .html and
+#                            prints passed / failed / n/a per implementation.
+#                            Fails when evpol fails a cell or any other cell
+#                            differs from scenarios/python/expectations.tsv.
+#   make implementations-debian   the same for Debian's python3 alone (no
+#                            evpol column: `make scenarios` runs that); run by
+#                            `make check`.
+#
+# IMPL_PYTHONS=all|debian|/path/python3,... chooses the interpreters.
+
+IMPL_PYTHONS   ?= all
+IMPL_JOBS      ?= 2
+IMPL_EXPECT    := scenarios/python/expectations.tsv
+IMPL_TOOL      := python3 scenarios/implementations.py --expectations $(IMPL_EXPECT) -j $(IMPL_JOBS)
+IMPL_PATHS     := scenarios scenarios/regressions
+UV_ADAPTER     := $(BUILD)/scenarios/libuv-runner
+DEPS_IMPL      := python3 libuv1-dev
+
+.PHONY: implementations implementations-debian implementations-deps
+
+implementations-deps:
+	@build-aux/ensure-deps.sh $(DEPS_IMPL)
+
+$(UV_ADAPTER): scenarios/libuv/runner.c scenarios/steps.h $(SCN_OBJS) | deps implementations-deps
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -Iscenarios $$(pkg-config --cflags libuv) -o $@ $< $(SCN_OBJS) \
+	    $$(pkg-config --libs libuv) $(LDFLAGS)
+
+implementations: $(SCN_BIN) $(UV_ADAPTER) | implementations-deps
+	@LD_LIBRARY_PATH=$(TEST_LIB_DIR) $(IMPL_TOOL) --reports $(REPORTS) --pythons $(IMPL_PYTHONS) \
+	    --evpol-runner $(SCN_BIN) --libuv-runner $(UV_ADAPTER) $(IMPL_PATHS)
+
+implementations-debian: | implementations-deps
+	@$(IMPL_TOOL) --reports $(REPORTS)/implementations-debian --pythons debian $(IMPL_PATHS)
+
+check: implementations-debian

@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""implementations.py — one scenario suite, every implementation: the matrix.
+
+    implementations.py --reports DIR --evpol-runner BIN [--libuv-runner BIN]
+                       [--pythons all|debian|PATH,...] [--expectations FILE]
+                       [--spec conformance/SPEC.md] [-j N] PATH...
+
+Runs the scenario files (PATH: files or directories) against
+  - evpol: the C runner (scenarios/runner.c) linked to the library under test;
+  - CPython: scenarios/python/runner.py under each interpreter found (Debian's
+    /usr/bin/python3 first, then pyenv's 3.8 to 3.13, one per minor version);
+  - libuv: the adapter over uv_spawn (scenarios/libuv/), where built;
+and writes DIR/implementations.tsv (one row per scenario x implementation x
+watcher) and DIR/implementations.html (the matrix: one row per scenario and
+per clause, one column per implementation x watcher; each cell links to its
+failing step and message, and to the known upstream bug when there is one).
+
+The expectations file (scenarios/python/expectations.tsv) records what each
+non-evpol cell does today, with the reason; web-platform-tests keeps its
+metadata the same way. The run fails when an evpol cell fails, or when any
+other cell differs from its recorded expectation: a scenario that starts to
+pass on an implementation known to be wrong has stopped testing what it
+claims, and one that starts to fail has found something new. Cells recorded
+"flaky" (an upstream race) may go either way. Update the file on purpose.
+
+The last lines are the summary per implementation (passed, failed, n/a) and
+"matrix: N cells, N unexpected".
+"""
+
+import argparse
+import csv
+import fnmatch
+import glob
+import html
+import os
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KINDS = ("threaded", "multiloop", "safe", "fast", "pidfd")
+E = html.escape
+
+
+def python_version(exe):
+    try:
+        out = subprocess.run([exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30,
+                             universal_newlines=True)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    v = out.stdout.strip()
+    return v if re.fullmatch(r"3\.\d+", v) else None
+
+
+def find_pythons(which):
+    """[(label, executable)]: Debian's python3 first, then one per minor version."""
+    if which not in ("all", "debian"):
+        cands = which.split(",")
+    else:
+        cands = ["/usr/bin/python3"]
+        if which == "all":
+            home = os.path.expanduser("~/.pyenv/versions")
+            cands += sorted(glob.glob(os.path.join(home, "3.*", "bin", "python3")),
+                            key=lambda p: [int(x) for x in re.findall(r"\d+", p.split("/")[-3])])
+    found, seen = [], set()
+    for exe in cands:
+        v = python_version(exe) if os.access(exe, os.X_OK) else None
+        if v is None or v in seen:
+            continue
+        minor = int(v.split(".")[1])
+        # The child watchers exist from 3.8 (Threaded, MultiLoop) to 3.13.
+        if not 8 <= minor <= 13:
+            continue
+        seen.add(v)
+        found.append(("cpython-" + v, exe))
+    return found
+
+
+def read_tsv(path):
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def read_clauses(paths):
+    """scenario name -> list of clause IDs, from the files' clauses: headers."""
+    out = {}
+    for p in paths:
+        files = sorted(glob.glob(os.path.join(p, "*.scn"))) if os.path.isdir(p) else [p]
+        for f in files:
+            name, clauses = None, []
+            with open(f, encoding="utf-8") as fh:
+                for line in fh:
+                    m = re.match(r"^(name|clauses):\s*(.*)$", line.strip())
+                    if m and m.group(1) == "name":
+                        name = m.group(2)
+                    elif m:
+                        clauses += re.findall(r"[A-Z]+-\d+", m.group(2))
+            if name:
+                out[name] = clauses
+    return out
+
+
+def read_ext(spec):
+    """Clause IDs the spec marks `ext` (evpol's guarantee beyond CPython)."""
+    ext = set()
+    if spec and os.path.isfile(spec):
+        with open(spec, encoding="utf-8") as f:
+            for line in f:
+                m = re.match(r"^- ([A-Z]+-\d+)\s+([a-z+]+):", line)
+                if m and "ext" in m.group(2).split("+"):
+                    ext.add(m.group(1))
+    return ext
+
+
+def read_expectations(path):
+    rows = []
+    if not path or not os.path.isfile(path):
+        return rows
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) < 5 or cols[3] not in ("pass", "fail", "na", "flaky"):
+                raise SystemExit("%s:%d: expected implementation, watcher, scenario, "
+                                 "pass|fail|na|flaky, reference, reason (tab-separated)" % (path, n))
+            rows.append(dict(impl=cols[0], watcher=cols[1], scenario=cols[2], expected=cols[3],
+                             reference=cols[4], reason=cols[5] if len(cols) > 5 else "",
+                             line=n))
+    return rows
+
+
+def expectation(rows, impl, watcher, scenario):
+    """The first row matching the cell (globs), or None."""
+    def hit(value, pats):
+        return any(fnmatch.fnmatchcase(value, p) for p in pats.split(","))
+    for r in rows:
+        if hit(impl, r["impl"]) and hit(watcher, r["watcher"]) and hit(scenario, r["scenario"]):
+            return r
+    return None
+
+
+def run_impl(label, cmd, out_dir, reuse=False):
+    if reuse:
+        # --reuse: judge the results of the last run again (after editing the
+        # expectations file) without running anything.
+        path = os.path.join(out_dir, "scenarios.tsv")
+        return (read_tsv(path) if os.path.isfile(path) else None), 0.0
+    os.makedirs(out_dir, exist_ok=True)
+    t0 = time.monotonic()
+    print("== %s: %s" % (label, " ".join(cmd)), flush=True)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       universal_newlines=True)
+    tail = p.stdout.strip().splitlines()[-1:] if p.stdout.strip() else ["(no output)"]
+    print("   %s (%.0f s)" % (tail[0], time.monotonic() - t0), flush=True)
+    path = os.path.join(out_dir, "scenarios.tsv")
+    if not os.path.isfile(path):
+        raise SystemExit("%s wrote no %s; its output:\n%s" % (label, path, p.stdout[-3000:]))
+    return read_tsv(path), time.monotonic() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reports", default="reports")
+    ap.add_argument("--evpol-runner")
+    ap.add_argument("--libuv-runner")
+    ap.add_argument("--pythons", default="all")
+    ap.add_argument("--expectations", default=os.path.join(HERE, "python", "expectations.tsv"))
+    ap.add_argument("--spec", default=os.path.join(HERE, "..", "conformance", "SPEC.md"))
+    ap.add_argument("-j", default="2")
+    ap.add_argument("--reuse", action="store_true",
+                    help="judge the last run's results again, without running")
+    ap.add_argument("paths", nargs="+")
+    args = ap.parse_args()
+    t_start = time.monotonic()
+    work = os.path.join(args.reports, "implementations")
+    clauses = read_clauses(args.paths)
+    ext = read_ext(args.spec)
+    expect_rows = read_expectations(args.expectations)
+
+    impls = []   # (label, rows)
+    if args.evpol_runner:
+        rows, _ = run_impl("evpol", [args.evpol_runner, "--reports", os.path.join(work, "evpol"),
+                                     "-j", args.j] + args.paths, os.path.join(work, "evpol"),
+                           args.reuse)
+        if rows is not None:
+            impls.append(("evpol", rows))
+    for label, exe in find_pythons(args.pythons):
+        out = os.path.join(work, label)
+        rows, _ = run_impl(label, [exe, os.path.join(HERE, "python", "runner.py"), "--reports",
+                                   out, "-j", args.j] + args.paths, out, args.reuse)
+        if rows is not None:
+            impls.append((label, rows))
+    if args.libuv_runner:
+        out = os.path.join(work, "libuv")
+        rows, _ = run_impl("libuv", [args.libuv_runner, "--reports", out, "-j", args.j]
+                           + args.paths, out, args.reuse)
+        if rows is not None:
+            impls.append(("libuv", rows))
+
+    # The cells.
+    cells = []
+    for label, rows in impls:
+        for r in rows:
+            status = {"skip": "na"}.get(r["status"], r["status"])
+            cell = dict(impl=label, watcher=r["watcher"], scenario=r["scenario"], status=status,
+                        detail=r.get("detail", ""), ms=r.get("duration_ms", ""),
+                        expected="pass", reference="", reason="", verdict="ok")
+            if label == "evpol":
+                if status == "fail":
+                    cell["verdict"] = "evpol fails"
+            else:
+                e = expectation(expect_rows, label, r["watcher"], r["scenario"])
+                if e:
+                    cell.update(expected=e["expected"], reference=e["reference"],
+                                reason=e["reason"])
+                if status == "na":
+                    # n/a comes from the scenario (except:) or the version (no
+                    # such watcher); it only mismatches a row that says otherwise.
+                    if e and e["expected"] in ("pass", "fail"):
+                        cell["verdict"] = "expected %s, got n/a" % e["expected"]
+                elif cell["expected"] == "flaky":
+                    pass
+                elif status != cell["expected"]:
+                    cell["verdict"] = "expected %s, got %s" % (cell["expected"], status)
+            ext_clauses = [c for c in clauses.get(r["scenario"], []) if c in ext]
+            cell["ext"] = " ".join(ext_clauses)
+            cells.append(cell)
+
+    write_tsv(os.path.join(args.reports, "implementations.tsv"), cells, clauses)
+    write_html(os.path.join(args.reports, "implementations.html"), impls, cells, clauses, ext)
+
+    # The summary.
+    print()
+    print("%-16s %7s %7s %7s %11s" % ("implementation", "passed", "failed", "n/a", "unexpected"))
+    for label, _ in impls:
+        mine = [c for c in cells if c["impl"] == label]
+        n = lambda s: sum(1 for c in mine if c["status"] == s)
+        print("%-16s %7d %7d %7d %11d" % (label, n("pass"), n("fail"), n("na"),
+                                          sum(1 for c in mine if c["verdict"] != "ok")))
+    bad = [c for c in cells if c["verdict"] != "ok"]
+    for c in bad:
+        print("UNEXPECTED  %s %s@%s: %s\n            %s" % (
+            c["impl"], c["scenario"], c["watcher"], c["verdict"], c["detail"][:300]))
+    print("reports: %s, %s" % (os.path.join(args.reports, "implementations.tsv"),
+                               os.path.join(args.reports, "implementations.html")))
+    print("matrix: %d cells, %d unexpected (%.0f s)" % (len(cells), len(bad),
+                                                       time.monotonic() - t_start))
+    return 1 if bad else 0
+
+
+def tsvf(s):
+    return re.sub(r"[\t\r\n]+", " ", s or "")
+
+
+def write_tsv(path, cells, clauses):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("scenario\tclauses\timplementation\twatcher\tstatus\texpected\tverdict\t"
+                "reference\text\tdetail\n")
+        for c in cells:
+            f.write("\t".join(tsvf(x) for x in (
+                c["scenario"], " ".join(clauses.get(c["scenario"], [])), c["impl"], c["watcher"],
+                c["status"], c["expected"], c["verdict"], c["reference"] or c["reason"], c["ext"],
+                c["detail"])) + "\n")
+
+
+CSS = """
+body { font: 13px/1.4 system-ui, sans-serif; margin: 20px; color: #1d2330; }
+table { border-collapse: collapse; margin-bottom: 24px; }
+th, td { border: 1px solid #e2e5eb; padding: 2px 5px; text-align: center; }
+th.s, td.s { text-align: left; white-space: nowrap; }
+td.pass { background: #e6f4ea; } td.fail { background: #fdecea; }
+td.xfail { background: #fff4d6; } td.na { background: #f4f5f7; color: #8a93a3; }
+td.bad { outline: 3px solid #b42318; }
+a { color: inherit; } .detail { text-align: left; font-family: monospace; white-space: pre-wrap; }
+th.impl { background: #f4f5f7; }
+"""
+
+
+def cell_class(c):
+    if c["status"] == "fail" and c["verdict"] == "ok":
+        cls = "xfail"
+    else:
+        cls = c["status"]
+    return cls + (" bad" if c["verdict"] != "ok" else "")
+
+
+def cell_text(c):
+    if c["status"] == "fail":
+        return "fail" if c["verdict"] != "ok" else "xfail"
+    return {"na": "n/a"}.get(c["status"], c["status"])
+
+
+def write_html(path, impls, cells, clauses, ext):
+    cols = []
+    for label, _ in impls:
+        mine = {c["watcher"] for c in cells if c["impl"] == label}
+        for k in list(KINDS) + sorted(mine - set(KINDS)):
+            if k in mine:
+                cols.append((label, k))
+    by = {(c["impl"], c["watcher"], c["scenario"]): c for c in cells}
+    scenarios = sorted({c["scenario"] for c in cells})
+    out = ["<!doctype html><meta charset=utf-8><title>evpol: one suite, every implementation"
+           "</title><style>%s</style>" % CSS,
+           "<h1>One scenario suite, every implementation</h1>",
+           "<p>Each cell: the scenario run against that implementation and watcher. "
+           "<b>pass</b>; <b>xfail</b>: fails as recorded in the expectations file, with its "
+           "reason (a known upstream bug, or a clause that is evpol's guarantee beyond "
+           "CPython, marked <i>ext</i>); <b>fail</b> outlined: not as recorded; "
+           "<b>n/a</b>: the watcher or a step does not exist there. Click a cell for the "
+           "failing step and message.</p>"]
+    # Summary per implementation.
+    out.append("<table><tr><th class=s>implementation</th><th>pass</th><th>fail (recorded)"
+               "</th><th>fail (unexpected)</th><th>n/a</th></tr>")
+    for label, _ in impls:
+        mine = [c for c in cells if c["impl"] == label]
+        out.append("<tr><td class=s>%s</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td></tr>" % (
+            E(label), sum(c["status"] == "pass" for c in mine),
+            sum(c["status"] == "fail" and c["verdict"] == "ok" for c in mine),
+            sum(c["verdict"] != "ok" for c in mine), sum(c["status"] == "na" for c in mine)))
+    out.append("</table>")
+
+    def header():
+        h = ["<tr><th class=s rowspan=2>%s</th>"]
+        for label, _ in impls:
+            n = sum(1 for col in cols if col[0] == label)
+            if n:
+                h.append("<th class=impl colspan=%d>%s</th>" % (n, E(label)))
+        h.append("</tr><tr>")
+        h += ["<th>%s</th>" % E(k[:5]) for _, k in cols]
+        h.append("</tr>")
+        return "".join(h)
+
+    def anchor(c):
+        return "d-%s-%s-%s" % (c["impl"], c["watcher"], c["scenario"])
+
+    out.append("<h2>Scenarios</h2><table>" + header() % "scenario")
+    for s in scenarios:
+        row = ["<tr><td class=s>%s<br><small>%s</small></td>" % (E(s), E(" ".join(
+            c + ("&nbsp;ext" if c in ext else "") for c in clauses.get(s, []))))]
+        for label, k in cols:
+            c = by.get((label, k, s))
+            if not c:
+                row.append("<td></td>")
+                continue
+            row.append("<td class='%s' title='%s'><a href='#%s'>%s</a></td>" % (
+                cell_class(c), E(c["detail"][:200], quote=True), E(anchor(c)), cell_text(c)))
+        out.append("".join(row) + "</tr>")
+    out.append("</table>")
+
+    # Per clause: a clause fails in a column when any of its scenarios does.
+    all_clauses = sorted({c for cl in clauses.values() for c in cl},
+                         key=lambda c: (c.split("-")[0], int(c.split("-")[1])))
+    out.append("<h2>Clauses (through the scenarios' clause tags)</h2><table>" +
+               header() % "clause")
+    for cl in all_clauses:
+        scs = [s for s in scenarios if cl in clauses.get(s, [])]
+        row = ["<td class=s>%s%s</td>" % (E(cl), " <i>ext</i>" if cl in ext else "")]
+        for label, k in cols:
+            got = [by[(label, k, s)] for s in scs if (label, k, s) in by]
+            sts = [g["status"] for g in got]
+            if any(g["verdict"] != "ok" for g in got):
+                cls, text = "fail bad", "fail"
+            elif "fail" in sts:
+                cls, text = "xfail", "xfail"
+            elif "pass" in sts:
+                cls, text = "pass", "pass"
+            else:
+                cls, text = "na", "n/a"
+            row.append("<td class='%s'>%s</td>" % (cls, text))
+        out.append("<tr>" + "".join(row) + "</tr>")
+    out.append("</table>")
+
+    # The details: every cell that is not a plain pass.
+    out.append("<h2>Failures and n/a, with their reasons</h2><table>"
+               "<tr><th class=s>cell</th><th>status</th><th class=s>reference / reason</th>"
+               "<th class=s>failing step and message</th></tr>")
+    for c in cells:
+        if c["status"] == "pass" and c["verdict"] == "ok":
+            continue
+        ref = c["reference"]
+        link = ref
+        m = re.match(r"^(gh|bpo)-(\d+)$", ref)
+        if m:
+            url = ("https://github.com/python/cpython/issues/%s" if m.group(1) == "gh"
+                   else "https://bugs.python.org/issue%s") % m.group(2)
+            link = "<a href='%s'>%s</a>" % (url, E(ref))
+        else:
+            link = E(ref)
+        reason = " ".join(x for x in (link, E(c["reason"])) if x)
+        if c["ext"] and c["status"] == "fail":
+            reason += "<br><i>scenario covers ext clause(s): %s</i>" % E(c["ext"])
+        out.append("<tr id='%s'><td class=s>%s %s@%s</td><td class='%s'>%s</td>"
+                   "<td class=s style='white-space:normal;max-width:420px'>%s</td>"
+                   "<td class=detail>%s</td></tr>" % (
+                       E(anchor(c)), E(c["impl"]), E(c["scenario"]), E(c["watcher"]),
+                       cell_class(c), E(cell_text(c) + ("" if c["verdict"] == "ok"
+                                                        else ": " + c["verdict"])),
+                       reason, E(c["detail"])))
+    out.append("</table>")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
