@@ -98,7 +98,11 @@ static struct {
     atomic_bool closed;
     /* loop control */
     atomic_int running_workers;
-    pthread_barrier_t start;
+    /* The worker threads live as long as the process: creating three
+     * threads per input cost more than the input itself (under ASan and
+     * TSan a thread's start and end map and unmap its shadow). Each input
+     * releases them through `start` and takes them back through `finish`. */
+    pthread_barrier_t start, finish;
 } R;
 
 static void on_child(pid_t pid, int rc, void *arg)
@@ -155,12 +159,10 @@ static void worker_done(void *arg)
         evpol_loop_stop(fx_loop(0), NULL);
 }
 
-static void *owner_main(void *p)
+static void run_owner(int o)
 {
-    int o = (int)(intptr_t)p;
     evpol_watcher *w = fx_watcher();
     int made = 0;
-    pthread_barrier_wait(&R.start);
     for (int i = 0; i < R.own[o].n; i++) {
         op x = R.own[o].ops[i];
         switch (x.code % 4) {
@@ -198,8 +200,6 @@ static void *owner_main(void *p)
             break;
         }
     }
-    evpol_loop_call_soon_threadsafe(fx_loop(0), worker_done, NULL, NULL);
-    return NULL;
 }
 
 static int pick_child(uint8_t sel)
@@ -212,10 +212,8 @@ static int pick_child(uint8_t sel)
 
 static const int kill_sigs[4] = {SIGTERM, SIGKILL, SIGINT, SIGUSR1};
 
-static void *kernel_main(void *p)
+static void run_kernel(void)
 {
-    (void)p;
-    pthread_barrier_wait(&R.start);
     for (int i = 0; i < R.kern.n; i++) {
         op x = R.kern.ops[i];
         int c;
@@ -250,8 +248,40 @@ static void *kernel_main(void *p)
             break;
         }
     }
-    evpol_loop_call_soon_threadsafe(fx_loop(0), worker_done, NULL, NULL);
+}
+
+/* Worker 0 and 1 are the owners, worker OWNERS the kernel. */
+static void *worker_main(void *p)
+{
+    int id = (int)(intptr_t)p;
+    for (;;) {
+        pthread_barrier_wait(&R.start);
+        if (id < OWNERS)
+            run_owner(id);
+        else
+            run_kernel();
+        evpol_loop_call_soon_threadsafe(fx_loop(0), worker_done, NULL, NULL);
+        pthread_barrier_wait(&R.finish);
+    }
     return NULL;
+}
+
+static void start_workers(void)
+{
+    static bool started;
+    if (started)
+        return;
+    pthread_barrier_init(&R.start, NULL, OWNERS + 2);
+    pthread_barrier_init(&R.finish, NULL, OWNERS + 2);
+    for (int t = 0; t <= OWNERS; t++) {
+        pthread_t th;
+        if (pthread_create(&th, NULL, worker_main, (void *)(intptr_t)t) != 0) {
+            fprintf(stderr, "evpol fuzz (races): cannot start the worker threads\n");
+            abort();
+        }
+        pthread_detach(th);
+    }
+    started = true;
 }
 
 static void decode(const uint8_t *d, size_t n)
@@ -390,18 +420,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         evpol_watcher_attach_loop(w, fx_loop(0), NULL) != 0)
         fail("attach_loop failed");
 
-    pthread_t th[OWNERS + 1];
-    pthread_barrier_init(&R.start, NULL, OWNERS + 2);
+    start_workers();
     atomic_store(&R.running_workers, OWNERS + 1);
-    for (int o = 0; o < OWNERS; o++)
-        pthread_create(&th[o], NULL, owner_main, (void *)(intptr_t)o);
-    pthread_create(&th[OWNERS], NULL, kernel_main, NULL);
     pthread_barrier_wait(&R.start);
     /* Deliveries run here while the workers race. */
     evpol_loop_run(fx_loop(0), NULL);
-    for (int t = 0; t <= OWNERS; t++)
-        pthread_join(th[t], NULL);
-    pthread_barrier_destroy(&R.start);
+    pthread_barrier_wait(&R.finish);
 
     /* Every child ends; one more SIGCHLD; everything is delivered. */
     int np = atomic_load(&R.npublished);
