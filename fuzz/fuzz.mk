@@ -10,6 +10,8 @@
 #   make fuzz-afl              the AFL++ builds (see fuzz/README.md to run them)
 #   make fuzz-planted          the planted-bug campaign (fuzz/planted/run.sh)
 #   make fuzz-build            the libFuzzer binaries only
+#   make fuzz-ossfuzz-check    fuzz/oss-fuzz/build.sh as OSS-Fuzz and
+#                              ClusterFuzzLite run it; their $OUT checked
 #
 # FUZZ_LIBSRC=DIR builds the fuzzers against another copy of lib/ (the planted
 # bugs use it). The targets link the library's objects statically, with the
@@ -137,3 +139,10 @@ fuzz-seed: $(FUZZ_RP)/fuzz-tool
 .PRECIOUS: $(FUZZ_RP)/obj/%.o $(FUZZ_LF)/obj/%.o $(FUZZ_LF)/lib/%.o \
            $(FUZZ_TSAN)/obj/%.o $(FUZZ_TSAN)/lib/%.o \
            $(FUZZ_AFL)/obj/%.o $(FUZZ_AFL)/lib/%.o
+
+# build.sh as OSS-Fuzz and ClusterFuzzLite run it, and their $OUT checked
+# (fuzz/oss-fuzz/check.sh).
+.PHONY: fuzz-ossfuzz-check
+fuzz-ossfuzz-check:
+	@build-aux/ensure-deps.sh clang libevent-dev pkg-config zip unzip
+	@FUZZ_BUILD=$(FUZZ_BUILD) fuzz/oss-fuzz/check.sh
