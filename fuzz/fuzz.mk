@@ -10,6 +10,7 @@
 #   make fuzz-afl              the AFL++ builds (see fuzz/README.md to run them)
 #   make fuzz-planted          the planted-bug campaign (fuzz/planted/run.sh)
 #   make fuzz-build            the libFuzzer binaries only
+#   make fuzz-cmin             minimize the committed corpora, keeping coverage
 #   make fuzz-ossfuzz-check    fuzz/oss-fuzz/build.sh as OSS-Fuzz and
 #                              ClusterFuzzLite run it; their $OUT checked
 #
@@ -146,3 +147,8 @@ fuzz-seed: $(FUZZ_RP)/fuzz-tool
 fuzz-ossfuzz-check:
 	@build-aux/ensure-deps.sh clang libevent-dev pkg-config zip unzip
 	@FUZZ_BUILD=$(FUZZ_BUILD) fuzz/oss-fuzz/check.sh
+
+# Minimize the committed corpora, keeping their coverage (fuzz/cmin.sh).
+.PHONY: fuzz-cmin
+fuzz-cmin: fuzz-build
+	@FUZZ_BIN=$(FUZZ_LF) FUZZ_BUILD=$(FUZZ_BUILD) fuzz/cmin.sh $(FUZZ_TARGETS)
