@@ -7,6 +7,7 @@
 #include "fake_kernel.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -64,6 +65,25 @@ int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout)
     pthread_mutex_unlock(&ml.lock);
     errno = e;
     return r;
+}
+
+/* Posts to each loop from the library's other files (deliveries, spawn's
+ * exit forwarding), so that settle() knows which loop has work. */
+struct evpol__post;
+int __real_evpol__loop_post(evpol_loop *loop, struct evpol__post *node, evpol_error *err);
+int __wrap_evpol__loop_post(evpol_loop *loop, struct evpol__post *node, evpol_error *err);
+
+static atomic_ulong posts[FZ_NLOOPS];
+static evpol_loop *_Atomic post_loops[FZ_NLOOPS];
+#define FX_MAX_PASSES 16
+
+int __wrap_evpol__loop_post(evpol_loop *loop, struct evpol__post *node, evpol_error *err)
+{
+    int rc = __real_evpol__loop_post(loop, node, err);
+    for (int l = 0; l < FZ_NLOOPS; l++)
+        if (loop == atomic_load(&post_loops[l]))
+            atomic_fetch_add(&posts[l], 1);
+    return rc;
 }
 
 /* Safe and Fast: the SIGCHLD handler on a loop, counted when it returns. */
@@ -417,12 +437,20 @@ static bool run_until(int l, pred_fn pred, void *arg, bool yield)
 
 typedef struct marker {
     int l;
+    int reposts;
     bool done;
 } marker;
 
 static void mark(void *p)
 {
     marker *m = p;
+    /* Events the loop's last poll found ready and that have not run yet
+     * (readers, signals) are still active: go behind them, so that one
+     * run of the loop leaves nothing ready behind. */
+    if (event_base_get_num_events(evpol_loop_base(G.loop[m->l]), EVENT_BASE_COUNT_ACTIVE) > 0 &&
+        ++m->reposts < FX_MAX_PASSES &&
+        evpol_loop_call_soon_threadsafe(G.loop[m->l], mark, m, NULL) == 0)
+        return;
     /* SAF-2 and the like: what is_active says while this loop runs. */
     if (G.cur)
         G.cur->active_in[m->l] = evpol_watcher_is_active(G.w);
@@ -430,12 +458,13 @@ static void mark(void *p)
     evpol_loop_stop(G.loop[m->l], NULL);
 }
 
-/* Run everything posted to loop l so far. */
+/* Run everything posted to loop l so far, and every event of it that is
+ * ready. */
 static void flush(int l)
 {
     if (G.loop_closed[l])
         return;
-    marker m = {l, false};
+    marker m = {l, 0, false};
     if (evpol_loop_call_soon_threadsafe(G.loop[l], mark, &m, NULL) != 0)
         return;
     evpol_loop_run(G.loop[l], NULL);
@@ -451,30 +480,22 @@ static bool slot_round_done(void *arg)
 
 static void settle(void)
 {
-    long long deadline = now_ms() + FX_HANG_GUARD_MS;
     switch (G.kind) {
     case FZ_THREADED:
         /* every waiting thread has looked at the latest state */
-        while (fk_threads_live() > fk_blocked_waiters()) {
-            if (now_ms() > deadline) {
-                hang("ThreadedChildWatcher: a waiting thread neither blocks nor ends");
-                break;
-            }
-            sched_yield();
-        }
+        if (!fk_wait_settled(FX_HANG_GUARD_MS))
+            hang("ThreadedChildWatcher: a waiting thread neither blocks nor ends");
         break;
     case FZ_MULTILOOP: {
+        /* Every change of the condition broadcasts ml.cond (the poll
+         * wrapper when the reaper blocks, a reaper's end), so this sleeps
+         * until the event itself; the deadline is only the hang guard. */
+        struct timespec guard;
+        clock_gettime(CLOCK_REALTIME, &guard);
+        guard.tv_sec += FX_HANG_GUARD_MS / 1000;
         pthread_mutex_lock(&ml.lock);
         while (ml.alive > 0 && !(ml.blocked && !ml.kicked)) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 2000000;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&ml.cond, &ml.lock, &ts);
-            if (now_ms() > deadline) {
+            if (pthread_cond_timedwait(&ml.cond, &ml.lock, &guard) == ETIMEDOUT) {
                 pthread_mutex_unlock(&ml.lock);
                 hang("MultiLoopChildWatcher: the reaper never went back to poll() on its pipe");
                 pthread_mutex_lock(&ml.lock);
@@ -499,10 +520,31 @@ static void settle(void)
     default:
         break;
     }
-    /* Readers fire, deliveries posted from one loop to another run. */
-    for (int pass = 0; pass < 3; pass++)
-        for (int l = 0; l < FZ_NLOOPS; l++)
-            flush(l);
+    /* Readers fire, deliveries posted from one loop to another run. After
+     * the first pass nothing new can reach a loop except through a post
+     * (every waiting thread and reaper has settled, no fd becomes ready
+     * while loops run, flush leaves no ready event behind), so a loop runs
+     * again only when something was posted to it since it last ran; a run
+     * of one loop can post to the other, hence the passes. */
+    unsigned long seen[FZ_NLOOPS];
+    for (int l = 0; l < FZ_NLOOPS; l++) {
+        seen[l] = atomic_load(&posts[l]);
+        flush(l);
+    }
+    for (int pass = 0; pass < FX_MAX_PASSES; pass++) {
+        bool ran = false;
+        for (int l = 0; l < FZ_NLOOPS; l++) {
+            unsigned long now = atomic_load(&posts[l]);
+            if (now != seen[l]) {
+                seen[l] = now;
+                flush(l);
+                ran = true;
+            }
+        }
+        if (!ran)
+            return;
+    }
+    hang("deliveries keep posting to the loops after %d passes", FX_MAX_PASSES);
 }
 
 static void deliver_sigchld(void)
@@ -794,6 +836,7 @@ int fx_begin(int kind, bool auto_sigchld, char *err, size_t size)
             snprintf(err, size, "evpol_loop_new: %s", e.message);
             return -1;
         }
+        atomic_store(&post_loops[l], G.loop[l]);
     }
     if (evpol_watcher_new((evpol_watcher_kind)scn_kind_to_evpol(kind), &G.w, &e) != 0) {
         snprintf(err, size, "evpol_watcher_new(%s): %s", fz_kind_name(kind), e.message);
@@ -841,6 +884,7 @@ int fx_end(char *problems, size_t size)
     evpol_watcher_unref(G.w);
     G.w = NULL;
     for (int l = 0; l < FZ_NLOOPS; l++) {
+        atomic_store(&post_loops[l], NULL);
         evpol_loop_close(G.loop[l], NULL);
         evpol_loop_unref(G.loop[l]);
         G.loop[l] = NULL;
@@ -848,10 +892,7 @@ int fx_end(char *problems, size_t size)
     /* Waiting threads still blocked on fake children wake (ECHILD) and
      * end; none may outlive that (THR-6). */
     fk_reset();
-    long long deadline = now_ms() + FX_HANG_GUARD_MS;
-    while (fk_threads_live() > 0 && now_ms() < deadline)
-        sched_yield();
-    if (fk_threads_live() > 0)
+    if (!fk_wait_no_threads(FX_HANG_GUARD_MS))
         addp(problems, size, "  threads made through the seam still running: %ld\n",
              fk_threads_live());
     fk_uninstall();

@@ -19,13 +19,15 @@
  *              end for the SIGCHLD we delivered (the loop's signal
  *              functions are wrapped);
  *   Pidfd      nothing to wait for: readers run when their loop runs;
- * then it runs every loop until what was posted to it has run.
+ * then it runs every loop until what was posted to it has run (the
+ * library's posts to a loop are wrapped and counted, so a loop runs again
+ * only when something reached it).
  *
  * The wrapping uses the linker: programs that use this file link the
  * library's objects with
  *     -Wl,--wrap=poll -Wl,--wrap=evpol_loop_add_signal_handler
- *     -Wl,--wrap=evpol_loop_remove_signal_handler
- * (FZ_WRAP_LDFLAGS in the Makefile, fuzz/oss-fuzz/build.sh). Only calls
+ *     -Wl,--wrap=evpol_loop_remove_signal_handler -Wl,--wrap=evpol__loop_post
+ * (FUZZ_WRAP in fuzz/fuzz.mk, fuzz/oss-fuzz/build.sh). Only calls
  * between separately compiled objects are wrapped, so this sees exactly the
  * watchers' calls. If a watcher stops making them (the library changed), the
  * wait's hang guard fires with a message naming the watcher.

@@ -10,6 +10,9 @@
 #   make fuzz-afl              the AFL++ builds (see fuzz/README.md to run them)
 #   make fuzz-planted          the planted-bug campaign (fuzz/planted/run.sh)
 #   make fuzz-build            the libFuzzer binaries only
+#   make fuzz-cmin             minimize the committed corpora, keeping coverage
+#   make fuzz-ossfuzz-check    fuzz/oss-fuzz/build.sh as OSS-Fuzz and
+#                              ClusterFuzzLite run it; their $OUT checked
 #
 # FUZZ_LIBSRC=DIR builds the fuzzers against another copy of lib/ (the planted
 # bugs use it). The targets link the library's objects statically, with the
@@ -25,7 +28,7 @@ FUZZ_ARGS     ?=
 AFL_CC        ?= afl-clang-fast
 
 FUZZ_WRAP     := -Wl,--wrap=poll -Wl,--wrap=evpol_loop_add_signal_handler \
-                 -Wl,--wrap=evpol_loop_remove_signal_handler
+                 -Wl,--wrap=evpol_loop_remove_signal_handler -Wl,--wrap=evpol__loop_post
 FUZZ_BASE      = $(CSTD) $(WARN) -g -O1 -pthread -fno-omit-frame-pointer
 FUZZ_INC       = -I$(FUZZ_LIBSRC)/include -I$(FUZZ_LIBSRC) -Iconformance/support -Iscenarios -Ifuzz
 FUZZ_SUPPORT  := fuzz/program.c fuzz/model.c fuzz/fakeexec.c \
@@ -137,3 +140,15 @@ fuzz-seed: $(FUZZ_RP)/fuzz-tool
 .PRECIOUS: $(FUZZ_RP)/obj/%.o $(FUZZ_LF)/obj/%.o $(FUZZ_LF)/lib/%.o \
            $(FUZZ_TSAN)/obj/%.o $(FUZZ_TSAN)/lib/%.o \
            $(FUZZ_AFL)/obj/%.o $(FUZZ_AFL)/lib/%.o
+
+# build.sh as OSS-Fuzz and ClusterFuzzLite run it, and their $OUT checked
+# (fuzz/oss-fuzz/check.sh).
+.PHONY: fuzz-ossfuzz-check
+fuzz-ossfuzz-check:
+	@build-aux/ensure-deps.sh clang libevent-dev pkg-config zip unzip
+	@FUZZ_BUILD=$(FUZZ_BUILD) fuzz/oss-fuzz/check.sh
+
+# Minimize the committed corpora, keeping their coverage (fuzz/cmin.sh).
+.PHONY: fuzz-cmin
+fuzz-cmin: fuzz-build
+	@FUZZ_BIN=$(FUZZ_LF) FUZZ_BUILD=$(FUZZ_BUILD) fuzz/cmin.sh $(FUZZ_TARGETS)

@@ -1,21 +1,25 @@
 #!/bin/sh
 # replay.sh TARGET... — run every committed corpus file (fuzz/corpus/TARGET)
+# and the target's other seeds (seeds.sh: the scenario files for `scenario`)
 # through the plain build of each target (FUZZ_BIN, from `make fuzz-replay`).
 # A finding aborts the target with its trace; the script then names the file
 # that did it and fails.
 set -u
 : "${FUZZ_BIN:?}"
 here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
 rc=0
 for t in "$@"; do
     dir="$here/corpus/$t"
     [ -d "$dir" ] || continue
-    n=$(find "$dir" -type f | wc -l)
+    seeds=$("$here/seeds.sh" "$t" | sed "s|^|$top/|")
+    n=$(( $(find "$dir" -type f | wc -l) + $(echo "$seeds" | grep -c .) ))
     start=$(date +%s)
-    # One process for the whole directory: fast. If it fails, find the file.
-    if ! "$FUZZ_BIN/$t" "$dir" >"$FUZZ_BIN/replay-$t.log" 2>&1; then
+    # One process for everything: fast. If it fails, find the file.
+    # shellcheck disable=SC2086 # seeds: paths without blanks, one a word
+    if ! "$FUZZ_BIN/$t" "$dir" $seeds >"$FUZZ_BIN/replay-$t.log" 2>&1; then
         rc=1
-        for f in $(find "$dir" -type f | sort); do
+        for f in $(find "$dir" -type f | sort) $seeds; do
             if ! "$FUZZ_BIN/$t" "$f" >"$FUZZ_BIN/replay-$t-one.log" 2>&1; then
                 cat "$FUZZ_BIN/replay-$t-one.log" >&2
                 echo "fuzz-replay: $t: FAILED on $f" >&2

@@ -42,17 +42,19 @@ get() { sed -n "s/^$2=//p" "$1"; }
     if [ -f "$res" ]; then
         echo "Each bug is a patch in \`fuzz/planted/\`, applied to a scratch copy of lib/."
         echo "\"Time to find\" is from an empty corpus with only the dictionary, one"
-        echo "libFuzzer process, capped at 300 s (races-tsan: libFuzzer cannot drive TSan, so"
-        echo "the standalone driver mutates the committed races corpus instead, see"
-        echo "fuzz/README.md). \"Runs\": inputs executed until the crash. \"Corpus catches it\": replaying the"
-        echo "committed corpus (\`make fuzz-replay\`) already fails. \"Confirmed\": the"
+        echo "libFuzzer process per run, each run with its own seed and capped at"
+        echo "PLANTED_SECONDS (races-tsan: libFuzzer cannot drive TSan, so the standalone"
+        echo "driver mutates the committed races corpus instead, see fuzz/README.md). The"
+        echo "median counts a run that found nothing as longer than any. \"Runs\": inputs"
+        echo "executed until the crash, per run. \"Corpus catches it\": replaying the"
+        echo "committed corpus (\`make fuzz-replay\`) already fails. \"Confirmed\": every"
         echo "crashing input passes on the unpatched library."
         echo
-        echo "| bug | clauses | target | found | time to find (s) | runs | corpus catches it | confirmed |"
-        echo "|---|---|---|---|---:|---:|---|---|"
-        tail -n +2 "$res" | sort | while IFS="$(printf '\t')" read -r name target clauses found secs runs catches confirmed artifact; do
+        echo "| bug | clauses | target | found | median time to find (s) | each run (s) | runs | corpus catches it | confirmed |"
+        echo "|---|---|---|---|---:|---|---|---|---|"
+        tail -n +2 "$res" | sort | while IFS="$(printf '\t')" read -r name target clauses found median secs runs catches confirmed artifact; do
             what=$(sed -n 's/^# what: //p' "$(dirname "$0")/planted/$name.patch" 2>/dev/null)
-            echo "| \`$name\`: $what | $clauses | $target | $found | $secs | $runs | $catches | $confirmed |"
+            echo "| \`$name\`: $what | $clauses | $target | $found | $median | $secs | $runs | $catches | $confirmed |"
         done
     else
         echo "Not run yet: \`make fuzz-planted\`."

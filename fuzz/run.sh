@@ -41,9 +41,15 @@ for t in $targets; do
     [ "$t" != "$base" ] && bin="${FUZZ_TSAN_BIN:-$FUZZ_BUILD/tsan}/$base"
     corpus="$FUZZ_BUILD/corpus/$t"
     artifacts="$FUZZ_BUILD/artifacts/$t"
-    mkdir -p "$corpus" "$artifacts"
+    mkdir -p "$corpus" "$artifacts" "$FUZZ_BUILD/corpus/$base"
     dict=""
     [ -f "$here/$base.dict" ] && dict="-dict=$here/$base.dict"
+    # The seeds kept outside fuzz/corpus (seeds.sh), staged as one more
+    # corpus directory: libFuzzer takes directories only.
+    seeds="$FUZZ_BUILD/seeds/$base"
+    rm -rf "$seeds"
+    mkdir -p "$seeds"
+    (cd "$top" && "$here/seeds.sh" "$base" | while read -r f; do cp "$f" "$seeds/"; done)
     log="$FUZZ_BUILD/stats/$t.log"
     echo "fuzz: $t for ${FUZZ_SECONDS}s ($bin)"
     start=$(date +%s)
@@ -52,7 +58,7 @@ for t in $targets; do
         # scratch) over and over, mutating it, for FUZZ_SECONDS.
         EVPOL_FUZZ_SECONDS="$FUZZ_SECONDS" EVPOL_FUZZ_MUTATE=1 \
             EVPOL_FUZZ_ARTIFACT="$artifacts/crash-tsan-$$" \
-            "$bin" "$here/corpus/$base" "$FUZZ_BUILD/corpus/$base" >"$log" 2>&1
+            "$bin" "$here/corpus/$base" "$FUZZ_BUILD/corpus/$base" "$seeds" >"$log" 2>&1
         status=$?
         secs=$(( $(date +%s) - start ))
         n=$(sed -n 's/.*: \([0-9]*\) input(s) ran.*/\1/p' "$log" | tail -1)
@@ -62,7 +68,7 @@ for t in $targets; do
         echo "stat::average_exec_per_sec: $(( ${n:-0} / (secs > 0 ? secs : 1) ))" >>"$log"
     else
         "$bin" -max_total_time="$FUZZ_SECONDS" -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
-            $dict -artifact_prefix="$artifacts/" "$@" "$corpus" "$here/corpus/$base" >"$log" 2>&1
+            $dict -artifact_prefix="$artifacts/" "$@" "$corpus" "$here/corpus/$base" "$seeds" >"$log" 2>&1
         status=$?
         secs=$(( $(date +%s) - start ))
     fi

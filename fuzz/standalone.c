@@ -16,6 +16,8 @@
  *                          each input before running it
  *   EVPOL_FUZZ_ARTIFACT=P  write each input to P before running it, so that
  *                          the one that crashed is there afterwards
+ *   EVPOL_FUZZ_SEED=N      the mutations' random seed (default: from the
+ *                          time and pid), so that runs can differ on purpose
  *
  * Exit status 0 when every input ran; a finding aborts, as under libFuzzer.
  */
@@ -189,7 +191,11 @@ int main(int argc, char **argv)
     const char *mut_env = getenv("EVPOL_FUZZ_MUTATE");
     artifact = getenv("EVPOL_FUZZ_ARTIFACT");
     long secs = secs_env ? atol(secs_env) : 0;
-    rng ^= (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 32);
+    const char *seed_env = getenv("EVPOL_FUZZ_SEED");
+    if (seed_env && *seed_env)
+        rng ^= strtoull(seed_env, NULL, 10) * 0x2545f4914f6cdd1dull;
+    else
+        rng ^= (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 32);
     time_t end = time(NULL) + secs;
     int count = 0, rc = 0, passes = 0;
     do {

@@ -976,7 +976,10 @@ int fk_blocked_waiters(void)
     return n;
 }
 
-int fk_wait_blocked(int n, int timeout_ms)
+/* Sleep on blocked_cond (broadcast whenever a waiter blocks and whenever a
+ * seam thread returns) until reached(arg) holds; the timeout is a hang
+ * guard. Returns 1 when reached, 0 on timeout. */
+static int wait_blocked_until(bool (*reached)(long), long arg, int timeout_ms)
 {
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
@@ -987,15 +990,44 @@ int fk_wait_blocked(int n, int timeout_ms)
         deadline.tv_nsec -= 1000000000L;
     }
     lock();
-    int rc = 0;
-    while (fk.blocked < n) {
-        rc = pthread_cond_timedwait(&fk.blocked_cond, &fk.lock, &deadline);
-        if (rc == ETIMEDOUT)
+    while (!reached(arg))
+        if (pthread_cond_timedwait(&fk.blocked_cond, &fk.lock, &deadline) == ETIMEDOUT)
             break;
-    }
-    int ok = fk.blocked >= n;
+    int ok = reached(arg);
     unlock();
     return ok;
+}
+
+static bool blocked_at_least(long n)
+{
+    return fk.blocked >= n;
+}
+
+static bool every_thread_blocked(long unused)
+{
+    (void)unused;
+    return fk.threads_live <= fk.blocked;
+}
+
+static bool no_thread_live(long unused)
+{
+    (void)unused;
+    return fk.threads_live == 0;
+}
+
+int fk_wait_blocked(int n, int timeout_ms)
+{
+    return wait_blocked_until(blocked_at_least, n, timeout_ms);
+}
+
+int fk_wait_settled(int timeout_ms)
+{
+    return wait_blocked_until(every_thread_blocked, 0, timeout_ms);
+}
+
+int fk_wait_no_threads(int timeout_ms)
+{
+    return wait_blocked_until(no_thread_live, 0, timeout_ms);
 }
 
 /* ---- accounting ---- */

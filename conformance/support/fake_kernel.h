@@ -206,6 +206,12 @@ int fk_blocked_waiters(void);
 /* Wait (bounded, a hang guard only) until fk_blocked_waiters() >= n.
  * Returns 1 when reached, 0 on timeout. */
 int fk_wait_blocked(int n, int timeout_ms);
+/* Wait (bounded, a hang guard only) until every thread made through the
+ * seam is blocked in a fake waitpid having seen the latest state, or has
+ * returned (fk_threads_live() <= fk_blocked_waiters()); and until no such
+ * thread is left (fk_threads_live() == 0). 1 when reached, 0 on timeout. */
+int fk_wait_settled(int timeout_ms);
+int fk_wait_no_threads(int timeout_ms);
 
 /* ---- accounting ---- */
 

@@ -15,6 +15,11 @@
 # By hand, from the top of the tree:
 #   CC=clang CFLAGS="-fsanitize=address,fuzzer-no-link" \
 #   LIB_FUZZING_ENGINE=-fsanitize=fuzzer OUT=/tmp/out fuzz/oss-fuzz/build.sh
+# `make fuzz-ossfuzz-check` runs it as the engines do (fuzz/oss-fuzz/check.sh).
+#
+# The engines copy this file to $SRC/build.sh and run it from the checkout
+# ($SRC/evpol, the Dockerfiles' WORKDIR); run from inside a checkout, it
+# builds that one.
 #
 # libevent is linked statically when its archives are there (the OSS-Fuzz
 # runner image has no libevent); it is not instrumented, which only costs
@@ -22,7 +27,13 @@
 # statically with the --wrap options fuzz/fakeexec.h explains.
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/../.." && pwd)
+if [ -f "$here/../../lib/include/evpol.h" ]; then
+    top=$(cd "$here/../.." && pwd)
+elif [ -f "$PWD/lib/include/evpol.h" ]; then
+    top=$PWD
+else
+    top=${SRC:?SRC is required when build.sh is not inside the checkout}/evpol
+fi
 : "${CC:?CC is required}" "${OUT:?OUT is required}"
 : "${CFLAGS:=}" "${LIB_FUZZING_ENGINE:=-fsanitize=fuzzer}"
 WORK=${WORK:-$(mktemp -d)}
@@ -41,6 +52,7 @@ fi
 std="-std=c11 -D_GNU_SOURCE -pthread -g"
 inc="-Ilib/include -Ilib -Iconformance/support -Iscenarios -Ifuzz $ev_cflags"
 wrap="-Wl,--wrap=poll -Wl,--wrap=evpol_loop_add_signal_handler -Wl,--wrap=evpol_loop_remove_signal_handler"
+wrap="$wrap -Wl,--wrap=evpol__loop_post"
 
 objs=""
 compile() { # source object
@@ -62,10 +74,11 @@ for t in ops races scenario; do
     $CC $CFLAGS $std $inc -c "fuzz/target_$t.c" -o "$WORK/obj/target_$t.o"
     # shellcheck disable=SC2086
     $LINK $CFLAGS $LIB_FUZZING_ENGINE -o "$OUT/$t" "$WORK/obj/target_$t.o" $objs $wrap $ev_libs -pthread
+    # The seed corpus: the committed one and the seeds kept elsewhere.
     rm -f "$OUT/${t}_seed_corpus.zip"
-    if [ -d "fuzz/corpus/$t" ] && [ -n "$(ls -A "fuzz/corpus/$t")" ]; then
-        (cd "fuzz/corpus/$t" && zip -q -j "$OUT/${t}_seed_corpus.zip" ./*)
-    fi
+    seeds="$(find "fuzz/corpus/$t" -type f 2>/dev/null) $(fuzz/seeds.sh "$t")"
+    # shellcheck disable=SC2086 # one path a word, none with blanks
+    [ -n "${seeds// /}" ] && zip -q -j "$OUT/${t}_seed_corpus.zip" $seeds
     cp "fuzz/$t.dict" "$OUT/$t.dict"
     printf '[libfuzzer]\ndict = %s.dict\ntimeout = 30\n' "$t" >"$OUT/$t.options"
 done

@@ -6,11 +6,12 @@
 # lib/ to a scratch directory, apply the patch, build the library and the
 # target from the copy (make FUZZ_LIBSRC=...), then
 #   1. replay the committed corpus (does the regression corpus catch it?);
-#   2. fuzz from an empty corpus (only the dictionary) until the first crash,
-#      at most PLANTED_SECONDS (default 300), and record the time it took
-#      (a TSan target cannot run under libFuzzer: the standalone driver
-#      mutates the committed corpus instead);
-#   3. replay the crashing input on the unpatched build (many times: races
+#   2. PLANTED_RUNS times (default 5), each with its own seed, fuzz from an
+#      empty corpus (only the dictionary) until the first crash, at most
+#      PLANTED_SECONDS (default 60), and record the time it took (a TSan
+#      target cannot run under libFuzzer: the standalone driver mutates the
+#      committed corpus instead); the result is the median time to find;
+#   3. replay each crashing input on the unpatched build (many times: races
 #      are not deterministic), which must pass: the finding is the planted
 #      bug, not something else.
 # Results: $FUZZ_BUILD/planted/results.tsv and $FUZZ_REPORTS/fuzz.md.
@@ -19,7 +20,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 cd "$top"
-: "${FUZZ_BUILD:=build/fuzz}" "${FUZZ_REPORTS:=reports}" "${PLANTED_SECONDS:=300}"
+: "${FUZZ_BUILD:=build/fuzz}" "${FUZZ_REPORTS:=reports}" "${PLANTED_SECONDS:=60}" "${PLANTED_RUNS:=5}"
 MAKE=${MAKE:-make}
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1}"
 
@@ -29,9 +30,10 @@ names="$*"
 out="$FUZZ_BUILD/planted"
 mkdir -p "$out"
 results="$out/results.tsv"
-printf 'name\ttarget\tclauses\tfound\tseconds\truns\tcorpus_catches\tconfirmed\tartifact\n' >"$results.new"
+printf 'name\ttarget\tclauses\tfound\tmedian_seconds\tseconds\truns\tcorpus_catches\tconfirmed\tartifact\n' >"$results.new"
 # Keep earlier results of bugs not run this time.
-[ -f "$results" ] && tail -n +2 "$results" | while IFS="$(printf '\t')" read -r n rest; do
+[ -f "$results" ] && [ "$(head -1 "$results")" = "$(head -1 "$results.new")" ] &&
+    tail -n +2 "$results" | while IFS="$(printf '\t')" read -r n rest; do
     case " $names " in *" $n "*) ;; *) printf '%s\t%s\n' "$n" "$rest" ;; esac
 done >>"$results.new"
 
@@ -77,53 +79,69 @@ for name in $names; do
             catches=yes
     fi
 
-    t0=$(date +%s.%N)
-    if [ "$flavour" = tsan ]; then
-        # No libFuzzer under TSan (see fuzz/fuzz.mk): the standalone driver
-        # mutates the committed corpus until TSan reports.
-        echo "planted: $name: TSan stress on the mutated corpus (at most ${PLANTED_SECONDS}s)"
-        EVPOL_FUZZ_SECONDS="$PLANTED_SECONDS" EVPOL_FUZZ_MUTATE=1 EVPOL_FUZZ_ARTIFACT="$dir/crash-tsan" \
-            "$bin" "fuzz/corpus/$base" >"$dir/fuzz.log" 2>&1
-        status=$?
-        [ -f "$dir/crash-tsan" ] && echo "Test unit written to $dir/crash-tsan" >>"$dir/fuzz.log"
-        sed -n 's/.*: \([0-9]*\) input(s) ran.*/#\1/p' "$dir/fuzz.log" >>"$dir/fuzz.log"
-    else
-        echo "planted: $name: fuzzing $base from an empty corpus (at most ${PLANTED_SECONDS}s)"
-        "$bin" -max_total_time="$PLANTED_SECONDS" -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
-            $dict -artifact_prefix="$dir/" "$dir/corpus" >"$dir/fuzz.log" 2>&1
-        status=$?
-    fi
-    t1=$(date +%s.%N)
-    secs=$(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}')
-    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/fuzz.log" | tail -1)
-    [ -n "$runs" ] || runs=$(grep -E '^#[0-9]+' "$dir/fuzz.log" | tail -1 | sed 's/^#\([0-9]*\).*/\1/')
-    [ -n "$runs" ] || runs=1 # the crash came with the very first input
-    artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$dir/fuzz.log" | tail -1)
-    found=no
-    confirmed=-
-    if [ $status -ne 0 ] && [ -n "$artifact" ]; then
-        found=yes
-        # Races are not deterministic: the clean build runs it many times.
-        clean="$FUZZ_BUILD/$flavour/$base"
+    # PLANTED_RUNS runs, each from an empty corpus with its own seed
+    # (libFuzzer -seed, the standalone driver's EVPOL_FUZZ_SEED).
+    times="" nfound=0 confirmed=yes artifact="" runs_list=""
+    for seed in $(seq 1 "$PLANTED_RUNS"); do
+        run="$dir/run-$seed"
+        mkdir -p "$run/corpus"
+        t0=$(date +%s.%N)
         if [ "$flavour" = tsan ]; then
-            set -- env EVPOL_FUZZ_SECONDS=5 "$clean" "$artifact"
+            # No libFuzzer under TSan (see fuzz/fuzz.mk): the standalone
+            # driver mutates the committed corpus until TSan reports.
+            EVPOL_FUZZ_SECONDS="$PLANTED_SECONDS" EVPOL_FUZZ_MUTATE=1 EVPOL_FUZZ_SEED="$seed" \
+                EVPOL_FUZZ_ARTIFACT="$run/crash-tsan" "$bin" "fuzz/corpus/$base" >"$run/fuzz.log" 2>&1
+            status=$?
+            [ -f "$run/crash-tsan" ] && echo "Test unit written to $run/crash-tsan" >>"$run/fuzz.log"
+            sed -n 's/.*: \([0-9]*\) input(s) ran.*/#\1/p' "$run/fuzz.log" >>"$run/fuzz.log"
         else
-            set -- "$clean" -runs=200 -artifact_prefix="$dir/confirm-" "$artifact"
+            "$bin" -seed="$seed" -max_total_time="$PLANTED_SECONDS" -timeout=30 -rss_limit_mb=4096 \
+                -print_final_stats=1 $dict -artifact_prefix="$run/" "$run/corpus" >"$run/fuzz.log" 2>&1
+            status=$?
         fi
-        if "$@" >"$dir/confirm.log" 2>&1; then
-            confirmed=yes
+        t1=$(date +%s.%N)
+        secs=$(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}')
+        runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$run/fuzz.log" | tail -1)
+        [ -n "$runs" ] || runs=$(grep -E '^#[0-9]+' "$run/fuzz.log" | tail -1 | sed 's/^#\([0-9]*\).*/\1/')
+        [ -n "$runs" ] || runs=1 # the crash came with the very first input
+        found_one=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$run/fuzz.log" | tail -1)
+        if [ $status -ne 0 ] && [ -n "$found_one" ]; then
+            nfound=$((nfound + 1))
+            times="$times $secs"
+            runs_list="$runs_list $runs"
+            [ -n "$artifact" ] || artifact=$found_one
+            # Races are not deterministic: the clean build runs it many times.
+            clean="$FUZZ_BUILD/$flavour/$base"
+            if [ "$flavour" = tsan ]; then
+                set -- env EVPOL_FUZZ_SECONDS=5 "$clean" "$found_one"
+            else
+                set -- "$clean" -runs=200 -artifact_prefix="$run/confirm-" "$found_one"
+            fi
+            if ! "$@" >"$run/confirm.log" 2>&1; then
+                confirmed=no
+                echo "planted: $name: seed $seed: the input also fails WITHOUT the patch: see $run/confirm.log" >&2
+                rc=1
+            fi
+            echo "planted: $name: seed $seed: found in ${secs}s ($runs runs)"
         else
-            confirmed=no
-            echo "planted: $name: the input also fails WITHOUT the patch: see $dir/confirm.log" >&2
-            rc=1
+            times="$times -"
+            runs_list="$runs_list -"
+            echo "planted: $name: seed $seed: not found in ${PLANTED_SECONDS}s" >&2
         fi
-        echo "planted: $name: found in ${secs}s (${runs:-?} runs); corpus replay catches it: $catches"
-    else
-        echo "planted: $name: NOT found in ${PLANTED_SECONDS}s (corpus replay catches it: $catches)" >&2
-        rc=1
-    fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$clauses" "$found" "$secs" \
-        "${runs:-?}" "$catches" "$confirmed" "${artifact:-}" >>"$results.new"
+    done
+    # The median over the runs, a run that found nothing counting as longer
+    # than any (the median is then "> cap" when half the runs or more missed).
+    median=$(echo "$times" | tr ' ' '\n' | grep . | sed "s/^-$/inf/" | sort -g |
+        awk -v cap="$PLANTED_SECONDS" '{v[NR]=$1} END {m=v[int((NR+1)/2)]; print (m=="inf") ? ">" cap : m}')
+    found="$nfound/$PLANTED_RUNS"
+    [ "$nfound" -gt 0 ] || confirmed=-
+    case "$median" in
+    ">"*) echo "planted: $name: median time to find $median s (found in $found runs; corpus replay catches it: $catches)" >&2
+          rc=1 ;;
+    *) echo "planted: $name: median time to find ${median}s (found in $found runs; corpus replay catches it: $catches)" ;;
+    esac
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$clauses" "$found" "$median" \
+        "$(echo $times | tr ' ' ',')" "$(echo $runs_list | tr ' ' ',')" "$catches" "$confirmed" "${artifact:-}" >>"$results.new"
 done
 mv "$results.new" "$results"
 "$top/fuzz/report.sh" "$FUZZ_BUILD" "$FUZZ_REPORTS" || true
