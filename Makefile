@@ -331,3 +331,4 @@ reports-test: reports reports-src/node_modules/.installed
 	@CHROMIUM=$(CHROMIUM) node reports-src/test_index_page.mjs $(COV_REPORTS)
 
 include fuzz/fuzz.mk
+include conformance/mutation/mutation.mk
