@@ -10,7 +10,7 @@
 #   make mutation FILES=lib/watcher_fast.c     one file
 #   make mutation-ci              the small seeded sample CI runs (the quick
 #                                 conformance programs and the fuzz replay)
-#   make mutation-full            every mutant of every file, sanitizer reruns
+#   make mutation-full            every mutant of every file
 #
 # The score counts killed / (killed + survived): equivalent mutants
 # (conformance/mutation/equivalent.tsv, each with its reason) and mutants
@@ -21,6 +21,9 @@ MUTATION_SEED     ?= 1
 MUTATION_JOBS     ?= 2
 MUTATION_TIER     ?= full
 MUTATION_ARGS     ?=
+# Survivors of the plain build run again against the ASan+UBSan and TSan
+# builds (use after free, reads out of bounds, data races); 0 skips that.
+MUTATION_SANITIZE ?= 1
 FILES             ?=
 MUTATION_MIN      ?= 80
 MUTATION_CI_SAMPLE ?= 24
@@ -39,12 +42,14 @@ mutation-page: reports-src/node_modules/.installed
 mutation: mutation-deps | deps
 	@$(MUTATION_PY) --files "$(FILES)" --sample $(MUTATION_SAMPLE) --seed $(MUTATION_SEED) \
 	    --jobs $(MUTATION_JOBS) --tier $(MUTATION_TIER) --floor $(MUTATION_MIN) \
-	    --reports $(COV_REPORTS) $(MUTATION_ARGS); rc=$$?; \
+	    --reports $(COV_REPORTS) $(if $(filter 1,$(MUTATION_SANITIZE)),--sanitize) \
+	    $(MUTATION_ARGS); rc=$$?; \
 	$(MAKE) --no-print-directory mutation-page; exit $$rc
 
 mutation-ci:
 	+@$(MAKE) --no-print-directory mutation MUTATION_SAMPLE=$(MUTATION_CI_SAMPLE) \
-	    MUTATION_SEED=$(MUTATION_CI_SEED) MUTATION_TIER=ci MUTATION_MIN=$(MUTATION_CI_MIN)
+	    MUTATION_SEED=$(MUTATION_CI_SEED) MUTATION_TIER=ci MUTATION_MIN=$(MUTATION_CI_MIN) \
+	    MUTATION_SANITIZE=0
 
 mutation-full:
-	+@$(MAKE) --no-print-directory mutation MUTATION_SAMPLE=0 MUTATION_ARGS=--sanitize
+	+@$(MAKE) --no-print-directory mutation MUTATION_SAMPLE=0 MUTATION_SANITIZE=1

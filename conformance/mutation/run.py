@@ -56,6 +56,7 @@ BUILD = "build/default"
 REAL_KERNEL_WATCHER_PROGRAMS = ("test_watcher_threaded", "test_watcher_multiloop",
                                 "test_watcher_pidfd", "test_watcher_safe")
 MIN_LIMIT = 20.0
+SANITIZERS = ("address,undefined", "thread")
 
 _print_lock = threading.Lock()
 
@@ -81,8 +82,7 @@ def check_jail():
         msg = r.stdout.strip() if r is not None else msg
         sys.exit("mutation: cannot make a PID namespace for the mutants (%s).\n"
                  "mutation: mutants must run jailed (one may signal pid -1: as root, every "
-                 "process); run as root, or where unprivileged user namespaces are allowed. "
-                 "Nothing was run." % (msg or "unshare failed"))
+                 "process); run it as root (CI is). Nothing was run." % (msg or "unshare failed"))
 
 
 def load_equivalents(path):
@@ -241,7 +241,7 @@ def run_mutant(w, m, suite, sanitize, scn_clauses):
                 return {"status": "Killed", "reason": "%s failed" % name,
                         "killers": killers(name, out, scn_clauses)}
         if sanitize:
-            for san in ("address,undefined", "thread"):
+            for san in SANITIZERS:
                 r = w.make("tests", san=san, timeout=1800)
                 if r.returncode != 0:
                     continue
@@ -397,6 +397,10 @@ def main():
                         *fuzz_bins)
     if r.returncode != 0:
         sys.exit("mutation: the unmutated tree does not build:\n" + r.stdout[-3000:])
+    for san in SANITIZERS if args.sanitize else ():
+        r = workers[0].make("-j%d" % args.jobs, "tests", san=san)
+        if r.returncode != 0:
+            sys.exit("mutation: the %s build does not build:\n%s" % (san, r.stdout[-3000:]))
     for w in workers[1:]:
         shutil.copytree(workers[0].dir, w.dir, symlinks=True)
     suite = Suite(args.tier)
