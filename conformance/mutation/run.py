@@ -116,11 +116,12 @@ class Worker:
 
     def __init__(self, index, work):
         self.dir = os.path.join(work, "slot%d" % index)
-        self.env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(self.dir, BUILD),
-                        EVPOL_BUILD=BUILD)
+        self.env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(self.dir, BUILD))
 
     def make(self, *targets, san=None, timeout=None):
-        cmd = ["make", "--no-print-directory", "-s"]
+        # Warnings stay warnings: a deleted call that leaves a function
+        # unused is still a mutant to run, not one that "does not compile".
+        cmd = ["make", "--no-print-directory", "-s", "CFLAGS=-Wno-error"]
         if san:
             cmd.append("SANITIZE=" + san)
         else:
@@ -153,9 +154,14 @@ class Suite:
         if self.tier == "ci":
             conf = [n for n in conf if n not in REAL_KERNEL_WATCHER_PROGRAMS]
         for n in conf:
-            t0 = time.time()
-            r = run_jailed(w, [os.path.join(BUILD, "conformance", n)], 600)
-            dt = time.time() - t0
+            # A real-children test may miss its safety timeout on a machine
+            # loaded far beyond its cores: a program gets three tries.
+            for _ in range(3):
+                t0 = time.time()
+                r = run_jailed(w, [os.path.join(BUILD, "conformance", n)], 600)
+                dt = time.time() - t0
+                if r[0] == "ok":
+                    break
             if r[0] != "ok":
                 sys.exit("mutation: the unmutated %s fails (%s); fix the suite first:\n%s"
                          % (n, r[0], r[1][-3000:]))
@@ -176,8 +182,11 @@ class Suite:
             self.steps.append(("scenarios", runner + scn, 900.0))
             self.steps.append(("scenarios-thousand", runner + big, 900.0))
         for name, argv, _ in [s for s in self.steps if not s[0].startswith("test_")]:
-            t0 = time.time()
-            r = run_jailed(w, argv, 1800)
+            for _ in range(3):
+                t0 = time.time()
+                r = run_jailed(w, argv, 1800)
+                if r[0] == "ok":
+                    break
             if r[0] != "ok":
                 sys.exit("mutation: the unmutated %s fails (%s); fix the suite first:\n%s"
                          % (name, r[0], r[1][-3000:]))
