@@ -335,3 +335,4 @@ reports-test: reports reports-src/node_modules/.installed
 include fuzz/fuzz.mk
 include build-aux/dist.mk
 include scenarios/implementations.mk
+include conformance/mutation/mutation.mk

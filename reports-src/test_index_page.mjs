@@ -150,6 +150,13 @@ const expectations = {
         if (!best || num(r.ratio_raw_limit) < num(best.ratio_raw_limit)) best = r;
     return best ? { "bench-best": best.ratio_raw_limit } : {};
   },
+  mutation() {
+    const f = path.join(reports, "mutation.txt");
+    if (!fs.existsSync(f)) return null;
+    const m = /^mutation: (\d+) killed \/ (\d+) \((\d+(?:\.\d+)?)%\)/.exec(fs.readFileSync(f, "utf8"));
+    if (!m) throw new Error("no mutation headline");
+    return { "mutation-score": `${m[3]}%`, "mutation-killed": `${m[1]} / ${m[2]}` };
+  },
 };
 
 const makeTarget = {
@@ -158,6 +165,7 @@ const makeTarget = {
   coverage: "make coverage",
   fuzz: "make fuzz",
   bench: "make bench",
+  mutation: "make mutation",
 };
 
 // ---------------------------------------------------------------- the page
@@ -265,7 +273,7 @@ async function run(context) {
   const hrefs = await page.$$eval("a[href]", (as) => as.map((a) => [a.getAttribute("href"), a.href]));
   // ... and the page links to each report it shows.
   const reportPage = { clauses: "clauses.html", scenarios: "scenarios.md", coverage: "coverage/index.html",
-                       fuzz: "fuzz.md", bench: "bench/results.md" };
+                       fuzz: "fuzz.md", bench: "bench/results.md", mutation: "mutation/index.html" };
   for (const [key, file] of Object.entries(reportPage)) {
     const state = await page.locator(`section[data-report="${key}"]`).getAttribute("data-state");
     if (["missing", "unreadable"].includes(state) || !fs.existsSync(path.join(reports, file))) continue;

@@ -1,0 +1,55 @@
+# ---- Mutation testing (conformance/mutation/README.md) ----------------------
+# Included by the top-level Makefile.
+#
+#   make mutation                 mutants of lib/*.c (a seeded sample of
+#                                 MUTATION_SAMPLE, 0 = all), each built and run
+#                                 against the conformance programs, the fuzz
+#                                 replay and the scenarios, jailed in a PID
+#                                 namespace; reports/mutation.json, .txt and
+#                                 reports/mutation/index.html
+#   make mutation FILES=lib/watcher_fast.c     one file
+#   make mutation-ci              the small seeded sample CI runs (the quick
+#                                 conformance programs and the fuzz replay)
+#   make mutation-full            every mutant of every file
+#
+# The score counts killed / (killed + survived): equivalent mutants
+# (conformance/mutation/equivalent.tsv, each with its reason) and mutants
+# that do not compile are left out. Below the floor the target fails. The
+# floors sit at what was measured and only ever go up.
+MUTATION_SAMPLE   ?= 60
+MUTATION_SEED     ?= 1
+MUTATION_JOBS     ?= 2
+MUTATION_TIER     ?= full
+MUTATION_ARGS     ?=
+# Survivors of the plain build run again against the ASan+UBSan and TSan
+# builds (use after free, reads out of bounds, data races); 0 skips that.
+MUTATION_SANITIZE ?= 1
+FILES             ?=
+MUTATION_MIN      ?= 80
+MUTATION_CI_SAMPLE ?= 24
+MUTATION_CI_SEED   ?= 1
+MUTATION_CI_MIN    ?= 60
+MUTATION_PY       := /usr/bin/python3 conformance/mutation/run.py
+
+.PHONY: mutation mutation-ci mutation-full mutation-deps mutation-page
+
+mutation-deps:
+	@build-aux/ensure-deps.sh python3-clang libclang1-14 util-linux
+
+mutation-page: reports-src/node_modules/.installed
+	@python3 reports-src/make-mutation-page --reports $(COV_REPORTS)
+
+mutation: mutation-deps | deps
+	@$(MUTATION_PY) --files "$(FILES)" --sample $(MUTATION_SAMPLE) --seed $(MUTATION_SEED) \
+	    --jobs $(MUTATION_JOBS) --tier $(MUTATION_TIER) --floor $(MUTATION_MIN) \
+	    --reports $(COV_REPORTS) $(if $(filter 1,$(MUTATION_SANITIZE)),--sanitize) \
+	    $(MUTATION_ARGS); rc=$$?; \
+	$(MAKE) --no-print-directory mutation-page; exit $$rc
+
+mutation-ci:
+	+@$(MAKE) --no-print-directory mutation MUTATION_SAMPLE=$(MUTATION_CI_SAMPLE) \
+	    MUTATION_SEED=$(MUTATION_CI_SEED) MUTATION_TIER=ci MUTATION_MIN=$(MUTATION_CI_MIN) \
+	    MUTATION_SANITIZE=0
+
+mutation-full:
+	+@$(MAKE) --no-print-directory mutation MUTATION_SAMPLE=0 MUTATION_SANITIZE=1

@@ -1,0 +1,464 @@
+#!/usr/bin/python3
+"""run.py — mutation testing of evpol: build each mutant, run the suites on it.
+
+    run.py [--files "lib/a.c ..."] [--sample N] [--seed S] [--jobs 2]
+           [--tier full|ci] [--sanitize] [--floor PCT] [--reports DIR]
+           [--work DIR]
+
+For each mutant (generate.py) in the sample: write it into a worker's copy
+of the tree, rebuild (one object, the shared library and the fuzz replay
+programs, which link the objects statically; a mutant that does not compile
+is counted and discarded), then run the suites against it, fastest-killing
+first, stopping at the first failure:
+
+  the conformance programs (in the order of their baseline durations), the
+  fuzz-corpus replay, the scenario suite without, then with, its thousand-
+  children scenarios (tier "ci": the conformance programs but the four that
+  wait on real children for seconds, the replay, no scenario).
+
+A program that fails, crashes or outlives its limit (a hang) kills the
+mutant. With --sanitize, a survivor is run again against the ASan+UBSan and
+TSan builds of the conformance programs (reads out of bounds, use after
+free and data races that the plain build cannot see).
+
+Every run is jailed: each program runs in a PID namespace of its own
+(unshare --pid --fork --mount-proc), so a mutant that signals pid 0 or -1
+reaches nothing outside it. If the kernel refuses the namespace, the run
+stops before any mutant runs.
+
+Two workers (both cores). Results: DIR/mutation.json (the mutation testing
+report schema that Stryker and PIT share), DIR/mutation.txt (the score
+overall, per file, per clause family of the killing tests) and the closing
+line "mutation: K killed / N (S%)", N counting neither the equivalent
+mutants (equivalent.tsv) nor those that did not compile. Below --floor the
+run fails.
+"""
+import argparse
+import collections
+import concurrent.futures as cf
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+JAIL = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+BUILD = "build/default"
+# The programs that wait on real children for many seconds each; the ci
+# tier leaves them out (the fake-kernel programs cover the same watchers).
+REAL_KERNEL_WATCHER_PROGRAMS = ("test_watcher_threaded", "test_watcher_multiloop",
+                                "test_watcher_pidfd", "test_watcher_safe")
+MIN_LIMIT = 20.0
+SANITIZERS = ("address,undefined", "thread")
+
+_print_lock = threading.Lock()
+
+
+def say(*a):
+    with _print_lock:
+        print(*a, flush=True)
+
+
+def sh(cmd, cwd, env=None, timeout=None):
+    return subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace")
+
+
+def check_jail():
+    try:
+        r = subprocess.run(JAIL + ["sh", "-c", "test $$ = 1"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        r = None
+        msg = str(e)
+    if r is None or r.returncode != 0:
+        msg = r.stdout.strip() if r is not None else msg
+        sys.exit("mutation: cannot make a PID namespace for the mutants (%s).\n"
+                 "mutation: mutants must run jailed (one may signal pid -1: as root, every "
+                 "process); run it as root (CI is). Nothing was run." % (msg or "unshare failed"))
+
+
+def load_equivalents(path):
+    eq = {}
+    if not os.path.exists(path):
+        return eq
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip() or line.startswith("#"):
+                continue
+            key, _, reason = line.rstrip("\n").partition("\t")
+            if not reason.strip():
+                sys.exit("mutation: %s: %s has no reason" % (path, key))
+            eq[key] = reason.strip()
+    return eq
+
+
+def clauses_of_scenarios():
+    out = {}
+    for d in ("scenarios", "scenarios/regressions"):
+        for name in sorted(os.listdir(os.path.join(ROOT, d))):
+            if name.endswith(".scn"):
+                with open(os.path.join(ROOT, d, name), encoding="utf-8") as f:
+                    m = re.search(r"^clauses:\s*(.*)$", f.read(), re.M)
+                out[name[:-4]] = m.group(1).split() if m else []
+    return out
+
+
+class Worker:
+    """A copy of the tree with its own build, for one mutant at a time."""
+
+    def __init__(self, index, work):
+        self.dir = os.path.join(work, "slot%d" % index)
+        self.env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(self.dir, BUILD))
+
+    def make(self, *targets, san=None, timeout=None):
+        # Warnings stay warnings: a deleted call that leaves a function
+        # unused is still a mutant to run, not one that "does not compile".
+        cmd = ["make", "--no-print-directory", "-s", "CFLAGS=-Wno-error"]
+        if san:
+            cmd.append("SANITIZE=" + san)
+        else:
+            cmd.append("BUILD=" + BUILD)
+        return sh(cmd + list(targets), self.dir, self.env, timeout)
+
+
+def copy_tree(dst):
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           stdout=subprocess.PIPE, text=True, check=True).stdout.split("\n")
+    for f in files:
+        if not f or not os.path.isfile(os.path.join(ROOT, f)):
+            continue
+        d = os.path.join(dst, f)
+        os.makedirs(os.path.dirname(d), exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, f), d)
+
+
+class Suite:
+    """The programs a mutant runs, cheapest first, with their limits."""
+
+    def __init__(self, tier):
+        self.tier = tier
+        self.steps = []  # (name, argv relative to the worker dir, limit)
+
+    def baseline(self, w):
+        conf = sorted(n for n in os.listdir(os.path.join(w.dir, BUILD, "conformance"))
+                      if n.startswith("test_"))
+        timed = []
+        if self.tier == "ci":
+            conf = [n for n in conf if n not in REAL_KERNEL_WATCHER_PROGRAMS]
+        for n in conf:
+            # A real-children test may miss its safety timeout on a machine
+            # loaded far beyond its cores: a program gets three tries.
+            for _ in range(3):
+                t0 = time.time()
+                r = run_jailed(w, [os.path.join(BUILD, "conformance", n)], 600)
+                dt = time.time() - t0
+                if r[0] == "ok":
+                    break
+            if r[0] != "ok":
+                sys.exit("mutation: the unmutated %s fails (%s); fix the suite first:\n%s"
+                         % (n, r[0], r[1][-3000:]))
+            timed.append((dt, n))
+        timed.sort()
+        for dt, n in timed:
+            self.steps.append((n, [os.path.join(BUILD, "conformance", n)], max(MIN_LIMIT, 4 * dt)))
+        self.steps.append(("fuzz-replay", ["sh", "-c", "FUZZ_BIN=%s/fuzz fuzz/replay.sh ops races "
+                                           "scenario" % BUILD], 120.0))
+        if self.tier == "full":
+            scn = []
+            big = []
+            for d in ("scenarios", "scenarios/regressions"):
+                for name in sorted(os.listdir(os.path.join(w.dir, d))):
+                    if name.endswith(".scn"):
+                        (big if name.startswith("thousand") else scn).append(os.path.join(d, name))
+            runner = [os.path.join(BUILD, "scenarios", "runner"), "-j", "1"]
+            self.steps.append(("scenarios", runner + scn, 900.0))
+            self.steps.append(("scenarios-thousand", runner + big, 900.0))
+        for name, argv, _ in [s for s in self.steps if not s[0].startswith("test_")]:
+            for _ in range(3):
+                t0 = time.time()
+                r = run_jailed(w, argv, 1800)
+                if r[0] == "ok":
+                    break
+            if r[0] != "ok":
+                sys.exit("mutation: the unmutated %s fails (%s); fix the suite first:\n%s"
+                         % (name, r[0], r[1][-3000:]))
+            dt = time.time() - t0
+            self.steps = [(n, a, max(l, 4 * dt) if n == name else l) for n, a, l in self.steps]
+
+
+def run_jailed(w, argv, limit):
+    """("ok"|"fail"|"timeout", output)."""
+    cmd = JAIL + ["timeout", "-k", "5", "%d" % int(limit)] + argv
+    try:
+        r = sh(cmd, w.dir, w.env, timeout=limit + 30)
+    except subprocess.TimeoutExpired as e:
+        return "timeout", (e.stdout or "") if isinstance(e.stdout, str) else ""
+    if r.returncode == 124 or r.returncode == 137:
+        return "timeout", r.stdout
+    return ("ok" if r.returncode == 0 else "fail"), r.stdout
+
+
+FAILED_TEST = re.compile(r"^\[  FAILED  \] (\S+) \[([^\]]*)\]", re.M)
+FAILED_SCN = re.compile(r"^FAIL\s+(\S+)@(\S+)", re.M)
+
+
+def killers(step, output, scn_clauses):
+    """The tests that failed, each with its clause IDs."""
+    tests = {}
+    if step.startswith("test_"):
+        for m in FAILED_TEST.finditer(output):
+            tests["%s: %s" % (step, m.group(1))] = m.group(2).split()
+    elif step.startswith("scenarios"):
+        for m in FAILED_SCN.finditer(output):
+            tests["scenario %s@%s" % (m.group(1), m.group(2))] = scn_clauses.get(m.group(1), [])
+    if not tests:
+        tests[step] = []
+    return tests
+
+
+def mutate(text, m):
+    b = text.encode()
+    return (b[:m["offset"]] + m["replacement"].encode() + b[m["offset"] + m["length"]:]).decode()
+
+
+def run_mutant(w, m, suite, sanitize, scn_clauses):
+    src = os.path.join(w.dir, m["file"])
+    with open(src, encoding="utf-8") as f:
+        original = f.read()
+    try:
+        with open(src, "w", encoding="utf-8") as f:
+            f.write(mutate(original, m))
+        targets = ["%s/libevpol.so.0.1.0" % BUILD] + ["%s/fuzz/%s" % (BUILD, t)
+                                                        for t in ("ops", "races", "scenario")]
+        r = w.make(*targets, timeout=600)
+        if r.returncode != 0:
+            return {"status": "CompileError", "reason": r.stdout[-400:]}
+        for name, argv, limit in suite.steps:
+            outcome, out = run_jailed(w, argv, limit)
+            if outcome == "timeout":
+                return {"status": "Timeout", "reason": "%s outlived its %ds limit" % (name, limit),
+                        "killers": {name: []}}
+            if outcome == "fail":
+                return {"status": "Killed", "reason": "%s failed" % name,
+                        "killers": killers(name, out, scn_clauses)}
+        if sanitize:
+            for san in SANITIZERS:
+                r = w.make("tests", san=san, timeout=1800)
+                if r.returncode != 0:
+                    continue
+                sdir = "build/san-" + san.replace(",", "-")
+                env = dict(w.env, LD_LIBRARY_PATH=os.path.join(w.dir, sdir))
+                for name, _, limit in suite.steps:
+                    if not name.startswith("test_"):
+                        continue
+                    sw = Worker.__new__(Worker)
+                    sw.dir, sw.env = w.dir, env
+                    outcome, out = run_jailed(sw, [os.path.join(sdir, "conformance", name)],
+                                              limit * 6)
+                    if outcome != "ok":
+                        return {"status": "Killed" if outcome == "fail" else "Timeout",
+                                "reason": "%s under %s failed" % (name, san),
+                                "killers": killers(name, out, scn_clauses)}
+        return {"status": "Survived", "reason": "every suite passed"}
+    finally:
+        with open(src, "w", encoding="utf-8") as f:
+            f.write(original)
+
+
+def report_json(mutants, results, equivalents, out_path):
+    files = collections.OrderedDict()
+    tests = {}
+    for m in mutants:
+        res = results.get(m["key"])
+        if res is None:
+            continue
+        entry = files.setdefault(m["file"], {"language": "c", "mutants": []})
+        status = res["status"]
+        mut = {
+            "id": m["key"],
+            "mutatorName": m["mutator"],
+            "replacement": m["replacement"],
+            "location": {"start": {"line": m["line"], "column": m["column"]},
+                         "end": {"line": m["end_line"], "column": m["end_column"]}},
+            "status": status,
+            "statusReason": res.get("reason", ""),
+        }
+        if res.get("killers"):
+            ids = []
+            for t, clauses in sorted(res["killers"].items()):
+                tid = hashlib.sha1(t.encode()).hexdigest()[:12]
+                tests.setdefault(tid, {"id": tid, "name": t + (" [%s]" % " ".join(clauses)
+                                                                if clauses else "")})
+                ids.append(tid)
+            mut["killedBy"] = ids
+        entry["mutants"].append(mut)
+    for f, entry in files.items():
+        with open(os.path.join(ROOT, f), encoding="utf-8") as fh:
+            entry["source"] = fh.read()
+    doc = {
+        "$schema": "https://git.io/mutation-testing-schema",
+        "schemaVersion": "2",
+        "thresholds": {"high": 95, "low": 80},
+        "projectRoot": ".",
+        "files": files,
+        "testFiles": {"conformance, scenarios, fuzz replay": {"tests": list(tests.values())}},
+        "framework": {"name": "evpol make mutation"},
+    }
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+
+
+def score(rows):
+    killed = sum(1 for r in rows if r in ("Killed", "Timeout"))
+    n = sum(1 for r in rows if r in ("Killed", "Timeout", "Survived"))
+    return killed, n, (100.0 * killed / n if n else 0.0)
+
+
+def report_text(mutants, results, out_path, args):
+    lines = []
+    st = [results[m["key"]]["status"] for m in mutants if m["key"] in results]
+    k, n, s = score(st)
+    c = collections.Counter(st)
+    lines.append("mutation: %d killed / %d (%.1f%%)" % (k, n, s))
+    lines.append("sample: %d of the %d mutants of %s (seed %s); %d equivalent (ignored), %d did "
+                 "not compile, %d timed out (counted killed)"
+                 % (len(st), args.total, " ".join(args.files), args.seed, c["Ignored"],
+                    c["CompileError"], c["Timeout"]))
+    lines.append("floor: %g%%" % args.floor)
+    lines.append("")
+    lines.append("per file:")
+    per = collections.defaultdict(list)
+    for m in mutants:
+        if m["key"] in results:
+            per[m["file"]].append(results[m["key"]]["status"])
+    for f in sorted(per):
+        k, n, s = score(per[f])
+        lines.append("  %-28s %4d / %-4d %5.1f%%" % (f, k, n, s))
+    lines.append("")
+    lines.append("per clause family (mutants killed by a test tagged with it):")
+    fam = collections.Counter()
+    for m in mutants:
+        res = results.get(m["key"])
+        if not res or not res.get("killers"):
+            continue
+        fams = set()
+        for clauses in res["killers"].values():
+            fams.update(cl.split("-")[0] for cl in clauses)
+        for x in fams or {"(program-level)"}:
+            fam[x] += 1
+    for x, v in sorted(fam.items()):
+        lines.append("  %-16s %d" % (x, v))
+    lines.append("")
+    lines.append("survivors (gaps):")
+    for m in mutants:
+        res = results.get(m["key"])
+        if res and res["status"] == "Survived":
+            lines.append("  %s:%d  %s  (%s -> %s)" % (m["file"], m["line"], m["key"],
+                                                      " ".join(m["original"].split())[:60],
+                                                      m["replacement"]))
+    with open(out_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return lines[0], s
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", default="")
+    ap.add_argument("--sample", type=int, default=0)
+    ap.add_argument("--seed", default="1")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--tier", choices=("full", "ci"), default="full")
+    ap.add_argument("--sanitize", action="store_true")
+    ap.add_argument("--floor", type=float, default=0.0)
+    ap.add_argument("--reports", default="reports")
+    ap.add_argument("--work", default="build/mutation")
+    args = ap.parse_args()
+    os.chdir(ROOT)
+    check_jail()
+    args.files = args.files.split() or sorted(
+        os.path.join("lib", f) for f in os.listdir("lib") if f.endswith(".c"))
+    gen = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "generate.py")] + args.files,
+                         stdout=subprocess.PIPE, check=True, text=True)
+    mutants = json.loads(gen.stdout)
+    args.total = len(mutants)
+    if args.sample and args.sample < len(mutants):
+        mutants = random.Random(args.seed).sample(mutants, args.sample)
+    mutants.sort(key=lambda m: (m["file"], m["offset"], m["replacement"]))
+    equivalents = load_equivalents(os.path.join(HERE, "equivalent.tsv"))
+
+    work = os.path.abspath(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    say("mutation: %d mutants of %d (%s), %d worker(s), building..." % (
+        len(mutants), args.total, "seed %s" % args.seed if args.sample else "all", args.jobs))
+    workers = [Worker(i, work) for i in range(args.jobs)]
+    copy_tree(workers[0].dir)
+    fuzz_bins = ["%s/fuzz/%s" % (BUILD, t) for t in ("ops", "races", "scenario")]
+    r = workers[0].make("-j%d" % args.jobs, "all", "tests", "%s/scenarios/runner" % BUILD,
+                        *fuzz_bins)
+    if r.returncode != 0:
+        sys.exit("mutation: the unmutated tree does not build:\n" + r.stdout[-3000:])
+    for san in SANITIZERS if args.sanitize else ():
+        r = workers[0].make("-j%d" % args.jobs, "tests", san=san)
+        if r.returncode != 0:
+            sys.exit("mutation: the %s build does not build:\n%s" % (san, r.stdout[-3000:]))
+    for w in workers[1:]:
+        shutil.copytree(workers[0].dir, w.dir, symlinks=True)
+    suite = Suite(args.tier)
+    suite.baseline(workers[0])
+    say("mutation: baseline green; %d programs per mutant: %s" % (
+        len(suite.steps), " ".join(n for n, _, _ in suite.steps)))
+    scn_clauses = clauses_of_scenarios()
+
+    results = {}
+    todo = []
+    for m in mutants:
+        if m["key"] in equivalents:
+            results[m["key"]] = {"status": "Ignored",
+                                 "reason": "equivalent: " + equivalents[m["key"]]}
+        else:
+            todo.append(m)
+    free = list(workers)
+    free_lock = threading.Lock()
+    done = [0]
+
+    def job(m):
+        with free_lock:
+            w = free.pop()
+        try:
+            t0 = time.time()
+            res = run_mutant(w, m, suite, args.sanitize, scn_clauses)
+        finally:
+            with free_lock:
+                free.append(w)
+        results[m["key"]] = res
+        done[0] += 1
+        say("[%d/%d] %-9s %s:%d %s (%.0fs)" % (done[0], len(todo), res["status"], m["file"],
+                                                m["line"], m["key"].split(":", 2)[2],
+                                                time.time() - t0))
+
+    with cf.ThreadPoolExecutor(max_workers=args.jobs) as ex:
+        list(ex.map(job, todo))
+
+    os.makedirs(args.reports, exist_ok=True)
+    report_json(mutants, results, equivalents, os.path.join(args.reports, "mutation.json"))
+    headline, s = report_text(mutants, results, os.path.join(args.reports, "mutation.txt"), args)
+    with open(os.path.join(args.reports, "mutation.txt"), encoding="utf-8") as f:
+        sys.stdout.write(f.read())
+    say("reports: %s/mutation.json, %s/mutation.txt" % (args.reports, args.reports))
+    say(headline)
+    if s < args.floor:
+        say("mutation: %.1f%% is under the floor of %s%%" % (s, args.floor))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
