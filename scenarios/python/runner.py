@@ -1380,8 +1380,11 @@ def main(argv):
     ap.add_argument("-j", type=int, default=2)
     ap.add_argument("--watchers", default="all")
     ap.add_argument("--only")
+    # The files' time limits are sized for evpol's spawn in C; a spawn through
+    # asyncio's subprocess_exec (fork + exec of Popen, in Python) costs several
+    # times as much, so the limits are tripled by default.
     ap.add_argument("--timeout-scale", type=float,
-                    default=float(os.environ.get("SCN_TIMEOUT_SCALE", "1")))
+                    default=float(os.environ.get("SCN_TIMEOUT_SCALE", "3")))
     ap.add_argument("-v", action="store_true")
     ap.add_argument("paths", nargs="+")
     args = ap.parse_args(argv)
