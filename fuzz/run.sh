@@ -53,6 +53,7 @@ for t in $targets; do
     log="$FUZZ_BUILD/stats/$t.log"
     echo "fuzz: $t for ${FUZZ_SECONDS}s ($bin)"
     start=$(date +%s)
+    times >"$FUZZ_BUILD/stats/$t.times0" # CPU time of this shell's children so far
     if [ "$t" != "$base" ]; then
         # TSan: the standalone driver replays the corpus (committed and
         # scratch) over and over, mutating it, for FUZZ_SECONDS.
@@ -72,6 +73,13 @@ for t in $targets; do
         status=$?
         secs=$(( $(date +%s) - start ))
     fi
+    times >"$FUZZ_BUILD/stats/$t.times1"
+    # The fuzzer's own CPU time (user+system): on a shared machine, runs per
+    # CPU second say what the target costs; runs per second also say how
+    # busy the machine was.
+    cpu=$(for f in "$FUZZ_BUILD/stats/$t.times1" "$FUZZ_BUILD/stats/$t.times0"; do
+        tail -1 "$f" | awk '{split($1, u, "m"); split($2, s, "m"); printf "%.2f\n", u[1] * 60 + u[2] + s[1] * 60 + s[2]}'
+    done | awk 'NR == 1 {a = $1} NR == 2 {printf "%.1f", a - $1}')
     # The last status line: "#N DONE|pulse|NEW cov: C ft: F corp: U/Sb ... exec/s: E"
     last=$(grep -E '^#[0-9]+' "$log" | tail -1)
     execs=$(grep '^stat::number_of_executed_units' "$log" | awk '{print $2}')
@@ -89,6 +97,9 @@ for t in $targets; do
         echo "seconds=$secs"
         echo "execs=${execs:-?}"
         echo "execs_per_sec=${eps:-?}"
+        echo "cpu_seconds=$cpu"
+        echo "execs_per_cpu_sec=$(echo "${execs:-0} $cpu" | awk '$2 > 0 {printf "%d", $1 / $2}')"
+        echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
         echo "cov=${cov:-?}"
         echo "ft=${ft:-?}"
         echo "corpus=${corp:-?}"

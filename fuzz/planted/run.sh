@@ -30,7 +30,21 @@ names="$*"
 out="$FUZZ_BUILD/planted"
 mkdir -p "$out"
 results="$out/results.tsv"
-printf 'name\ttarget\tclauses\tfound\tmedian_seconds\tseconds\truns\tcorpus_catches\tconfirmed\tartifact\n' >"$results.new"
+printf 'name\ttarget\tclauses\tfound\tmedian_seconds\tmedian_cpu_seconds\tseconds\tcpu_seconds\truns\tcorpus_catches\tconfirmed\tartifact\n' >"$results.new"
+
+# CPU seconds of this shell's children between two outputs of `times`.
+children_cpu() { # after before
+    for f in "$1" "$2"; do
+        tail -1 "$f" | awk '{split($1, u, "m"); split($2, s, "m"); printf "%.2f\n", u[1] * 60 + u[2] + s[1] * 60 + s[2]}'
+    done | awk 'NR == 1 {a = $1} NR == 2 {printf "%.1f", a - $1}'
+}
+
+# The median of a list of figures where "-" is a run that found nothing
+# (longer than any); prints $2 when the median is such a run.
+median_of() { # "list" shown-when-not-found
+    echo "$1" | tr ' ' '\n' | grep . | sed "s/^-$/inf/" | sort -g |
+        awk -v none="$2" '{v[NR] = $1} END {m = v[int((NR + 1) / 2)]; print (m == "inf") ? none : m}'
+}
 # Keep earlier results of bugs not run this time.
 [ -f "$results" ] && [ "$(head -1 "$results")" = "$(head -1 "$results.new")" ] &&
     tail -n +2 "$results" | while IFS="$(printf '\t')" read -r n rest; do
@@ -81,11 +95,12 @@ for name in $names; do
 
     # PLANTED_RUNS runs, each from an empty corpus with its own seed
     # (libFuzzer -seed, the standalone driver's EVPOL_FUZZ_SEED).
-    times="" nfound=0 confirmed=yes artifact="" runs_list=""
+    times="" cpus="" nfound=0 confirmed=yes artifact="" runs_list=""
     for seed in $(seq 1 "$PLANTED_RUNS"); do
         run="$dir/run-$seed"
         mkdir -p "$run/corpus"
         t0=$(date +%s.%N)
+        times >"$run/times0" # the CPU time of this shell's children so far
         if [ "$flavour" = tsan ]; then
             # No libFuzzer under TSan (see fuzz/fuzz.mk): the standalone
             # driver mutates the committed corpus until TSan reports.
@@ -100,7 +115,9 @@ for name in $names; do
             status=$?
         fi
         t1=$(date +%s.%N)
+        times >"$run/times1"
         secs=$(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}')
+        cpu=$(children_cpu "$run/times1" "$run/times0")
         runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$run/fuzz.log" | tail -1)
         [ -n "$runs" ] || runs=$(grep -E '^#[0-9]+' "$run/fuzz.log" | tail -1 | sed 's/^#\([0-9]*\).*/\1/')
         [ -n "$runs" ] || runs=1 # the crash came with the very first input
@@ -108,6 +125,7 @@ for name in $names; do
         if [ $status -ne 0 ] && [ -n "$found_one" ]; then
             nfound=$((nfound + 1))
             times="$times $secs"
+            cpus="$cpus $cpu"
             runs_list="$runs_list $runs"
             [ -n "$artifact" ] || artifact=$found_one
             # Races are not deterministic: the clean build runs it many times.
@@ -122,26 +140,28 @@ for name in $names; do
                 echo "planted: $name: seed $seed: the input also fails WITHOUT the patch: see $run/confirm.log" >&2
                 rc=1
             fi
-            echo "planted: $name: seed $seed: found in ${secs}s ($runs runs)"
+            echo "planted: $name: seed $seed: found in ${secs}s, ${cpu}s of CPU ($runs runs)"
         else
             times="$times -"
+            cpus="$cpus -"
             runs_list="$runs_list -"
             echo "planted: $name: seed $seed: not found in ${PLANTED_SECONDS}s" >&2
         fi
     done
     # The median over the runs, a run that found nothing counting as longer
     # than any (the median is then "> cap" when half the runs or more missed).
-    median=$(echo "$times" | tr ' ' '\n' | grep . | sed "s/^-$/inf/" | sort -g |
-        awk -v cap="$PLANTED_SECONDS" '{v[NR]=$1} END {m=v[int((NR+1)/2)]; print (m=="inf") ? ">" cap : m}')
+    median=$(median_of "$times" ">$PLANTED_SECONDS")
+    median_cpu=$(median_of "$cpus" "-")
     found="$nfound/$PLANTED_RUNS"
     [ "$nfound" -gt 0 ] || confirmed=-
     case "$median" in
     ">"*) echo "planted: $name: median time to find $median s (found in $found runs; corpus replay catches it: $catches)" >&2
           rc=1 ;;
-    *) echo "planted: $name: median time to find ${median}s (found in $found runs; corpus replay catches it: $catches)" ;;
+    *) echo "planted: $name: median time to find ${median}s, ${median_cpu}s of CPU (found in $found runs; corpus replay catches it: $catches)" ;;
     esac
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$clauses" "$found" "$median" \
-        "$(echo $times | tr ' ' ',')" "$(echo $runs_list | tr ' ' ',')" "$catches" "$confirmed" "${artifact:-}" >>"$results.new"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$clauses" "$found" "$median" \
+        "$median_cpu" "$(echo $times | tr ' ' ',')" "$(echo $cpus | tr ' ' ',')" "$(echo $runs_list | tr ' ' ',')" \
+        "$catches" "$confirmed" "${artifact:-}" >>"$results.new"
 done
 mv "$results.new" "$results"
 "$top/fuzz/report.sh" "$FUZZ_BUILD" "$FUZZ_REPORTS" || true
