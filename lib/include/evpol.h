@@ -410,7 +410,11 @@ EVPOL_API int evpol_watcher_exit(evpol_watcher *w, evpol_error *err);
  * `self` is what evpol_watcher_user_data returns. evpol validates the
  * arguments (pid > 0, cb non-NULL, the watcher open) before calling a
  * method, and calls `destroy` once, when the last reference is dropped
- * (after `close`).
+ * (after `close`). The table has no slot for status callbacks
+ * (evpol_child_status_fn), and keeps its 0.1 size: a custom watcher gets
+ * only returncode registrations; evpol_watcher_add_child_status_handler
+ * on one is ENOTSUP, and evpol_loop_spawn_ex derives the status from the
+ * returncode it reports. evpol_watcher_get_loop gives NULL for it.
  */
 typedef struct evpol_watcher_methods {
     size_t size; /* sizeof(evpol_watcher_methods) */
