@@ -16,7 +16,11 @@
 # (conformance/mutation/equivalent.tsv, each with its reason) and mutants
 # that do not compile are left out. Below the floor the target fails. The
 # floors sit at what was measured and only ever go up.
-MUTATION_SAMPLE   ?= 60
+# Measured 2026-12-02 (seed 1, 40 of 1257 mutants, the ci tier, on a machine
+# at load ~700): 29 killed / 34 (85.3%); with the two equivalent mutants
+# then listed left out, 29 / 32 (90.6%). The default run is the same sample
+# with every suite and the sanitizer reruns, so it can only kill more.
+MUTATION_SAMPLE   ?= 40
 MUTATION_SEED     ?= 1
 MUTATION_JOBS     ?= 2
 MUTATION_TIER     ?= full
@@ -25,10 +29,10 @@ MUTATION_ARGS     ?=
 # builds (use after free, reads out of bounds, data races); 0 skips that.
 MUTATION_SANITIZE ?= 1
 FILES             ?=
-MUTATION_MIN      ?= 80
-MUTATION_CI_SAMPLE ?= 24
+MUTATION_MIN      ?= 85
+MUTATION_CI_SAMPLE ?= 40
 MUTATION_CI_SEED   ?= 1
-MUTATION_CI_MIN    ?= 60
+MUTATION_CI_MIN    ?= 85
 MUTATION_PY       := /usr/bin/python3 conformance/mutation/run.py
 
 .PHONY: mutation mutation-ci mutation-full mutation-deps mutation-page
