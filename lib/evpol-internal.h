@@ -106,6 +106,15 @@ typedef struct evpol__post {
 /* Queue `node` and wake the loop. Returns ERUNTIME, calling neither fn nor
  * drop, when the loop is already closed. Any thread. */
 EVPOL_HIDDEN int evpol__loop_post(evpol_loop *loop, evpol__post *node, evpol_error *err);
+/* Hand the argument of `loop`'s handler for `signum` to the loop: it calls
+ * drop(arg) when that handler goes (loop close, remove_signal_handler, or
+ * another handler for the signal replacing it). For a
+ * handler that must stay on its loop but whose owner is gone (a watcher
+ * closed outside the main thread). Returns 0, or ERUNTIME when the loop is
+ * closed or holds no handler with that argument: the caller keeps `arg`.
+ * Any thread. */
+EVPOL_HIDDEN int evpol__loop_give_signal_arg(evpol_loop *loop, int signum, void *arg,
+                                             evpol__drop_fn drop);
 /* The loop running in this thread or NULL. */
 EVPOL_HIDDEN evpol_loop *evpol__running_loop(void);
 /* Forget the running loop of this thread (fork child, POL-21). */

@@ -33,6 +33,7 @@ typedef struct loop_handle {
         evpol_callback_fn timer_fn;
     } fn;
     void *arg;
+    evpol__drop_fn drop_arg; /* set when the loop owns arg (evpol__loop_give_signal_arg) */
     evpol_loop *loop;
 } loop_handle;
 
@@ -371,6 +372,8 @@ static void free_handles(handle_set *set)
     for (loop_handle *h = set->head, *next; h; h = next) {
         next = h->next;
         event_free(h->ev);
+        if (h->drop_arg)
+            h->drop_arg(h->arg);
         evpol__sys.free(h);
     }
     evpol__sys.free(set->by_key);
@@ -629,9 +632,14 @@ static int add_handle(evpol_loop *loop, handle_set *set, int key, short events,
     }
     loop_handle *h = find_handle(set, key);
     if (h) {
+        evpol__drop_fn drop = h->drop_arg;
+        void *old = h->arg;
         h->fn.fd_fn = (evpol_fd_fn)fn;
         h->arg = arg;
+        h->drop_arg = NULL;
         pthread_mutex_unlock(&loop->lock);
+        if (drop)
+            drop(old);
         return 0;
     }
     h = evpol__sys.calloc(1, sizeof *h);
@@ -681,6 +689,8 @@ static int remove_handle(evpol_loop *loop, handle_set *set, int key, const char 
     /* Outside our lock: event_del waits for a callback running in another
      * thread, and that callback takes our lock. */
     event_free(h->ev);
+    if (h->drop_arg)
+        h->drop_arg(h->arg);
     evpol__sys.free(h);
     return 1;
 }
@@ -725,6 +735,17 @@ int evpol_loop_add_signal_handler(evpol_loop *loop, int signum, evpol_signal_fn 
         return evpol__fail(err, EVPOL_EINVAL, "add_signal_handler: fn is NULL");
     return add_handle(loop, &loop->signals, signum, EV_SIGNAL, signal_cb, (void *)(uintptr_t)fn,
                       arg, "add_signal_handler", err);
+}
+
+int evpol__loop_give_signal_arg(evpol_loop *loop, int signum, void *arg, evpol__drop_fn drop)
+{
+    pthread_mutex_lock(&loop->lock);
+    loop_handle *h = loop->closed ? NULL : find_handle(&loop->signals, signum);
+    bool given = h && h->arg == arg;
+    if (given)
+        h->drop_arg = drop;
+    pthread_mutex_unlock(&loop->lock);
+    return given ? 0 : EVPOL_ERUNTIME;
 }
 
 int evpol_loop_remove_signal_handler(evpol_loop *loop, int signum, evpol_error *err)

@@ -39,13 +39,15 @@
 struct evpol__sigchld_link {
     evpol__sigchld *s;   /* NULL once the watcher let go; under link_lock */
     evpol_loop *loop;    /* the loop holding the handler; not referenced */
-    struct evpol__sigchld_link *next_orphan;
 };
 
-/* Guards every link's `s` and the orphan list. Held only for a pointer
- * read or write. */
+/* Guards every link's `s`. Held only for a pointer read or write. */
 static pthread_mutex_t link_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct evpol__sigchld_link *orphans;
+
+static void free_link(void *link)
+{
+    evpol__sys.free(link);
+}
 
 static bool is_lost(const evpol__child *c)
 {
@@ -237,13 +239,13 @@ static int unhook(evpol__sigchld *s, bool closing, evpol_error *err)
         return rc;
     pthread_mutex_lock(&link_lock);
     link->s = NULL;
-    if (!gone) {
-        link->next_orphan = orphans;
-        orphans = link;
-    }
     pthread_mutex_unlock(&link_lock);
+    /* The inert handler stays on its loop, which frees the link when the
+     * handler goes; a loop closed meanwhile already freed the handler. */
+    if (!gone && evpol__loop_give_signal_arg(link->loop, SIGCHLD, link, free_link) != 0)
+        gone = true;
     if (gone) {
-        evpol__sys.free(link);
+        free_link(link);
     } else {
         evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
                    "%s closed outside the main thread: its SIGCHLD handler stays, inert, "
@@ -252,32 +254,6 @@ static int unhook(evpol__sigchld *s, bool closing, evpol_error *err)
     }
     s->link = NULL;
     return 0;
-}
-
-/* The handler just installed on `loop` replaced any orphan's there (or,
- * should `loop` reuse a closed loop's address, that loop freed the orphan's
- * handler with it): those links are unreachable now, free them. Without
- * this, each close outside the main thread leaked its link for good. */
-static void forget_orphans_of(evpol_loop *loop)
-{
-    pthread_mutex_lock(&link_lock);
-    struct evpol__sigchld_link **p = &orphans, *gone = NULL;
-    while (*p) {
-        struct evpol__sigchld_link *o = *p;
-        if (o->loop == loop) {
-            *p = o->next_orphan;
-            o->next_orphan = gone;
-            gone = o;
-        } else {
-            p = &o->next_orphan;
-        }
-    }
-    pthread_mutex_unlock(&link_lock);
-    while (gone) {
-        struct evpol__sigchld_link *next = gone->next_orphan;
-        evpol__sys.free(gone);
-        gone = next;
-    }
 }
 
 /* Install the handler on `loop` with `link` (which it then owns).
@@ -293,7 +269,6 @@ static int hook(evpol__sigchld *s, evpol_loop *loop, struct evpol__sigchld_link 
         return rc;
     }
     s->link = link;
-    forget_orphans_of(loop);
     pthread_mutex_lock(&s->lock);
     s->loop = evpol_loop_ref(loop);
     pthread_mutex_unlock(&s->lock);
