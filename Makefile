@@ -205,42 +205,6 @@ uninstall:
 clean:
 	rm -rf build reports
 
-# ---- Scenario suite (scenarios/README.md) ----------------------------------
-# `make scenarios` builds the runner against this build's library, checks
-# that a wrong expectation fails with a useful message (the selftest), then
-# runs every scenarios/*.scn and scenarios/regressions/*.scn against each
-# watcher it applies to, each run in its own process with a time limit, and
-# writes $(REPORTS)/scenarios.md and .tsv. The runner's last line is
-# "N passed, N failed". `make soak` runs the long soak (SOAK_SECONDS per
-# watcher, default 120; SOAK_WATCHERS=all or a list such as threaded,pidfd).
-SCN_BIN     := $(BUILD)/scenarios/runner
-SCN_OBJS    := $(BUILD)/scenarios/steps.o $(BUILD)/conformance/support/signal_state.o \
-               $(BUILD)/conformance/support/alloc_count.o
-SCN_JOBS    ?= 2
-SCN_ARGS    ?=
-SOAK_SECONDS  ?= 120
-SOAK_WATCHERS ?= all
-RUN_SCN = env LD_LIBRARY_PATH=$(TEST_LIB_DIR) $(SCN_BIN)
-
-.PHONY: scenarios soak
-
-$(BUILD)/scenarios/steps.o: scenarios/steps.c scenarios/steps.h | deps
-	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -c $< -o $@
-
-$(SCN_BIN): scenarios/runner.c scenarios/steps.h $(SCN_OBJS) $(LIB_FOR_TESTS)
-	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -Ilib/include -Iscenarios -Iconformance/support -o $@ $< $(SCN_OBJS) \
-	    -L$(TEST_LIB_DIR) -levpol -Wl,-rpath,$(TEST_LIB_DIR) $(LDFLAGS)
-
-scenarios: $(SCN_BIN)
-	@rc=0; RUNNER="$(RUN_SCN)" scenarios/selftest.sh || rc=1; \
-	$(RUN_SCN) --reports $(REPORTS) -j $(SCN_JOBS) $(SCN_ARGS) scenarios scenarios/regressions || rc=1; \
-	exit $$rc
-
-soak: $(SCN_BIN)
-	SOAK_SECONDS=$(SOAK_SECONDS) $(RUN_SCN) --watchers $(SOAK_WATCHERS) $(SCN_ARGS) scenarios/soak
-
 # ---- Benchmarks (bench/README.md) -------------------------------------------
 # `make bench` measures every watcher and the peers (raw posix_spawn +
 # waitpid, pidfd + epoll, libuv, CPython asyncio's watchers on python3) on
@@ -332,6 +296,7 @@ reports-test: reports reports-src/node_modules/.installed
 	@command -v node >/dev/null || { echo "reports-test needs node (>= 20) and npm" >&2; exit 1; }
 	@CHROMIUM=$(CHROMIUM) node reports-src/test_index_page.mjs $(COV_REPORTS)
 
+include scenarios/scenarios.mk
 include fuzz/fuzz.mk
 include build-aux/dist.mk
 include scenarios/implementations.mk

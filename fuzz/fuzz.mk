@@ -32,8 +32,8 @@ FUZZ_WRAP     := -Wl,--wrap=poll -Wl,--wrap=evpol_loop_add_signal_handler \
 FUZZ_BASE      = $(CSTD) $(WARN) -g -O1 -pthread -fno-omit-frame-pointer
 FUZZ_INC       = -I$(FUZZ_LIBSRC)/include -I$(FUZZ_LIBSRC) -Iconformance/support -Iscenarios -Ifuzz
 FUZZ_SUPPORT  := fuzz/program.c fuzz/model.c fuzz/fakeexec.c \
-                 conformance/support/fake_kernel.c scenarios/steps.c
-FUZZ_HDRS     := $(wildcard fuzz/*.h) conformance/support/fake_kernel.h scenarios/steps.h \
+                 conformance/support/fake_kernel.c $(sort $(wildcard scenarios/steps*.c))
+FUZZ_HDRS     := $(wildcard fuzz/*.h) conformance/support/fake_kernel.h scenarios/steps.h scenarios/steps_internal.h \
                  lib/include/evpol.h
 FUZZ_LIB_SRCS  = $(sort $(wildcard $(FUZZ_LIBSRC)/*.c))
 

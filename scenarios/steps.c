@@ -1,12 +1,13 @@
 /*
- * steps.c — parse, validate and format scenario steps and files (steps.h).
+ * steps.c — parse and validate scenario steps (steps.h); steps_format.c
+ * writes them back, steps_file.c reads and writes whole scenario files.
  *
  * The parser is a tokenizer plus one small grammar per op; the formatter
  * writes the canonical form of the same grammar. Both are total: any input
  * gives either a valid step or an error message, never a crash, so fuzzers
  * may feed them arbitrary bytes.
  */
-#include "steps.h"
+#include "steps_internal.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -32,6 +33,23 @@ int scn_kind_index(const char *name)
         if (strcmp(name, kind_names[i]) == 0)
             return i;
     return -1;
+}
+
+unsigned scn_kind_words(char *s, const char *seps)
+{
+    unsigned m = 0;
+    char *save = NULL;
+    for (char *w = strtok_r(s, seps, &save); w; w = strtok_r(NULL, seps, &save)) {
+        if (strcmp(w, "all") == 0) {
+            m |= SCN_KINDS_ALL;
+            continue;
+        }
+        int k = scn_kind_index(w);
+        if (k < 0)
+            return 0;
+        m |= 1u << k;
+    }
+    return m;
 }
 
 int scn_kind_to_evpol(int index)
@@ -186,8 +204,7 @@ void scn_step_init(scn_step *s, scn_op op)
         s->number = 1;
 }
 
-static int fail(char *err, size_t errsize, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errsize, const char *fmt, ...)
+int scn_fail(char *err, size_t errsize, const char *fmt, ...)
 {
     if (err && errsize) {
         va_list ap;
@@ -214,15 +231,15 @@ static int check_ref(const scn_ref *r, unsigned types, bool none_ok, const char 
 {
     if (r->type == SCN_T_NONE) {
         if (!none_ok)
-            return fail(err, errsize, "%s is missing", what);
+            return scn_fail(err, errsize, "%s is missing", what);
         if (r->index != SCN_NONE)
-            return fail(err, errsize, "%s: none has no index", what);
+            return scn_fail(err, errsize, "%s: none has no index", what);
         return 0;
     }
     if ((int)r->type < 0 || r->type > SCN_T_POLICY || !(types & TY(r->type)))
-        return fail(err, errsize, "%s has the wrong type", what);
+        return scn_fail(err, errsize, "%s has the wrong type", what);
     if (r->index < 0 || r->index >= slot_limit(r->type))
-        return fail(err, errsize, "%s index %d is out of range", what, r->index);
+        return scn_fail(err, errsize, "%s index %d is out of range", what, r->index);
     return 0;
 }
 
@@ -241,18 +258,18 @@ int scn_step_validate(const scn_step *s, char *err, size_t errsize)
 {
     const scn_op_info *info = scn_op_get(s->op);
     if (!info)
-        return fail(err, errsize, "unknown step kind %d", (int)s->op);
+        return scn_fail(err, errsize, "unknown step kind %d", (int)s->op);
     unsigned f = info->fields;
     if (s->kinds == 0 || (s->kinds & ~SCN_KINDS_ALL))
-        return fail(err, errsize, "%s: bad watcher set", info->name);
+        return scn_fail(err, errsize, "%s: bad watcher set", info->name);
     if (s->threads & ~((1u << SCN_MAX_THREADS) - 1))
-        return fail(err, errsize, "%s: bad thread set", info->name);
+        return scn_fail(err, errsize, "%s: bad thread set", info->name);
     if (s->threads && !(f & (SCN_F_ACTOR | SCN_F_THREADS)))
-        return fail(err, errsize, "%s runs on the director and takes no @thread", info->name);
+        return scn_fail(err, errsize, "%s runs on the director and takes no @thread", info->name);
     if (__builtin_popcount(s->threads) > 1 && !multi_thread_ok(s->op))
-        return fail(err, errsize, "%s runs on one thread only", info->name);
+        return scn_fail(err, errsize, "%s runs on one thread only", info->name);
     if (s->op == SCN_OP_SOAK && __builtin_popcount(s->threads) > 1)
-        return fail(err, errsize, "soak spawns from one thread");
+        return scn_fail(err, errsize, "soak spawns from one thread");
 
     /* obj */
     if (f & SCN_F_OBJ) {
@@ -260,10 +277,10 @@ int scn_step_validate(const scn_step *s, char *err, size_t errsize)
                       errsize))
             return -1;
     } else if (s->obj.type != SCN_T_NONE || s->obj.index != SCN_NONE) {
-        return fail(err, errsize, "%s takes no object", info->name);
+        return scn_fail(err, errsize, "%s takes no object", info->name);
     }
     if ((s->op == SCN_OP_THREAD || s->op == SCN_OP_JOIN) && s->obj.index == 0)
-        return fail(err, errsize, "%s: the main thread always exists", info->name);
+        return scn_fail(err, errsize, "%s: the main thread always exists", info->name);
 
     /* obj2: a loop, except for "same", where it has obj's type */
     if (f & SCN_F_OBJ2) {
@@ -272,29 +289,29 @@ int scn_step_validate(const scn_step *s, char *err, size_t errsize)
         if (check_ref(&s->obj2, types, none_ok, info->name, err, errsize))
             return -1;
     } else if (s->obj2.type != SCN_T_NONE || s->obj2.index != SCN_NONE) {
-        return fail(err, errsize, "%s takes no second object", info->name);
+        return scn_fail(err, errsize, "%s takes no second object", info->name);
     }
 
     /* children */
     if (f & SCN_F_CHILDREN) {
         if (s->child_lo < 0 || s->child_hi < s->child_lo || s->child_hi >= SCN_MAX_CHILDREN)
-            return fail(err, errsize, "%s: bad child range", info->name);
+            return scn_fail(err, errsize, "%s: bad child range", info->name);
         if ((f & SCN_F_ONE_CHILD) && s->child_lo != s->child_hi)
-            return fail(err, errsize, "%s takes one child", info->name);
+            return scn_fail(err, errsize, "%s takes one child", info->name);
         int nthreads = __builtin_popcount(s->threads);
         if (nthreads > 1 && s->child_hi - s->child_lo + 1 < nthreads)
-            return fail(err, errsize, "%s: fewer children than threads", info->name);
+            return scn_fail(err, errsize, "%s: fewer children than threads", info->name);
     } else if (s->child_lo != SCN_NONE || s->child_hi != SCN_NONE) {
-        return fail(err, errsize, "%s takes no children", info->name);
+        return scn_fail(err, errsize, "%s takes no children", info->name);
     }
 
     /* handler */
     if (f & SCN_F_HANDLER) {
         if (s->handler != SCN_NONE && (s->handler < 1 || s->handler >= SCN_MAX_HANDLERS))
-            return fail(err, errsize, "%s: handler must be H1..H%d", info->name,
+            return scn_fail(err, errsize, "%s: handler must be H1..H%d", info->name,
                         SCN_MAX_HANDLERS - 1);
     } else if (s->handler != SCN_NONE) {
-        return fail(err, errsize, "%s takes no handler", info->name);
+        return scn_fail(err, errsize, "%s takes no handler", info->name);
     }
 
     /* variant */
@@ -307,7 +324,7 @@ int scn_step_validate(const scn_step *s, char *err, size_t errsize)
     default: vmax = 1; break;
     }
     if (s->variant < 0 || s->variant >= vmax)
-        return fail(err, errsize, "%s: variant %d out of range", info->name, s->variant);
+        return scn_fail(err, errsize, "%s: variant %d out of range", info->name, s->variant);
 
     /* number */
     long lo = 0, hi = 0;
@@ -327,57 +344,57 @@ int scn_step_validate(const scn_step *s, char *err, size_t errsize)
     default: break;
     }
     if (s->number < lo || s->number > hi)
-        return fail(err, errsize, "%s: number %d out of range %ld..%ld", info->name, s->number, lo,
+        return scn_fail(err, errsize, "%s: number %d out of range %ld..%ld", info->name, s->number, lo,
                     hi);
 
     /* end / release */
     if (f & SCN_F_END) {
         if ((int)s->end < 0 || s->end > SCN_END_EXEC_FAIL)
-            return fail(err, errsize, "%s: bad end", info->name);
+            return scn_fail(err, errsize, "%s: bad end", info->name);
         if ((int)s->release < 0 || s->release > SCN_REL_GATE)
-            return fail(err, errsize, "%s: bad release", info->name);
+            return scn_fail(err, errsize, "%s: bad release", info->name);
         if (s->end == SCN_END_EXEC_FAIL && (s->op != SCN_OP_SPAWN || s->release != SCN_REL_NOW))
-            return fail(err, errsize, "exec_fail is for spawn only, without wait or gate");
+            return scn_fail(err, errsize, "exec_fail is for spawn only, without wait or gate");
     } else if (s->end != SCN_END_EXIT || s->release != SCN_REL_NOW) {
-        return fail(err, errsize, "%s takes no child end", info->name);
+        return scn_fail(err, errsize, "%s takes no child end", info->name);
     }
 
     /* outcome */
     if (f & SCN_F_OUTCOME) {
         if (!s->has_rc)
-            return fail(err, errsize, "expect needs exit N, signal N or rc N");
+            return scn_fail(err, errsize, "expect needs exit N, signal N or rc N");
         if (s->rc < -64 || s->rc > 255)
-            return fail(err, errsize, "expect: returncode %d out of range", s->rc);
+            return scn_fail(err, errsize, "expect: returncode %d out of range", s->rc);
         if (s->exp_thread != SCN_NONE && (s->exp_thread < 0 || s->exp_thread >= SCN_MAX_THREADS))
-            return fail(err, errsize, "expect: bad thread");
+            return scn_fail(err, errsize, "expect: bad thread");
         if (s->exp_loop != SCN_NONE && (s->exp_loop < 0 || s->exp_loop >= SCN_MAX_LOOPS))
-            return fail(err, errsize, "expect: bad loop");
+            return scn_fail(err, errsize, "expect: bad loop");
         if (s->exp_handler != SCN_NONE &&
             (s->exp_handler < 0 || s->exp_handler >= SCN_MAX_HANDLERS))
-            return fail(err, errsize, "expect: bad handler");
+            return scn_fail(err, errsize, "expect: bad handler");
     } else if (s->has_rc || s->rc || s->exp_thread != SCN_NONE || s->exp_loop != SCN_NONE ||
                s->exp_handler != SCN_NONE) {
-        return fail(err, errsize, "%s takes no outcome", info->name);
+        return scn_fail(err, errsize, "%s takes no outcome", info->name);
     }
 
     /* text */
     if (f & SCN_F_TEXT) {
         if (!text_ok(s->text))
-            return fail(err, errsize, "%s: text must be 1..%d characters without quotes",
+            return scn_fail(err, errsize, "%s: text must be 1..%d characters without quotes",
                         info->name, SCN_TEXT_MAX - 1);
         if (s->level != SCN_NONE && (s->level < 0 || s->level >= COUNT(level_names)))
-            return fail(err, errsize, "%s: bad level", info->name);
+            return scn_fail(err, errsize, "%s: bad level", info->name);
         if (s->category != SCN_NONE &&
             (s->category < 0 || s->category >= COUNT(category_names)))
-            return fail(err, errsize, "%s: bad category", info->name);
+            return scn_fail(err, errsize, "%s: bad category", info->name);
     } else if (s->text[0] || s->level != SCN_NONE || s->category != SCN_NONE) {
-        return fail(err, errsize, "%s takes no text", info->name);
+        return scn_fail(err, errsize, "%s takes no text", info->name);
     }
 
     if ((int)s->result_kind < 0 || s->result_kind > SCN_RES_ANY)
-        return fail(err, errsize, "%s: bad result kind", info->name);
+        return scn_fail(err, errsize, "%s: bad result kind", info->name);
     if (s->result_kind != SCN_RES_VALUE && s->result != 0)
-        return fail(err, errsize, "%s: result value without => value", info->name);
+        return scn_fail(err, errsize, "%s: result value without => value", info->name);
     return 0;
 }
 
@@ -396,7 +413,7 @@ static int tokenize(const char *line, tokens *t, char *err, size_t errsize)
 {
     size_t len = strnlen(line, SCN_LINE_MAX + 1);
     if (len > SCN_LINE_MAX)
-        return fail(err, errsize, "line longer than %d characters", SCN_LINE_MAX);
+        return scn_fail(err, errsize, "line longer than %d characters", SCN_LINE_MAX);
     memcpy(t->buf, line, len);
     t->buf[len] = '\0';
     t->n = 0;
@@ -407,17 +424,17 @@ static int tokenize(const char *line, tokens *t, char *err, size_t errsize)
         if (!*p || *p == '#')
             break;
         if (t->n == MAX_TOKENS)
-            return fail(err, errsize, "too many words (at most %d)", MAX_TOKENS);
+            return scn_fail(err, errsize, "too many words (at most %d)", MAX_TOKENS);
         if (*p == '"') {
             char *end = strchr(p + 1, '"');
             if (!end)
-                return fail(err, errsize, "unterminated quoted text");
+                return scn_fail(err, errsize, "unterminated quoted text");
             *end = '\0';
             t->quoted[t->n] = true;
             t->tok[t->n++] = p + 1;
             p = end + 1;
             if (*p && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
-                return fail(err, errsize, "text after a closing quote");
+                return scn_fail(err, errsize, "text after a closing quote");
             continue;
         }
         t->quoted[t->n] = false;
@@ -425,15 +442,14 @@ static int tokenize(const char *line, tokens *t, char *err, size_t errsize)
         while (*p && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n' && *p != '"')
             p++;
         if (*p == '"')
-            return fail(err, errsize, "quote inside a word");
+            return scn_fail(err, errsize, "quote inside a word");
         if (*p)
             *p++ = '\0';
     }
     return 0;
 }
 
-/* Strict decimal integer in [lo, hi]. */
-static bool parse_int(const char *s, long lo, long hi, int *out)
+bool scn_parse_int(const char *s, long lo, long hi, int *out)
 {
     if (!s || !*s)
         return false;
@@ -479,7 +495,7 @@ static bool parse_ref(const char *s, scn_ref *r)
     if (s[1] == '+' || s[1] == '-')
         return false;
     int i;
-    if (!parse_int(s + 1, 0, slot_limit(t) - 1, &i))
+    if (!scn_parse_int(s + 1, 0, slot_limit(t) - 1, &i))
         return false;
     r->type = t;
     r->index = i;
@@ -497,7 +513,7 @@ static bool parse_children(const char *s, int *lo, int *hi)
     strcpy(tmp, s + 1);
     char *dash = strchr(tmp, '-');
     if (!dash) {
-        if (tmp[0] == '+' || !parse_int(tmp, 0, SCN_MAX_CHILDREN - 1, lo))
+        if (tmp[0] == '+' || !scn_parse_int(tmp, 0, SCN_MAX_CHILDREN - 1, lo))
             return false;
         *hi = *lo;
         return true;
@@ -508,15 +524,15 @@ static bool parse_children(const char *s, int *lo, int *hi)
         return false;
     second++;
     if (tmp[0] == '+' || second[0] == '+' || second[0] == '-' ||
-        !parse_int(tmp, 0, SCN_MAX_CHILDREN - 1, lo) ||
-        !parse_int(second, 0, SCN_MAX_CHILDREN - 1, hi))
+        !scn_parse_int(tmp, 0, SCN_MAX_CHILDREN - 1, lo) ||
+        !scn_parse_int(second, 0, SCN_MAX_CHILDREN - 1, hi))
         return false;
     return *lo <= *hi;
 }
 
 static bool parse_handler(const char *s, int *h)
 {
-    return s[0] == 'H' && s[1] != '+' && s[1] != '-' && parse_int(s + 1, 0, SCN_MAX_HANDLERS - 1, h);
+    return s[0] == 'H' && s[1] != '+' && s[1] != '-' && scn_parse_int(s + 1, 0, SCN_MAX_HANDLERS - 1, h);
 }
 
 static bool parse_signal(const char *s, int *sig)
@@ -527,7 +543,7 @@ static bool parse_signal(const char *s, int *sig)
     } sigs[] = {{"HUP", 1},  {"INT", 2},   {"QUIT", 3},  {"ILL", 4},   {"ABRT", 6},
                 {"KILL", 9}, {"USR1", 10}, {"SEGV", 11}, {"USR2", 12}, {"PIPE", 13},
                 {"ALRM", 14}, {"TERM", 15}, {"CHLD", 17}, {"CONT", 18}, {"STOP", 19}};
-    if (parse_int(s, 1, 64, sig))
+    if (scn_parse_int(s, 1, 64, sig))
         return true;
     const char *n = strncmp(s, "SIG", 3) == 0 ? s + 3 : s;
     for (int i = 0; i < COUNT(sigs); i++)
@@ -547,18 +563,9 @@ static bool parse_kinds(const char *s, unsigned *mask)
     memcpy(tmp, s + 1, n - 2);
     tmp[n - 2] = '\0';
     bool negate = tmp[0] == '!';
-    unsigned m = 0;
-    char *save = NULL;
-    for (char *w = strtok_r(tmp + (negate ? 1 : 0), ",", &save); w; w = strtok_r(NULL, ",", &save)) {
-        if (strcmp(w, "all") == 0) {
-            m |= SCN_KINDS_ALL;
-            continue;
-        }
-        int k = scn_kind_index(w);
-        if (k < 0)
-            return false;
-        m |= 1u << k;
-    }
+    unsigned m = scn_kind_words(tmp + (negate ? 1 : 0), ",");
+    if (!m)
+        return false;
     if (negate)
         m = SCN_KINDS_ALL & ~m;
     if (!m)
@@ -603,7 +610,7 @@ static bool parse_result(const char *s, scn_step *st)
         return true;
     }
     int v;
-    if (parse_int(s, -1000000, 1000000, &v)) {
+    if (scn_parse_int(s, -1000000, 1000000, &v)) {
         st->result_kind = SCN_RES_VALUE;
         st->result = v;
         return true;
@@ -635,7 +642,7 @@ static int parse_end(cursor *c, scn_step *s, const char *verb, char *err, size_t
 {
     const char *w = next(c);
     if (!w)
-        return fail(err, errsize, "%s: expected exit N, signal N or exec_fail", verb);
+        return scn_fail(err, errsize, "%s: expected exit N, signal N or exec_fail", verb);
     if (strcmp(w, "exec_fail") == 0) {
         s->end = SCN_END_EXEC_FAIL;
         return 0;
@@ -643,17 +650,17 @@ static int parse_end(cursor *c, scn_step *s, const char *verb, char *err, size_t
     const char *v = next(c);
     if (strcmp(w, "exit") == 0) {
         s->end = SCN_END_EXIT;
-        if (!v || !parse_int(v, 0, 255, &s->number))
-            return fail(err, errsize, "%s: exit needs a code 0..255", verb);
+        if (!v || !scn_parse_int(v, 0, 255, &s->number))
+            return scn_fail(err, errsize, "%s: exit needs a code 0..255", verb);
         return 0;
     }
     if (strcmp(w, "signal") == 0) {
         s->end = SCN_END_SIGNAL;
         if (!v || !parse_signal(v, &s->number))
-            return fail(err, errsize, "%s: signal needs a signal number or name", verb);
+            return scn_fail(err, errsize, "%s: signal needs a signal number or name", verb);
         return 0;
     }
-    return fail(err, errsize, "%s: expected exit N, signal N or exec_fail, got '%s'", verb, w);
+    return scn_fail(err, errsize, "%s: expected exit N, signal N or exec_fail, got '%s'", verb, w);
 }
 
 static int parse_args(cursor *c, scn_step *s, char *err, size_t errsize)
@@ -666,7 +673,7 @@ static int parse_args(cursor *c, scn_step *s, char *err, size_t errsize)
     if (info->fields & SCN_F_OBJ) {
         w = next(c);
         if (!w || !parse_ref(w, &s->obj))
-            return fail(err, errsize, "%s: expected an object (L1, W1, P1, T1, none), got '%s'",
+            return scn_fail(err, errsize, "%s: expected an object (L1, W1, P1, T1, none), got '%s'",
                         verb, w ? w : "nothing");
     }
 
@@ -675,7 +682,7 @@ static int parse_args(cursor *c, scn_step *s, char *err, size_t errsize)
         if ((w = next(c))) {
             int b = name_index(backend_names, COUNT(backend_names), w);
             if (b < 0)
-                return fail(err, errsize, "new_loop: unknown backend '%s'", w);
+                return scn_fail(err, errsize, "new_loop: unknown backend '%s'", w);
             s->variant = b;
         }
         break;
@@ -688,7 +695,7 @@ static int parse_args(cursor *c, scn_step *s, char *err, size_t errsize)
             } else {
                 int k = scn_kind_index(w);
                 if (k < 0)
-                    return fail(err, errsize, "new_watcher: unknown kind '%s'", w);
+                    return scn_fail(err, errsize, "new_watcher: unknown kind '%s'", w);
                 s->variant = 1 + k;
             }
         }
@@ -697,7 +704,7 @@ static int parse_args(cursor *c, scn_step *s, char *err, size_t errsize)
         if ((w = next(c))) {
             int v = name_index(policy_names, SCN_POLICY_COUNT_, w);
             if (v < 0)
-                return fail(err, errsize, "new_policy: unknown variant '%s'", w);
+                return scn_fail(err, errsize, "new_policy: unknown variant '%s'", w);
             s->variant = v;
         }
         break;
@@ -705,16 +712,16 @@ static int parse_args(cursor *c, scn_step *s, char *err, size_t errsize)
     case SCN_OP_SAME:
         w = next(c);
         if (!w || !parse_ref(w, &s->obj2))
-            return fail(err, errsize, "%s: expected %s", verb,
+            return scn_fail(err, errsize, "%s: expected %s", verb,
                         s->op == SCN_OP_SAME ? "an object of the same type" : "a loop or none");
         break;
     case SCN_OP_CALLS:
         w = next(c);
         if (!w || (s->variant = name_index(method_names, SCN_M_COUNT_, w)) < 0)
-            return fail(err, errsize, "calls: expected a method name");
+            return scn_fail(err, errsize, "calls: expected a method name");
         w = next(c);
-        if (!w || !parse_int(w, 0, 1000000, &s->number))
-            return fail(err, errsize, "calls: expected a minimum count");
+        if (!w || !scn_parse_int(w, 0, 1000000, &s->number))
+            return scn_fail(err, errsize, "calls: expected a minimum count");
         break;
     default: break;
     }
@@ -722,7 +729,7 @@ static int parse_args(cursor *c, scn_step *s, char *err, size_t errsize)
     if (info->fields & SCN_F_CHILDREN) {
         w = next(c);
         if (!w || !parse_children(w, &s->child_lo, &s->child_hi))
-            return fail(err, errsize, "%s: expected children C1 or C1-C9, got '%s'", verb,
+            return scn_fail(err, errsize, "%s: expected children C1 or C1-C9, got '%s'", verb,
                         w ? w : "nothing");
     }
 
@@ -733,7 +740,7 @@ static int parse_args(cursor *c, scn_step *s, char *err, size_t errsize)
             next(c);
             w = next(c);
             if (!w || !parse_ref(w, &s->obj2) || s->obj2.type != SCN_T_LOOP)
-                return fail(err, errsize, "spawn: 'on' needs a loop");
+                return scn_fail(err, errsize, "spawn: 'on' needs a loop");
         }
         if (parse_end(c, s, verb, err, errsize))
             return -1;
@@ -747,43 +754,43 @@ static int parse_args(cursor *c, scn_step *s, char *err, size_t errsize)
             next(c);
             if (w[0] == 'H') {
                 if (!parse_handler(w, &s->handler))
-                    return fail(err, errsize, "add_handler: bad handler '%s'", w);
+                    return scn_fail(err, errsize, "add_handler: bad handler '%s'", w);
             } else if (strcmp(w, "on") == 0) {
                 w = next(c);
                 if (!w || !parse_ref(w, &s->obj2) || s->obj2.type != SCN_T_LOOP)
-                    return fail(err, errsize, "add_handler: 'on' needs a loop");
+                    return scn_fail(err, errsize, "add_handler: 'on' needs a loop");
             } else {
-                return fail(err, errsize, "add_handler: unexpected '%s'", w);
+                return scn_fail(err, errsize, "add_handler: unexpected '%s'", w);
             }
         }
         break;
     case SCN_OP_KILL:
         w = next(c);
         if (!w || !parse_signal(w, &s->number))
-            return fail(err, errsize, "kill: expected a signal");
+            return scn_fail(err, errsize, "kill: expected a signal");
         break;
     case SCN_OP_EXPECT: {
         w = next(c);
         const char *v = next(c);
         if (!w || !v)
-            return fail(err, errsize, "expect: expected exit N, signal N or rc N");
+            return scn_fail(err, errsize, "expect: expected exit N, signal N or rc N");
         s->has_rc = true;
         int n;
-        if (strcmp(w, "exit") == 0 && parse_int(v, 0, 255, &n))
+        if (strcmp(w, "exit") == 0 && scn_parse_int(v, 0, 255, &n))
             s->rc = n;
         else if (strcmp(w, "signal") == 0 && parse_signal(v, &n))
             s->rc = -n;
-        else if (strcmp(w, "rc") == 0 && parse_int(v, -64, 255, &n))
+        else if (strcmp(w, "rc") == 0 && scn_parse_int(v, -64, 255, &n))
             s->rc = n;
         else
-            return fail(err, errsize, "expect: expected exit N, signal N or rc N, got '%s %s'", w,
+            return scn_fail(err, errsize, "expect: expected exit N, signal N or rc N, got '%s %s'", w,
                         v);
         while ((w = peek(c)) && strcmp(w, "=>") != 0) {
             next(c);
             const char *arg = next(c);
             scn_ref r;
             if (!arg)
-                return fail(err, errsize, "expect: '%s' needs an argument", w);
+                return scn_fail(err, errsize, "expect: '%s' needs an argument", w);
             if (strcmp(w, "on") == 0 && parse_ref(arg, &r) && r.type == SCN_T_THREAD)
                 s->exp_thread = r.index;
             else if (strcmp(w, "loop") == 0 && parse_ref(arg, &r) && r.type == SCN_T_LOOP)
@@ -791,7 +798,7 @@ static int parse_args(cursor *c, scn_step *s, char *err, size_t errsize)
             else if (strcmp(w, "handler") == 0 && parse_handler(arg, &s->exp_handler))
                 ;
             else
-                return fail(err, errsize, "expect: bad '%s %s' (on T, loop L, handler H)", w, arg);
+                return scn_fail(err, errsize, "expect: bad '%s %s' (on T, loop L, handler H)", w, arg);
         }
         break;
     }
@@ -805,31 +812,31 @@ static int parse_args(cursor *c, scn_step *s, char *err, size_t errsize)
             if (strncmp(w, "cat=", 4) == 0 &&
                 (s->category = name_index(category_names, COUNT(category_names), w + 4)) >= 0)
                 continue;
-            return fail(err, errsize, "%s: expected level=, cat= or \"text\", got '%s'", verb, w);
+            return scn_fail(err, errsize, "%s: expected level=, cat= or \"text\", got '%s'", verb, w);
         }
         if (!peek_quoted(c))
-            return fail(err, errsize, "%s: expected \"text\"", verb);
+            return scn_fail(err, errsize, "%s: expected \"text\"", verb);
         w = next(c);
         if (strlen(w) >= SCN_TEXT_MAX || !*w)
-            return fail(err, errsize, "%s: text must be 1..%d characters", verb, SCN_TEXT_MAX - 1);
+            return scn_fail(err, errsize, "%s: text must be 1..%d characters", verb, SCN_TEXT_MAX - 1);
         strcpy(s->text, w);
         if (s->op == SCN_OP_LOG && peek(c) && strcmp(peek(c), "min") == 0) {
             next(c);
             w = next(c);
-            if (!w || !parse_int(w, 1, 1000000, &s->number))
-                return fail(err, errsize, "log: min needs a count");
+            if (!w || !scn_parse_int(w, 1, 1000000, &s->number))
+                return scn_fail(err, errsize, "log: min needs a count");
         }
         break;
     case SCN_OP_SLEEP:
         w = next(c);
-        if (!w || !parse_int(w, 0, 60000, &s->number))
-            return fail(err, errsize, "sleep: expected milliseconds 0..60000");
+        if (!w || !scn_parse_int(w, 0, 60000, &s->number))
+            return scn_fail(err, errsize, "sleep: expected milliseconds 0..60000");
         break;
     case SCN_OP_SOAK:
         if ((w = peek(c)) && strcmp(w, "=>") != 0) {
             next(c);
-            if (!parse_int(w, 0, 86400, &s->number))
-                return fail(err, errsize, "soak: expected seconds");
+            if (!scn_parse_int(w, 0, 86400, &s->number))
+                return scn_fail(err, errsize, "soak: expected seconds");
         }
         break;
     default: break;
@@ -841,7 +848,7 @@ int scn_parse_step(const char *line, scn_step *out, char *err, size_t errsize)
 {
     tokens *t = malloc(sizeof *t);
     if (!t)
-        return fail(err, errsize, "out of memory");
+        return scn_fail(err, errsize, "out of memory");
     int rc = -1;
     scn_step s;
     scn_step_init(&s, SCN_OP_INVALID);
@@ -850,25 +857,25 @@ int scn_parse_step(const char *line, scn_step *out, char *err, size_t errsize)
     int i = 0;
     if (i < t->n && !t->quoted[i] && t->tok[i][0] == '[') {
         if (!parse_kinds(t->tok[i], &s.kinds)) {
-            fail(err, errsize, "bad watcher list '%s'", t->tok[i]);
+            scn_fail(err, errsize, "bad watcher list '%s'", t->tok[i]);
             goto out;
         }
         i++;
     }
     if (i < t->n && !t->quoted[i] && t->tok[i][0] == '@') {
         if (!parse_threads(t->tok[i], &s.threads)) {
-            fail(err, errsize, "bad thread list '%s'", t->tok[i]);
+            scn_fail(err, errsize, "bad thread list '%s'", t->tok[i]);
             goto out;
         }
         i++;
     }
     if (i >= t->n || t->quoted[i]) {
-        fail(err, errsize, "expected a step");
+        scn_fail(err, errsize, "expected a step");
         goto out;
     }
     s.op = scn_op_by_name(t->tok[i]);
     if (s.op == SCN_OP_INVALID) {
-        fail(err, errsize, "unknown step '%s'", t->tok[i]);
+        scn_fail(err, errsize, "unknown step '%s'", t->tok[i]);
         goto out;
     }
     {
@@ -883,7 +890,7 @@ int scn_parse_step(const char *line, scn_step *out, char *err, size_t errsize)
     for (int j = i; j < t->n; j++)
         if (!t->quoted[j] && strcmp(t->tok[j], "=>") == 0) {
             if (j != t->n - 2 || !parse_result(t->tok[j + 1], &s)) {
-                fail(err, errsize, "'=>' must be followed by one result (OK, ERUNTIME, ..., a number, any)");
+                scn_fail(err, errsize, "'=>' must be followed by one result (OK, ERUNTIME, ..., a number, any)");
                 goto out;
             }
             end = j;
@@ -893,7 +900,7 @@ int scn_parse_step(const char *line, scn_step *out, char *err, size_t errsize)
     if (parse_args(&c, &s, err, errsize))
         goto out;
     if (c.i != c.end) {
-        fail(err, errsize, "%s: unexpected '%s'", scn_op_get(s.op)->name, t->tok[c.i]);
+        scn_fail(err, errsize, "%s: unexpected '%s'", scn_op_get(s.op)->name, t->tok[c.i]);
         goto out;
     }
     if (scn_step_validate(&s, err, errsize))
@@ -917,470 +924,4 @@ bool scn_step_equal(const scn_step *a, const scn_step *b)
            a->exp_handler == b->exp_handler && a->level == b->level &&
            a->category == b->category && strncmp(a->text, b->text, SCN_TEXT_MAX) == 0 &&
            a->result_kind == b->result_kind && a->result == b->result;
-}
-
-/* ---- formatting ---- */
-
-typedef struct outbuf {
-    char *buf;
-    size_t size;
-    size_t len; /* what the full text needs */
-} outbuf;
-
-static void put(outbuf *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(outbuf *o, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *dst = o->len < o->size ? o->buf + o->len : NULL;
-    size_t room = o->len < o->size ? o->size - o->len : 0;
-    int n = vsnprintf(dst, room, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        o->len += (size_t)n;
-}
-
-static void put_ref(outbuf *o, const scn_ref *r)
-{
-    switch (r->type) {
-    case SCN_T_NONE: put(o, " none"); break;
-    case SCN_T_THREAD:
-        if (r->index == 0)
-            put(o, " main");
-        else
-            put(o, " T%d", r->index);
-        break;
-    case SCN_T_LOOP: put(o, " L%d", r->index); break;
-    case SCN_T_WATCHER: put(o, " W%d", r->index); break;
-    case SCN_T_POLICY: put(o, " P%d", r->index); break;
-    }
-}
-
-static void put_children(outbuf *o, const scn_step *s)
-{
-    if (s->child_lo == s->child_hi)
-        put(o, " C%d", s->child_lo);
-    else
-        put(o, " C%d-C%d", s->child_lo, s->child_hi);
-}
-
-int scn_format_step(const scn_step *s, char *buf, size_t size)
-{
-    outbuf o = {buf, size, 0};
-    if (size)
-        buf[0] = '\0';
-    const scn_op_info *info = scn_op_get(s->op);
-    if (!info) {
-        put(&o, "<invalid step %d>", (int)s->op);
-        return (int)o.len;
-    }
-    if (s->kinds != SCN_KINDS_ALL) {
-        put(&o, "[");
-        bool first = true;
-        for (int k = 0; k < SCN_NKINDS; k++)
-            if (s->kinds & (1u << k)) {
-                put(&o, "%s%s", first ? "" : ",", kind_names[k]);
-                first = false;
-            }
-        put(&o, "] ");
-    }
-    if (s->threads) {
-        put(&o, "@");
-        bool first = true;
-        for (int i = 0; i < SCN_MAX_THREADS; i++)
-            if (s->threads & (1u << i)) {
-                if (i == 0)
-                    put(&o, "%smain", first ? "" : ",");
-                else
-                    put(&o, "%sT%d", first ? "" : ",", i);
-                first = false;
-            }
-        put(&o, " ");
-    }
-    put(&o, "%s", info->name);
-    if (info->fields & SCN_F_OBJ)
-        put_ref(&o, &s->obj);
-
-    switch (s->op) {
-    case SCN_OP_NEW_LOOP:
-        if (s->variant)
-            put(&o, " %s", scn_backend_name(s->variant));
-        break;
-    case SCN_OP_NEW_WATCHER:
-        if (s->variant == SCN_WATCHER_AUTO)
-            put(&o, " auto");
-        else if (s->variant > 0)
-            put(&o, " %s", scn_kind_name(s->variant - 1));
-        break;
-    case SCN_OP_NEW_POLICY:
-        if (s->variant)
-            put(&o, " %s", scn_policy_variant_name(s->variant));
-        break;
-    case SCN_OP_ATTACH:
-    case SCN_OP_SAME: put_ref(&o, &s->obj2); break;
-    case SCN_OP_CALLS: put(&o, " %s %d", scn_method_name(s->variant), s->number); break;
-    default: break;
-    }
-
-    if (info->fields & SCN_F_CHILDREN)
-        put_children(&o, s);
-
-    switch (s->op) {
-    case SCN_OP_SPAWN:
-    case SCN_OP_CHILD:
-        if (s->obj2.type == SCN_T_LOOP)
-            put(&o, " on L%d", s->obj2.index);
-        if (s->end == SCN_END_EXEC_FAIL)
-            put(&o, " exec_fail");
-        else
-            put(&o, " %s %d", s->end == SCN_END_SIGNAL ? "signal" : "exit", s->number);
-        if (s->release == SCN_REL_WAIT)
-            put(&o, " wait");
-        else if (s->release == SCN_REL_GATE)
-            put(&o, " gate");
-        break;
-    case SCN_OP_ADD_HANDLER:
-        if (s->handler != SCN_NONE)
-            put(&o, " H%d", s->handler);
-        if (s->obj2.type == SCN_T_LOOP)
-            put(&o, " on L%d", s->obj2.index);
-        break;
-    case SCN_OP_KILL: put(&o, " %d", s->number); break;
-    case SCN_OP_EXPECT:
-        if (s->rc < 0)
-            put(&o, " signal %d", -s->rc);
-        else
-            put(&o, " exit %d", s->rc);
-        if (s->exp_thread != SCN_NONE) {
-            if (s->exp_thread == 0)
-                put(&o, " on main");
-            else
-                put(&o, " on T%d", s->exp_thread);
-        }
-        if (s->exp_loop != SCN_NONE)
-            put(&o, " loop L%d", s->exp_loop);
-        if (s->exp_handler != SCN_NONE)
-            put(&o, " handler H%d", s->exp_handler);
-        break;
-    case SCN_OP_LOG:
-    case SCN_OP_NO_LOG:
-        if (s->level != SCN_NONE)
-            put(&o, " level=%s", scn_level_name(s->level));
-        if (s->category != SCN_NONE)
-            put(&o, " cat=%s", scn_category_name(s->category));
-        put(&o, " \"%s\"", s->text);
-        if (s->op == SCN_OP_LOG && s->number != 1)
-            put(&o, " min %d", s->number);
-        break;
-    case SCN_OP_SLEEP: put(&o, " %d", s->number); break;
-    case SCN_OP_SOAK:
-        if (s->number)
-            put(&o, " %d", s->number);
-        break;
-    default: break;
-    }
-
-    if (s->result_kind == SCN_RES_ANY) {
-        put(&o, " => any");
-    } else if (s->result_kind == SCN_RES_VALUE) {
-        const char *name = s->result < 0 ? scn_errcode_name(s->result) : NULL;
-        if (name)
-            put(&o, " => %s", name);
-        else
-            put(&o, " => %d", s->result);
-    }
-    return (int)o.len;
-}
-
-/* ---- scenarios ---- */
-
-void scn_init(scn_scenario *sc)
-{
-    memset(sc, 0, sizeof *sc);
-    sc->watchers = SCN_KINDS_ALL;
-}
-
-void scn_free(scn_scenario *sc)
-{
-    free(sc->steps);
-    sc->steps = NULL;
-    sc->nsteps = sc->cap = 0;
-}
-
-int scn_append(scn_scenario *sc, const scn_step *s, char *err, size_t errsize)
-{
-    if (scn_step_validate(s, err, errsize))
-        return -1;
-    if (sc->nsteps == sc->cap) {
-        size_t cap = sc->cap ? sc->cap * 2 : 32;
-        if (cap > 1000000)
-            return fail(err, errsize, "too many steps");
-        scn_step *n = realloc(sc->steps, cap * sizeof *n);
-        if (!n)
-            return fail(err, errsize, "out of memory");
-        sc->steps = n;
-        sc->cap = cap;
-    }
-    sc->steps[sc->nsteps++] = *s;
-    return 0;
-}
-
-unsigned scn_kinds(const scn_scenario *sc)
-{
-    return sc->watchers & ~sc->except & SCN_KINDS_ALL;
-}
-
-static char *trim(char *s)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
-        s[--n] = '\0';
-    return s;
-}
-
-/* A list of kinds separated by spaces or commas; "all". */
-static bool parse_kind_list(char *s, unsigned *mask)
-{
-    unsigned m = 0;
-    char *save = NULL;
-    for (char *w = strtok_r(s, " ,\t", &save); w; w = strtok_r(NULL, " ,\t", &save)) {
-        if (strcmp(w, "all") == 0) {
-            m |= SCN_KINDS_ALL;
-            continue;
-        }
-        int k = scn_kind_index(w);
-        if (k < 0)
-            return false;
-        m |= 1u << k;
-    }
-    if (!m)
-        return false;
-    *mask = m;
-    return true;
-}
-
-static bool copy_text(char *dst, size_t size, const char *src)
-{
-    size_t n = strlen(src);
-    if (n >= size)
-        return false;
-    memcpy(dst, src, n + 1);
-    return true;
-}
-
-static int parse_header(scn_scenario *sc, char *key, char *value, char *err, size_t errsize)
-{
-    if (strcmp(key, "name") == 0) {
-        if (!*value || !copy_text(sc->name, sizeof sc->name, value))
-            return fail(err, errsize, "name: 1..%d characters", SCN_NAME_MAX - 1);
-        for (char *p = sc->name; *p; p++)
-            if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
-                return fail(err, errsize, "name: letters, digits, '-', '_' and '.' only");
-        return 0;
-    }
-    if (strcmp(key, "description") == 0) {
-        /* Several description lines are joined with one space. The limit
-         * is exact, so that any joined description also parses back as the
-         * single line scn_write makes of it. */
-        size_t have = strlen(sc->description);
-        if (have + (have ? 1 : 0) + strlen(value) + 1 > sizeof sc->description)
-            return fail(err, errsize, "description too long");
-        if (have)
-            strcat(sc->description, " ");
-        strcat(sc->description, value);
-        return 0;
-    }
-    if (strcmp(key, "clauses") == 0) {
-        if (!copy_text(sc->clauses, sizeof sc->clauses, value))
-            return fail(err, errsize, "clauses too long");
-        return 0;
-    }
-    if (strcmp(key, "watchers") == 0) {
-        if (!parse_kind_list(value, &sc->watchers))
-            return fail(err, errsize, "watchers: 'all' or a list of threaded multiloop safe fast pidfd");
-        return 0;
-    }
-    if (strcmp(key, "except") == 0) {
-        /* except: safe fast -- reason */
-        char *sep = strstr(value, "--");
-        if (!sep)
-            return fail(err, errsize, "except: KINDS -- REASON");
-        *sep = '\0';
-        char *reason = trim(sep + 2);
-        unsigned m;
-        if (!parse_kind_list(value, &m) || m == SCN_KINDS_ALL)
-            return fail(err, errsize, "except: a list of watcher kinds (not all)");
-        if (!*reason || strlen(reason) >= SCN_REASON_MAX)
-            return fail(err, errsize, "except: a reason of 1..%d characters", SCN_REASON_MAX - 1);
-        sc->except |= m;
-        for (int k = 0; k < SCN_NKINDS; k++)
-            if (m & (1u << k))
-                strcpy(sc->except_reason[k], reason);
-        return 0;
-    }
-    if (strcmp(key, "timeout") == 0) {
-        if (!parse_int(value, 1, 86400, &sc->timeout))
-            return fail(err, errsize, "timeout: seconds 1..86400");
-        return 0;
-    }
-    return fail(err, errsize, "unknown header '%s'", key);
-}
-
-int scn_parse_text(const char *text, const char *origin, scn_scenario *out, char *err,
-                   size_t errsize)
-{
-    scn_init(out);
-    if (origin)
-        copy_text(out->origin, sizeof out->origin, origin);
-    else
-        origin = "<text>";
-    const char *p = text;
-    int lineno = 0;
-    bool in_steps = false;
-    char msg[256];
-    char line[SCN_LINE_MAX + 2];
-    while (*p) {
-        const char *nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        lineno++;
-        if (n > SCN_LINE_MAX) {
-            fail(err, errsize, "%s:%d: line longer than %d characters", origin, lineno,
-                 SCN_LINE_MAX);
-            goto bad;
-        }
-        memcpy(line, p, n);
-        line[n] = '\0';
-        p = nl ? nl + 1 : p + n;
-        if (memchr(line, '\0', n) != NULL && strlen(line) != n) {
-            fail(err, errsize, "%s:%d: NUL byte", origin, lineno);
-            goto bad;
-        }
-        char *s = trim(line);
-        if (!*s || *s == '#')
-            continue;
-        /* A header line is "key: value" with a known lowercase key. */
-        char *colon = strchr(s, ':');
-        if (colon && !in_steps) {
-            bool key_ok = colon > s;
-            for (char *k = s; k < colon; k++)
-                if (!islower((unsigned char)*k))
-                    key_ok = false;
-            if (key_ok) {
-                *colon = '\0';
-                if (parse_header(out, s, trim(colon + 1), msg, sizeof msg)) {
-                    fail(err, errsize, "%s:%d: %s", origin, lineno, msg);
-                    goto bad;
-                }
-                continue;
-            }
-        }
-        in_steps = true;
-        scn_step st;
-        if (scn_parse_step(s, &st, msg, sizeof msg)) {
-            fail(err, errsize, "%s:%d: %s", origin, lineno, msg);
-            goto bad;
-        }
-        st.line = lineno;
-        if (scn_append(out, &st, msg, sizeof msg)) {
-            fail(err, errsize, "%s:%d: %s", origin, lineno, msg);
-            goto bad;
-        }
-    }
-    if (!out->name[0]) {
-        fail(err, errsize, "%s: missing 'name:' header", origin);
-        goto bad;
-    }
-    if (!scn_kinds(out)) {
-        fail(err, errsize, "%s: applies to no watcher", origin);
-        goto bad;
-    }
-    return 0;
-bad:
-    scn_free(out);
-    return -1;
-}
-
-int scn_parse_file(const char *path, scn_scenario *out, char *err, size_t errsize)
-{
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return fail(err, errsize, "%s: %s", path, strerror(errno));
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        fclose(f);
-        return fail(err, errsize, "out of memory");
-    }
-    size_t n;
-    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len - 1 == 0) {
-            if (cap > (64u << 20)) {
-                free(buf);
-                fclose(f);
-                return fail(err, errsize, "%s: too large", path);
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return fail(err, errsize, "out of memory");
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    bool bad = ferror(f);
-    fclose(f);
-    buf[len] = '\0';
-    if (bad || strlen(buf) != len) {
-        free(buf);
-        return fail(err, errsize, "%s: unreadable or contains NUL bytes", path);
-    }
-    int rc = scn_parse_text(buf, path, out, err, errsize);
-    free(buf);
-    return rc;
-}
-
-int scn_write(const scn_scenario *sc, FILE *f)
-{
-    fprintf(f, "name: %s\n", sc->name);
-    if (sc->description[0])
-        fprintf(f, "description: %s\n", sc->description);
-    if (sc->clauses[0])
-        fprintf(f, "clauses: %s\n", sc->clauses);
-    if (sc->watchers == SCN_KINDS_ALL) {
-        fprintf(f, "watchers: all\n");
-    } else {
-        fprintf(f, "watchers:");
-        for (int k = 0; k < SCN_NKINDS; k++)
-            if (sc->watchers & (1u << k))
-                fprintf(f, " %s", kind_names[k]);
-        fprintf(f, "\n");
-    }
-    /* One except line per distinct reason. */
-    unsigned done = 0;
-    for (int k = 0; k < SCN_NKINDS; k++) {
-        if (!(sc->except & (1u << k)) || (done & (1u << k)))
-            continue;
-        fprintf(f, "except:");
-        for (int j = k; j < SCN_NKINDS; j++)
-            if ((sc->except & (1u << j)) && !(done & (1u << j)) &&
-                strcmp(sc->except_reason[j], sc->except_reason[k]) == 0) {
-                fprintf(f, " %s", kind_names[j]);
-                done |= 1u << j;
-            }
-        fprintf(f, " -- %s\n", sc->except_reason[k]);
-    }
-    if (sc->timeout)
-        fprintf(f, "timeout: %d\n", sc->timeout);
-    fprintf(f, "\n");
-    char line[SCN_LINE_MAX * 2];
-    for (size_t i = 0; i < sc->nsteps; i++) {
-        scn_format_step(&sc->steps[i], line, sizeof line);
-        fprintf(f, "%s\n", line);
-    }
-    return ferror(f) ? -1 : 0;
 }

@@ -2,8 +2,8 @@
  * steps.h — the scenario vocabulary: step kinds, a decoded step, a decoded
  * scenario, and the functions that turn them into text and back.
  *
- * This is the one place that defines what a scenario can say. The runner
- * (runner.c) executes decoded steps; a fuzzer can decode its input into the
+ * This is the one place that defines what a scenario can say. The runner's
+ * interpreter (interp_*.c) executes decoded steps; a fuzzer can decode its input into the
  * same structs (fill a scn_step, check it with scn_step_validate) and write
  * a finding back as a scenario file with scn_write, which the runner then
  * replays from scenarios/regressions/. The text format is documented in
@@ -246,6 +246,9 @@ int scn_parse_step(const char *line, scn_step *out, char *err, size_t errsize);
 /* Canonical text of a step (no newline). Returns the length that the full
  * text needs, as snprintf. */
 int scn_format_step(const scn_step *s, char *buf, size_t size);
+/* The /bin/sh line a child of a spawn or outside step runs: its end (exit
+ * code or signal), after reading its stdin when it waits for a release. */
+void scn_child_script(const scn_step *st, char *buf, size_t size);
 /* Field-wise equality, ignoring `line` (for round-trip checks). */
 bool scn_step_equal(const scn_step *a, const scn_step *b);
 

@@ -65,7 +65,7 @@ for src in lib/*.c; do
     compile "$src" "$WORK/obj/lib_$name.o"
 done
 for src in fuzz/program.c fuzz/model.c fuzz/fakeexec.c conformance/support/fake_kernel.c \
-           scenarios/steps.c; do
+           scenarios/steps*.c; do
     compile "$src" "$WORK/obj/$(basename "$src" .c).o"
 done
 

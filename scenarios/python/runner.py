@@ -5,7 +5,7 @@
               [--timeout-scale X] [--label NAME] [-v] PATH...
 
 The same files, the same story, the same expectations as the C runner
-(scenarios/runner.c), but every step is carried out by the interpreter's
+(scenarios/driver.c, interp_*.c), but every step is carried out by the interpreter's
 asyncio: its policies (asyncio.set_event_loop_policy, DefaultEventLoopPolicy
 subclasses for the "watcher", "custom", "poll" and "select" variants), its
 loops (one run_forever per scenario thread), its child watchers (Threaded,
