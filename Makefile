@@ -1,4 +1,7 @@
-# evpol — top-level build.
+# evpol — top-level build: the variables every part shares, `all`, `check`
+# and one fragment per subject (lib/lib.mk, examples/examples.mk,
+# scenarios/scenarios.mk, bench/bench.mk, reports/reports.mk, fuzz/fuzz.mk,
+# lib/dist/dist.mk, scenarios/implementations.mk, conformance/mutation/mutation.mk).
 #
 #   make                 build libevpol.so, libevpol.a and evpol.pc
 #   make check           all tests (conformance suite, examples)
@@ -7,8 +10,11 @@
 #   make check SANITIZE=address,undefined   (or SANITIZE=thread)
 #
 # Every target first makes sure the Debian packages it needs are installed
-# (build-aux/ensure-deps.sh): missing ones are installed as root or through
-# sudo, or the build stops with the command to run.
+# ($(ENSURE_DEPS)): missing ones are installed as root or through sudo, or
+# the build stops with the command to run. Everything the build writes,
+# reports included, goes under build/.
+
+.DEFAULT_GOAL := all
 
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
@@ -41,6 +47,7 @@ BUILD ?= build/san-$(subst $(comma),-,$(SANITIZE))
 endif
 comma := ,
 
+ENSURE_DEPS := lib/ensure-deps.sh
 DEPS_BUILD := libevent-dev libcmocka-dev pkg-config python3
 DEPS_TOOLS := lcov clang
 
@@ -56,13 +63,15 @@ EVENT_LIBS   = $(shell pkg-config --libs libevent libevent_pthreads)
 CMOCKA_CFLAGS = $(shell pkg-config --cflags cmocka)
 CMOCKA_LIBS   = $(shell pkg-config --libs cmocka)
 
-LIB_SRCS := $(sort $(wildcard lib/*.c))
-LIB_OBJS := $(patsubst lib/%.c,$(BUILD)/lib/%.o,$(LIB_SRCS))
-LIB_HDRS := lib/include/evpol.h $(wildcard lib/*.h)
+# Where the suites write their reports: the default build to build/reports,
+# any other build tree (sanitizers, BUILD=...) to $(BUILD)/reports, so runs
+# never mix.
+REPORTS ?= $(if $(filter build/default,$(BUILD)),build/reports,$(BUILD)/reports)
 
-SHLIB  := $(BUILD)/libevpol.so.$(VERSION)
-STLIB  := $(BUILD)/libevpol.a
-PCFILE := $(BUILD)/evpol.pc
+# The library and the examples first: the test programs' rules name
+# $(LIB_FOR_TESTS) and $(EXAMPLE_BINS).
+include lib/lib.mk
+include examples/examples.mk
 
 # Conformance: every conformance/test_*.c is one cmocka program, linked with
 # the support code in conformance/support/.
@@ -72,54 +81,8 @@ SUPPORT_SRCS := $(sort $(wildcard conformance/support/*.c))
 SUPPORT_OBJS := $(patsubst conformance/support/%.c,$(BUILD)/conformance/support/%.o,$(SUPPORT_SRCS))
 SUPPORT_HDRS := $(wildcard conformance/support/*.h)
 
-EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
-EXAMPLE_BINS := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
-
-# Where the test programs find libevpol: this tree's build, or the link to
-# the library under test.
-ifneq ($(EVPOL_LIB),)
-TEST_LIB_DIR := $(abspath $(BUILD))/lib-under-test
-LIB_FOR_TESTS := $(TEST_LIB_DIR)/$(SONAME)
-else
-TEST_LIB_DIR := $(abspath $(BUILD))
-LIB_FOR_TESTS := $(SHLIB)
-endif
-
 # The support objects are shared by every test program: keep them.
 .SECONDARY: $(SUPPORT_OBJS)
-
-.PHONY: all deps tool-deps check conformance install uninstall clean examples tests
-
-all: $(SHLIB) $(STLIB) $(PCFILE)
-
-deps:
-	@build-aux/ensure-deps.sh $(DEPS_BUILD)
-
-tool-deps:
-	@build-aux/ensure-deps.sh $(DEPS_TOOLS)
-
-$(BUILD)/lib/%.o: lib/%.c $(LIB_HDRS) | deps
-	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -fPIC -fvisibility=hidden -Ilib/include -Ilib $(EVENT_CFLAGS) -c $< -o $@
-
-$(SHLIB): $(LIB_OBJS) lib/evpol.map
-	$(CC) $(BASE_CFLAGS) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined -Wl,--version-script=lib/evpol.map \
-	    -o $@ $(LIB_OBJS) $(EVENT_LIBS) $(LDFLAGS)
-	ln -sf libevpol.so.$(VERSION) $(BUILD)/$(SONAME)
-	ln -sf $(SONAME) $(BUILD)/libevpol.so
-
-$(STLIB): $(LIB_OBJS)
-	rm -f $@
-	ar rcs $@ $^
-
-# The .pc file names the prefix, which `make install PREFIX=...` may choose
-# after the build: install writes it again for the paths it installs to.
-SUBST_PC = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' evpol.pc.in
-
-$(PCFILE): evpol.pc.in Makefile
-	@mkdir -p $(@D)
-	$(SUBST_PC) > $@
 
 $(BUILD)/conformance/support/%.o: conformance/support/%.c $(SUPPORT_HDRS) lib/include/evpol.h | deps
 	@mkdir -p $(@D)
@@ -130,28 +93,14 @@ $(BUILD)/conformance/%: conformance/%.c $(SUPPORT_OBJS) $(SUPPORT_HDRS) $(LIB_FO
 	$(CC) $(BASE_CFLAGS) -Wno-missing-prototypes -Ilib/include -Iconformance/support $(CMOCKA_CFLAGS) $(EVENT_CFLAGS) \
 	    -o $@ $< $(SUPPORT_OBJS) -L$(TEST_LIB_DIR) -levpol -Wl,-rpath,$(TEST_LIB_DIR) $(CMOCKA_LIBS) $(EVENT_LIBS) $(LDFLAGS)
 
-$(BUILD)/examples/%: examples/%.c $(LIB_FOR_TESTS)
-	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -Ilib/include $(EVENT_CFLAGS) -o $@ $< -L$(TEST_LIB_DIR) -levpol \
-	    -Wl,-rpath,$(TEST_LIB_DIR) $(EVENT_LIBS) $(LDFLAGS)
-
-ifneq ($(EVPOL_LIB),)
-$(LIB_FOR_TESTS): $(EVPOL_LIB_FILE) | deps
-	@test -f $(EVPOL_LIB_FILE) || { echo "EVPOL_LIB: no library at $(EVPOL_LIB_FILE)" >&2; exit 1; }
-	@mkdir -p $(@D)
-	ln -sf $(EVPOL_LIB_FILE) $@
-	ln -sf $(SONAME) $(@D)/libevpol.so
-endif
+.PHONY: conformance tests
 
 tests: $(CONF_BINS) $(EXAMPLE_BINS)
-examples: $(EXAMPLE_BINS)
 
 # The suite runner (build-aux/run-tests.sh) gives each program a time limit,
 # collects cmocka's JUnit XML, then build-aux/clause-matrix writes the clause
 # matrix and prints the failures, the per-family table and the closing line
-# "N passed, N failed". The default build reports to reports/, any other
-# build tree (sanitizers, BUILD=...) to $(BUILD)/reports, so runs never mix.
-REPORTS    ?= $(if $(filter build/default,$(BUILD)),reports,$(BUILD)/reports)
+# "N passed, N failed", in $(REPORTS).
 CLAUSES_MD ?= conformance/SPEC.md
 NA_TSV     ?= conformance/na.tsv
 MATRIX_SELFTEST := conformance/test_matrix_tool.sh conformance/test_broken_build.sh
@@ -170,12 +119,16 @@ endef
 # Scenarios and the fuzz-corpus replay run first and the conformance runner
 # last, so that the closing line is the suite's total; any part failing
 # fails the target.
+.PHONY: all check clean
+
+all: $(SHLIB) $(STLIB) $(PCFILE)
+
 check: all
 	$(call build_programs,$(CONF_BINS) $(EXAMPLE_BINS))
 	@rc=0; $(MAKE) --no-print-directory scenarios || rc=1; \
 	$(MAKE) --no-print-directory fuzz-replay || rc=1; \
 	EVPOL_BUILD=$(BUILD) EVPOL_SANFLAGS="$(SANFLAGS)" $(RUN_TESTS) --allow-gaps $(CONF_BINS) -- \
-	    $(EXAMPLE_BINS) $(MATRIX_SELFTEST) build-aux/test-install.sh build-aux/test-abi-check.sh || rc=1; \
+	    $(EXAMPLE_BINS) $(MATRIX_SELFTEST) lib/dist/test-install.sh lib/abi/test-abi-check.sh || rc=1; \
 	exit $$rc
 
 conformance: $(if $(EVPOL_LIB),$(LIB_FOR_TESTS),all)
@@ -187,117 +140,13 @@ conformance: $(if $(EVPOL_LIB),$(LIB_FOR_TESTS),all)
 	$(RUN_TESTS) $(CONF_BINS) || rc=1; \
 	exit $$rc
 
-install: all
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
-	install -m 0644 lib/include/evpol.h $(DESTDIR)$(INCLUDEDIR)/evpol.h
-	install -m 0755 $(SHLIB) $(DESTDIR)$(LIBDIR)/libevpol.so.$(VERSION)
-	ln -sf libevpol.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
-	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libevpol.so
-	install -m 0644 $(STLIB) $(DESTDIR)$(LIBDIR)/libevpol.a
-	$(SUBST_PC) > $(DESTDIR)$(PKGCONFIGDIR)/evpol.pc
-	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/evpol.pc
-
-uninstall:
-	rm -f $(DESTDIR)$(INCLUDEDIR)/evpol.h $(DESTDIR)$(LIBDIR)/libevpol.so.$(VERSION) \
-	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libevpol.so \
-	      $(DESTDIR)$(LIBDIR)/libevpol.a $(DESTDIR)$(PKGCONFIGDIR)/evpol.pc
-
 clean:
-	rm -rf build reports
-
-# ---- Benchmarks (bench/README.md) -------------------------------------------
-# `make bench` measures every watcher and the peers (raw posix_spawn +
-# waitpid, pidfd + epoll, libuv, CPython asyncio's watchers on python3) on
-# the same workloads: throughput, exit latency, memory per pending child
-# and the cost of a spawn while P children are pending. Quick mode takes
-# about a minute; `make bench-full` (or BENCH_MODE=full) the full sizes.
-# Results: $(BENCH_REPORTS)/results.md, results.tsv and *.svg plots.
-# Benchmarks report; they fail only when a benchmark itself breaks.
-BENCH_MODE    ?= quick
-BENCH_REPORTS ?= reports/bench
-BENCH_ARGS    ?=
-DEPS_BENCH    := libuv1-dev gnuplot-nox
-BENCH_BINS    := $(BUILD)/bench/evbench $(BUILD)/bench/stamp_exit
-
-.PHONY: bench bench-full bench-deps
-
-bench-deps:
-	@build-aux/ensure-deps.sh $(DEPS_BENCH)
-
-$(BUILD)/bench/stamp_exit: bench/stamp_exit.c | deps
-	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -o $@ $< $(LDFLAGS)
-
-$(BUILD)/bench/evbench: bench/evbench.c lib/include/evpol.h $(SHLIB) | deps bench-deps
-	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -Ilib/include $$(pkg-config --cflags libuv) -o $@ $< \
-	    -L$(BUILD) -levpol -Wl,-rpath,$(abspath $(BUILD)) $$(pkg-config --libs libuv) $(LDFLAGS)
-
-bench: $(BENCH_BINS) | bench-deps
-	python3 bench/run.py --mode $(BENCH_MODE) --bin $(BUILD)/bench --reports $(BENCH_REPORTS) \
-	    --lib $(abspath $(SHLIB)) $(BENCH_ARGS)
-
-bench-full:
-	+$(MAKE) --no-print-directory bench BENCH_MODE=full
-
-# ---- Coverage and the reports page (reports-src/README.md) ----------------
-# `make coverage` builds the library and the suites again with gcc --coverage
-# in $(COV_BUILD), runs the conformance suite, the scenarios and the fuzz
-# corpus replay (when those targets exist) against it, and writes
-# $(COV_REPORTS)/coverage/ (lcov + genhtml: lines, functions and branches of
-# lib/ only), $(COV_REPORTS)/coverage.txt (the plain figures) and
-# $(COV_REPORTS)/coverage-clauses.md (each conformance test run alone: which
-# clause families reach which lines of lib/, and which lines none does). It
-# fails when a run fails or lib/ is under a floor. The floors only ever go up.
-# `make reports` writes $(COV_REPORTS)/index.html from whatever reports exist
-# (a missing one shows as "not generated" with the target that makes it);
-# `make reports-test` checks that page in headless Chromium and saves
-# $(COV_REPORTS)/index.png.
-COV_BUILD   ?= build/coverage
-COV_REPORTS ?= reports
-COV_CC      ?= gcc
-COV_JOBS    ?= 2
-# The issued floors are 95% of lines and 85% of branches. Measured
-# 2026-11-25: 98.9% of lines, 94.6% of branches; the floors sit a little
-# under that, because the few lines only a race reaches come and go between
-# runs. They only ever go up.
-COVERAGE_MIN_LINES    ?= 97
-COVERAGE_MIN_BRANCHES ?= 92
-COV_SHIM    := $(COV_BUILD)/reports-src/cmocka-select.so
-COV_MAKE     = $(MAKE) --no-print-directory BUILD=$(COV_BUILD) CC=$(COV_CC) OPT="-O0 -g" \
-	CFLAGS=--coverage SANITIZE= EVPOL_LIB= REPORTS=$(COV_BUILD)/reports
-CHROMIUM    ?= /usr/bin/chromium
-
-.PHONY: coverage reports reports-test
-
-$(COV_SHIM): reports-src/cmocka-select.c reports-src/cmocka-select.map | deps
-	@mkdir -p $(@D)
-	$(COV_CC) $(CSTD) $(WARN) -O2 -fPIC -shared -Wl,--version-script=reports-src/cmocka-select.map \
-	    $(CMOCKA_CFLAGS) -o $@ $< -lgcov -ldl
-
-coverage: $(COV_SHIM)
-	@build-aux/ensure-deps.sh lcov
-	+@COV_MAKE='$(COV_MAKE)' COV_BUILD=$(COV_BUILD) COV_SHIM=$(abspath $(COV_SHIM)) COV_REPORTS=$(COV_REPORTS) \
-	    COV_MIN_LINES=$(COVERAGE_MIN_LINES) COV_MIN_BRANCHES=$(COVERAGE_MIN_BRANCHES) \
-	    COV_JOBS=$(COV_JOBS) COV_MAKEFILES='$(MAKEFILE_LIST)' reports-src/coverage.sh
-
-reports: | deps
-	@python3 reports-src/make-index --reports $(COV_REPORTS)
-
-# playwright-core (reports-src/package.json, pinned by its lockfile) drives
-# the system's Chromium; npm ci installs exactly the locked version.
-reports-src/node_modules/.installed: reports-src/package.json reports-src/package-lock.json
-	@command -v npm >/dev/null || { echo "reports-test needs node (>= 20) and npm" >&2; exit 1; }
-	cd reports-src && npm ci --no-audit --no-fund
-	@touch $@
-
-reports-test: reports reports-src/node_modules/.installed
-	@build-aux/ensure-deps.sh chromium
-	@command -v node >/dev/null || { echo "reports-test needs node (>= 20) and npm" >&2; exit 1; }
-	@CHROMIUM=$(CHROMIUM) node reports-src/test_index_page.mjs $(COV_REPORTS)
+	rm -rf build
 
 include scenarios/scenarios.mk
+include bench/bench.mk
+include reports/reports.mk
 include fuzz/fuzz.mk
-include build-aux/dist.mk
+include lib/dist/dist.mk
 include scenarios/implementations.mk
 include conformance/mutation/mutation.mk

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""run.py — run the benchmarks and write reports/bench (make bench).
+"""run.py — run the benchmarks and write build/reports/bench (make bench).
 
     python3 bench/run.py --mode quick|full --bin BUILD/bench --reports DIR
                          [--lib LIBEVPOL] [--only IMPL,...] [--tests T,...]
@@ -279,7 +279,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", default="quick", choices=sorted(MODES))
     ap.add_argument("--bin", required=True, help="directory holding evbench and stamp_exit")
-    ap.add_argument("--reports", default="reports/bench")
+    ap.add_argument("--reports", default="build/reports/bench")
     ap.add_argument("--lib", default="")
     ap.add_argument("--only", default="", help="comma-separated implementations")
     ap.add_argument("--tests", default="", help="comma-separated: tp_k1,tp_k64,latency,pending")

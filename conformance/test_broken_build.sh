@@ -8,7 +8,7 @@
 #   - MultiLoop does not restore the saved SIGCHLD handler on close -> MUL-4
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. build-aux/planted-copy.sh
+. lib/dist/planted-copy.sh
 
 plant lib/watcher_threaded.c 's/(c->loop = evpol_loop_ref\(loop\);\n)\s*c->h = \*h;\n/$1/'
 plant lib/watcher_multiloop.c 's/\} else if \(evpol__sys\.sigaction\(SIGCHLD, &m->saved, NULL\) != 0\)/} else if (0)/'

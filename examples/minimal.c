@@ -1,5 +1,5 @@
 /* minimal.c — the smallest evpol program; also compiled against an installed
- * copy by build-aux/test-install.sh to prove `pkg-config evpol` works. */
+ * copy by lib/dist/test-install.sh to prove `pkg-config evpol` works. */
 #include <evpol.h>
 #include <stdio.h>
 

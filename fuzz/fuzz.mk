@@ -21,7 +21,7 @@
 FUZZ_TARGETS  := ops races scenario
 FUZZ_SECONDS  ?= 60
 FUZZ_BUILD    ?= build/fuzz
-FUZZ_REPORTS  ?= reports
+FUZZ_REPORTS  ?= build/reports
 FUZZ_CC       ?= clang
 FUZZ_LIBSRC   ?= lib
 FUZZ_ARGS     ?=
@@ -46,7 +46,7 @@ FUZZ_RP   := $(BUILD)/fuzz
 FORCE:
 
 fuzz-deps:
-	@build-aux/ensure-deps.sh clang
+	@$(ENSURE_DEPS) clang
 
 # A flavour: $(1) dir, $(2) compiler, $(3) compile flags, $(4) link flags
 # (the engine), $(5) extra objects (the standalone driver). $(1)/flags
@@ -94,7 +94,7 @@ fuzz: fuzz-build $(FUZZ_TSAN)/races
 	    fuzz/run.sh $(FUZZ_TARGETS) races-tsan $(FUZZ_ARGS)
 
 fuzz-afl:
-	@build-aux/ensure-deps.sh afl++
+	@$(ENSURE_DEPS) afl++
 	+@$(MAKE) --no-print-directory $(addprefix $(FUZZ_AFL)/,$(FUZZ_TARGETS))
 	@echo "AFL++ builds in $(FUZZ_AFL): $(FUZZ_TARGETS)"
 	@echo "run one (see fuzz/README.md for -M/-S on several cores):"
@@ -145,7 +145,7 @@ fuzz-seed: $(FUZZ_RP)/fuzz-tool
 # (fuzz/oss-fuzz/check.sh).
 .PHONY: fuzz-ossfuzz-check
 fuzz-ossfuzz-check:
-	@build-aux/ensure-deps.sh clang libevent-dev pkg-config zip unzip
+	@$(ENSURE_DEPS) clang libevent-dev pkg-config zip unzip
 	@FUZZ_BUILD=$(FUZZ_BUILD) fuzz/oss-fuzz/check.sh
 
 # Minimize the committed corpora, keeping their coverage (fuzz/cmin.sh).

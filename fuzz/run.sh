@@ -14,7 +14,7 @@
 # Environment: FUZZ_BIN (the libFuzzer builds), FUZZ_TSAN_BIN, FUZZ_BUILD,
 # FUZZ_SECONDS, FUZZ_REPORTS.
 set -u
-: "${FUZZ_BIN:?}" "${FUZZ_BUILD:?}" "${FUZZ_SECONDS:=60}" "${FUZZ_REPORTS:=reports}"
+: "${FUZZ_BIN:?}" "${FUZZ_BUILD:?}" "${FUZZ_SECONDS:=60}" "${FUZZ_REPORTS:=build/reports}"
 : "${FUZZ_TSAN_BIN:=}"
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)

@@ -27,7 +27,7 @@ DEPS_IMPL      := python3 libuv1-dev
 .PHONY: implementations implementations-debian implementations-deps
 
 implementations-deps:
-	@build-aux/ensure-deps.sh $(DEPS_IMPL)
+	@$(ENSURE_DEPS) $(DEPS_IMPL)
 
 UV_ADAPTER_SRCS := scenarios/libuv/driver.c scenarios/libuv/interp.c
 

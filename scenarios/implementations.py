@@ -184,7 +184,7 @@ def rerun_cell(exe, out_dir, cell, paths):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reports", default="reports")
+    ap.add_argument("--reports", default="build/reports")
     ap.add_argument("--evpol-runner")
     ap.add_argument("--libuv-runner")
     ap.add_argument("--pythons", default="all")

@@ -5,8 +5,8 @@
 #                                 MUTATION_SAMPLE, 0 = all), each built and run
 #                                 against the conformance programs, the fuzz
 #                                 replay and the scenarios, jailed in a PID
-#                                 namespace; reports/mutation.json, .txt and
-#                                 reports/mutation/index.html
+#                                 namespace; $(COV_REPORTS)/mutation.json, .txt and
+#                                 $(COV_REPORTS)/mutation/index.html
 #   make mutation FILES=lib/watcher_fast.c     one file
 #   make mutation-ci              the small seeded sample CI runs (the quick
 #                                 conformance programs and the fuzz replay)
@@ -38,10 +38,10 @@ MUTATION_PY       := /usr/bin/python3 conformance/mutation/run.py
 .PHONY: mutation mutation-ci mutation-full mutation-deps mutation-page
 
 mutation-deps:
-	@build-aux/ensure-deps.sh python3-clang libclang1-14 util-linux
+	@$(ENSURE_DEPS) python3-clang libclang1-14 util-linux
 
-mutation-page: reports-src/node_modules/.installed
-	@python3 reports-src/make-mutation-page --reports $(COV_REPORTS)
+mutation-page: reports/node_modules/.installed
+	@python3 reports/make-mutation-page --reports $(COV_REPORTS)
 
 mutation: mutation-deps | deps
 	@$(MUTATION_PY) --files "$(FILES)" --sample $(MUTATION_SAMPLE) --seed $(MUTATION_SEED) \

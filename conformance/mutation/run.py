@@ -378,7 +378,7 @@ def main():
     ap.add_argument("--tier", choices=("full", "ci"), default="full")
     ap.add_argument("--sanitize", action="store_true")
     ap.add_argument("--floor", type=float, default=0.0)
-    ap.add_argument("--reports", default="reports")
+    ap.add_argument("--reports", default="build/reports")
     ap.add_argument("--work", default="build/mutation")
     args = ap.parse_args()
     os.chdir(ROOT)

@@ -20,7 +20,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 cd "$top"
-: "${FUZZ_BUILD:=build/fuzz}" "${FUZZ_REPORTS:=reports}" "${PLANTED_SECONDS:=60}" "${PLANTED_RUNS:=5}"
+: "${FUZZ_BUILD:=build/fuzz}" "${FUZZ_REPORTS:=build/reports}" "${PLANTED_SECONDS:=60}" "${PLANTED_RUNS:=5}"
 MAKE=${MAKE:-make}
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1}"
 

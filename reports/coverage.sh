@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# coverage.sh — what `make coverage` runs (see reports-src/README.md).
+# coverage.sh — what `make coverage` runs (see reports/README.md).
 #
 # The Makefile passes, in the environment:
 #   COV_MAKE      the make command for the instrumented build tree, e.g.
 #                 "make BUILD=build/coverage CC=gcc OPT='-O0 -g' CFLAGS=--coverage ..."
-#   COV_BUILD     that build tree            COV_SHIM   reports-src/cmocka-select.so, built
-#   COV_REPORTS   where the reports go (reports/)
+#   COV_BUILD     that build tree            COV_SHIM   reports/cmocka-select.c, built
+#   COV_REPORTS   where the reports go (build/reports/)
 #   COV_MIN_LINES, COV_MIN_BRANCHES          the floors, in percent
 #   COV_JOBS      tests run at once in the per-test pass
 #   COV_MAKEFILES the makefiles, to learn whether `scenarios` and

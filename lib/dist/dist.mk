@@ -1,12 +1,12 @@
 # ---- Release: dist, distcheck and the ABI check (included by the Makefile) --
 # `make dist` packs the files git tracks (as they are in the working tree)
 # into $(DIST_TARBALL). `make distcheck` proves that tarball is a complete
-# project (build-aux/distcheck.sh): unpacked alone in a fresh folder, with
+# project (lib/dist/distcheck.sh): unpacked alone in a fresh folder, with
 # SIGHUP, SIGINT, SIGQUIT and SIGPIPE ignored as nohup and CI runners leave
 # them, it runs the README's two commands, installs with DESTDIR, builds and
 # runs examples/minimal.c through pkg-config against that install, runs
 # `make abi-check`, and insists the build left nothing in the tree outside
-# build/ and reports/.
+# build/.
 #
 # ABI: lib/evpol.map exports only the public symbols, in the version node
 # EVPOL_0. $(ABI_BASELINE) is the ABI of the released library (abidw, public
@@ -38,13 +38,13 @@ dist:
 	@echo "dist: $(DIST_TARBALL) ($$(git ls-files | wc -l) files)"
 
 distcheck: dist
-	build-aux/distcheck.sh $(DIST_TARBALL)
+	lib/dist/distcheck.sh $(DIST_TARBALL)
 
 abi-check: $(ABI_LIB)
-	@build-aux/ensure-deps.sh $(DEPS_ABI)
-	@ABIDW='$(ABIDW)' build-aux/abi-check.sh $(ABI_LIB) $(ABI_BASELINE)
+	@$(ENSURE_DEPS) $(DEPS_ABI)
+	@ABIDW='$(ABIDW)' lib/abi/abi-check.sh $(ABI_LIB) $(ABI_BASELINE)
 
 abi-baseline: $(SHLIB)
-	@build-aux/ensure-deps.sh $(DEPS_ABI)
+	@$(ENSURE_DEPS) $(DEPS_ABI)
 	$(ABIDW) --out-file $(ABI_BASELINE) $(SHLIB)
 	@echo "abi-baseline: $(ABI_BASELINE) written from $(SHLIB); commit it with the change that needs it"

@@ -7,9 +7,9 @@
 #   - fail when a public function is no longer exported;
 #   - fail when a public struct (evpol_spawn_options) changes its layout.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-build-aux/ensure-deps.sh abigail-tools
-. build-aux/planted-copy.sh
+cd "$(dirname "$0")/../.."
+lib/ensure-deps.sh abigail-tools
+. lib/dist/planted-copy.sh
 
 # expect PASS|FAIL WHAT PATTERN: run abi-check; its verdict and output must match.
 expect() {

@@ -1,6 +1,6 @@
 # planted-copy.sh — sourced by the self-tests that build a copy of the tree
 # with something planted in it (conformance/test_broken_build.sh,
-# build-aux/test-abi-check.sh), from the top of the tree.
+# lib/abi/test-abi-check.sh), from the top of the tree.
 #
 # Sets tmp: a fresh folder holding the source tree without build output,
 # removed on exit unless KEEP_TMP is set. Defines:
@@ -11,7 +11,7 @@
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/evpol-planted.XXXXXX")
 [ -n "${KEEP_TMP:-}" ] || trap 'rm -rf "$tmp"' EXIT
 # The whole tree: the Makefile includes files from several directories.
-tar --exclude=./.git --exclude=./build --exclude=./reports --exclude='*/node_modules' \
+tar --exclude=./.git --exclude=./build --exclude='*/node_modules' \
     -cf - . | tar -C "$tmp" -xf -
 
 clean_make() { env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory "$@"; }

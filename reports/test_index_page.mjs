@@ -1,10 +1,10 @@
-// test_index_page.mjs — reports/index.html checked in a real browser
+// test_index_page.mjs — build/reports/index.html checked in a real browser
 // (make reports-test).
 //
-//     node reports-src/test_index_page.mjs [REPORTS_DIR]      (default: reports)
+//     node reports/test_index_page.mjs [REPORTS_DIR]      (default: build/reports)
 //
 // Opens the page in headless Chromium (CHROMIUM, default /usr/bin/chromium,
-// driven by playwright-core from reports-src/package.json) with a fresh
+// driven by playwright-core from reports/package.json) with a fresh
 // profile and no network, then checks:
 //   - it renders: the title, the heading and the five report cards are
 //     visible with a real size, nothing overflows the window sideways, and
@@ -26,7 +26,7 @@ import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { chromium } from "playwright-core";
 
-const reports = path.resolve(process.argv[2] || "reports");
+const reports = path.resolve(process.argv[2] || "build/reports");
 const indexPath = path.join(reports, "index.html");
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const failures = [];
