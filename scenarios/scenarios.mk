@@ -31,7 +31,7 @@ $(SCN_STEP_OBJS): $(BUILD)/scenarios/%.o: scenarios/%.c $(SCN_STEP_HDRS) | deps
 	$(CC) $(BASE_CFLAGS) -c $< -o $@
 
 $(SCN_RUN_OBJS): $(BUILD)/scenarios/%.o: scenarios/%.c scenarios/interp.h scenarios/steps.h \
-		lib/include/evpol.h $(SUPPORT_HDRS) | deps
+		lib/include/evpol.h $(wildcard conformance/support/*.h) | deps
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -Ilib/include -Iscenarios -Iconformance/support -c $< -o $@
 
