@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_matrix_tool.sh — self-test of build-aux/clause-matrix (run by make check).
+# test_matrix_tool.sh — self-test of conformance/tools/clause-matrix (run by make check).
 #
 # Feeds the tool a small fake spec, fake test sources, fake cmocka XML and a
 # fake runner manifest, and asserts the rows of clauses.tsv: a pass, a fail, a
@@ -11,7 +11,7 @@
 # spec does not have fails the run. KEEP_TMP=1 keeps the fake tree.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-tool="$here/../build-aux/clause-matrix"
+tool="$here/tools/clause-matrix"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/matrix-selftest.XXXXXX")
 trap '[ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp"' EXIT
 
