@@ -1170,7 +1170,7 @@ static void test_default_output_names_levels_and_categories(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         CLAUSE_TEST(test_strerror, "ERR-1"),
         CLAUSE_TEST(test_loop_functions_bad_input, "ERR-1"),
         CLAUSE_TEST(test_watcher_functions_bad_input, "ERR-1"),
@@ -1185,5 +1185,5 @@ int main(void)
         CLAUSE_TEST(test_deprecations_category, "ERR-3"),
         CLAUSE_TEST(test_default_output_names_levels_and_categories, "ERR-2 LOOP-7 CW-11 CW-8"),
     };
-    return cmocka_run_group_tests_name("errors", tests, NULL, NULL);
+    return harness_run_group("errors", tests, NULL, NULL);
 }

@@ -1144,7 +1144,7 @@ static void test_dropped_call_freed_through_seam(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         CLAUSE_TEST(test_wrap_user_base, "LOOP-1"),
         CLAUSE_TEST(test_run_stop_state, "LOOP-2 LOOP-6"),
         CLAUSE_TEST(test_close_running_loop_runtime_error, "LOOP-2"),
@@ -1163,5 +1163,5 @@ int main(void)
         CLAUSE_TEST(test_run_inside_users_dispatch_fails, "LOOP-2 LOOP-6 ERR-1"),
         CLAUSE_TEST(test_reader_refused_by_backend, "LOOP-5 ERR-1"),
     };
-    return cmocka_run_group_tests_name("loop", tests, NULL, NULL);
+    return harness_run_group("loop", tests, NULL, NULL);
 }

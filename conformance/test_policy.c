@@ -1608,7 +1608,7 @@ int main(void)
 {
     if (getenv("EVPOL_TEST_KEY_EXHAUSTION"))
         return key_exhausted_child(); /* test_no_thread_key_left's fresh run */
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         CLAUSE_TEST(test_get_policy_returns_current, "POL-1"),
         CLAUSE_TEST(test_default_policy_created_once_concurrently, "POL-2 POL-1"),
         CLAUSE_TEST(test_set_policy, "POL-3"),
@@ -1633,5 +1633,5 @@ int main(void)
         CLAUSE_TEST(test_thread_exit_with_loops_in_many_policies, "POL-6"),
         CLAUSE_TEST(test_no_thread_key_left, "POL-6 POL-11"),
     };
-    return cmocka_run_group_tests_name("policy", tests, NULL, NULL);
+    return harness_run_group("policy", tests, NULL, NULL);
 }

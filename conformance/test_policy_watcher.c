@@ -682,7 +682,7 @@ static void test_top_level_watcher_helpers_use_current_policy(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         CLAUSE_TEST(test_get_default_child_watcher, "POL-14 THR-4 ERR-3"),
         CLAUSE_TEST(test_default_child_watcher_created_once, "POL-14"),
         CLAUSE_TEST(test_get_child_watcher_after_set, "POL-14 POL-15"),
@@ -692,5 +692,5 @@ int main(void)
         CLAUSE_TEST(test_auto_created_loop_is_attached, "POL-16 POL-8"),
         CLAUSE_TEST(test_top_level_watcher_helpers_use_current_policy, "POL-18"),
     };
-    return cmocka_run_group_tests_name("policy_watcher", tests, NULL, NULL);
+    return harness_run_group("policy_watcher", tests, NULL, NULL);
 }

@@ -2443,16 +2443,11 @@ static int group_setup(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         CLAUSE_TEST(test_returncodes_on_loop_thread, "SUB-1 SUB-3 CW-10"),
         CLAUSE_TEST(test_on_exit_in_non_main_loop_thread, "SUB-3 THR-2"),
-        WATCHER_TEST(test_spawn_with_watcher, threaded, "SUB-1 SUB-3 CW-10"),
-        WATCHER_TEST(test_spawn_with_watcher, multiloop, "SUB-1 SUB-3 CW-10"),
-        WATCHER_TEST(test_spawn_with_watcher, safe, "SUB-1 SUB-3 CW-10"),
-        WATCHER_TEST(test_spawn_with_watcher, fast, "SUB-1 SUB-3 CW-10"),
-        WATCHER_TEST(test_spawn_with_watcher, pidfd, "SUB-1 SUB-3 CW-10"),
-        WATCHER_TEST(test_on_exit_hops_to_spawn_loop, safe, "SUB-3"),
-        WATCHER_TEST(test_on_exit_hops_to_spawn_loop, fast, "SUB-3"),
+        WATCHER_TESTS(test_spawn_with_watcher, W_ALL, "SUB-1 SUB-3 CW-10"),
+        WATCHER_TESTS(test_on_exit_hops_to_spawn_loop, W_SAFE | W_FAST, "SUB-3"),
         CLAUSE_TEST(test_stdout_pipe, "SUB-1"),
         CLAUSE_TEST(test_stdin_pipe_roundtrip, "SUB-1"),
         CLAUSE_TEST(test_devnull_stdio, "SUB-1"),
@@ -2488,5 +2483,5 @@ int main(void)
         CLAUSE_TEST(test_limit_lowered_before_file_actions, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_spawn_success_without_pid, "SUB-1 ERR-1"),
     };
-    return cmocka_run_group_tests_name("spawn", tests, group_setup, NULL);
+    return harness_run_group("spawn", tests, group_setup, NULL);
 }

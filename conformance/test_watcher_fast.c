@@ -393,7 +393,7 @@ int main(void)
 {
     main_thread = pthread_self();
     warm_up_threads();
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         WATCHER_TEST(test_fast_identity, fast, "CW-9"),
         WATCHER_TEST(test_fast_add_needs_context, fast, "FST-4 CW-9"),
         WATCHER_TEST(test_fast_kept_exit_reported_at_registration, fast, "FST-5 CW-3"),
@@ -404,5 +404,5 @@ int main(void)
         WATCHER_TEST(test_fast_many_kept_exits_truncated, fast, "FST-6"),
         WATCHER_TEST(test_fast_reused_pid_keeps_newer_status, fast, "FST-5 FST-6"),
     };
-    return cmocka_run_group_tests_name("watcher_fast", tests, NULL, NULL);
+    return harness_run_group("watcher_fast", tests, NULL, NULL);
 }

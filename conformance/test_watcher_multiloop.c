@@ -1232,7 +1232,7 @@ int main(void)
 {
     assert_int_equal(sigaction(SIGCHLD, NULL, &g_orig_sigchld), 0);
     warm_up_threads();
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         WATCHER_TEST(test_handler_installed_on_first_attach, multiloop,
                      "MUL-1 MUL-5 MUL-6 CW-5 CW-6 CW-8"),
         WATCHER_TEST(test_attach_with_a_loop_installs, multiloop, "MUL-1 MUL-5 CW-5"),
@@ -1261,5 +1261,5 @@ int main(void)
         WATCHER_TEST(test_spawn_context, multiloop, "CW-9"),
         WATCHER_TEST(test_stress_many_children_many_threads, multiloop, "CW-1 MUL-2 MUL-3"),
     };
-    return cmocka_run_group_tests_name("watcher_multiloop", tests, NULL, NULL);
+    return harness_run_group("watcher_multiloop", tests, NULL, NULL);
 }

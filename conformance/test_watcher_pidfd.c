@@ -1036,7 +1036,7 @@ static void test_pidfd_reader_refused(void **state)
 int main(void)
 {
     warm_up_threads();
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         WATCHER_TEST(test_exit_codes, pidfd, "CW-1 CW-3 CW-10"),
         WATCHER_TEST(test_killed_by_signal, pidfd, "CW-10"),
         WATCHER_TEST(test_exited_before_registration, pidfd, "CW-1"),
@@ -1061,5 +1061,5 @@ int main(void)
         CLAUSE_TEST(test_pidfd_reader_refused, "PFD-1 PFD-6 ERR-1"),
         WATCHER_TEST(test_stress, pidfd, "PFD-3 PFD-6 CW-1 CW-3"),
     };
-    return cmocka_run_group_tests_name("watcher_pidfd", tests, NULL, NULL);
+    return harness_run_group("watcher_pidfd", tests, NULL, NULL);
 }

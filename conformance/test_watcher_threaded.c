@@ -801,7 +801,7 @@ static void test_stress(void **state)
 int main(void)
 {
     warm_up_threads();
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         WATCHER_TEST(test_exit_codes, threaded, "CW-1 CW-3 CW-10 THR-5"),
         WATCHER_TEST(test_killed_by_signal, threaded, "CW-10"),
         WATCHER_TEST(test_exited_before_registration, threaded, "CW-1"),
@@ -822,5 +822,5 @@ int main(void)
         CLAUSE_TEST(test_constant_work_per_exit, "THR-3"),
         WATCHER_TEST(test_stress, threaded, "THR-1 THR-2 THR-3 THR-5 CW-1"),
     };
-    return cmocka_run_group_tests_name("watcher_threaded", tests, NULL, NULL);
+    return harness_run_group("watcher_threaded", tests, NULL, NULL);
 }

@@ -50,6 +50,101 @@ const char *test_watcher_slug(evpol_watcher_kind kind)
     }
 }
 
+/* ---- registrations: one line per test, every watcher variant ---- */
+
+static const struct {
+    unsigned bit;
+    const char *slug;
+    const evpol_watcher_kind *kind;
+} harness_variants[] = {
+    {W_THREADED, "threaded", &harness_kind_threaded},
+    {W_MULTILOOP, "multiloop", &harness_kind_multiloop},
+    {W_SAFE, "safe", &harness_kind_safe},
+    {W_FAST, "fast", &harness_kind_fast},
+    {W_PIDFD, "pidfd", &harness_kind_pidfd},
+};
+enum { HARNESS_VARIANTS = sizeof harness_variants / sizeof harness_variants[0] };
+
+/* "fn@slug [TAGS]" where TAGS keeps the tags of every watcher and those
+ * written "ID@slug"; the clause-matrix tool derives the same name from the
+ * source. NULL when out of memory. */
+static char *variant_name(const char *fn, const char *slug, const char *tags)
+{
+    size_t cap = strlen(fn) + strlen(slug) + strlen(tags) + 5, len = 0;
+    char *name = malloc(cap);
+    if (!name)
+        return NULL;
+    len += (size_t)snprintf(name, cap, "%s@%s [", fn, slug);
+    const char *p = tags;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        size_t n = strcspn(p, " ");
+        if (n == 0)
+            break;
+        const char *at = memchr(p, '@', n);
+        size_t id_len = at ? (size_t)(at - p) : n;
+        if (!at || (n - id_len - 1 == strlen(slug) && memcmp(at + 1, slug, strlen(slug)) == 0)) {
+            if (name[len - 1] != '[')
+                name[len++] = ' ';
+            memcpy(name + len, p, id_len);
+            len += id_len;
+        }
+        p += n;
+    }
+    name[len++] = ']';
+    name[len] = '\0';
+    return name;
+}
+
+int harness_run_tests(const char *group, const harness_test *tests, size_t count,
+                      CMFixtureFunction group_setup, CMFixtureFunction group_teardown)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (tests[i].watchers & ~(unsigned)W_ALL) {
+            fprintf(stderr, "%s: %s names an unknown watcher bit\n", group, tests[i].test.name);
+            return 1;
+        }
+        total += tests[i].watchers ? (size_t)__builtin_popcount(tests[i].watchers) : 1;
+    }
+    struct CMUnitTest *run = calloc(total ? total : 1, sizeof *run);
+    char **names = calloc(total ? total : 1, sizeof *names);
+    int rc = 1;
+    if (!run || !names) {
+        fprintf(stderr, "%s: out of memory for %zu tests\n", group, total);
+        goto out;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (!tests[i].watchers) {
+            run[n++] = tests[i].test;
+            continue;
+        }
+        for (size_t v = 0; v < HARNESS_VARIANTS; v++) {
+            if (!(tests[i].watchers & harness_variants[v].bit))
+                continue;
+            names[n] = variant_name(tests[i].test.name, harness_variants[v].slug,
+                                    tests[i].tags ? tests[i].tags : "");
+            if (!names[n]) {
+                fprintf(stderr, "%s: out of memory naming %s\n", group, tests[i].test.name);
+                goto out;
+            }
+            run[n] = tests[i].test;
+            run[n].name = names[n];
+            run[n].initial_state = (void *)harness_variants[v].kind;
+            n++;
+        }
+    }
+    rc = _cmocka_run_group_tests(group, run, n, group_setup, group_teardown);
+out:
+    for (size_t i = 0; names && i < total; i++)
+        free(names[i]);
+    free(names);
+    free(run);
+    return rc;
+}
+
 /* ---- log capture ---- */
 
 static pthread_mutex_t capture_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -3,13 +3,21 @@
  *
  * Clause tags: each test is registered with CLAUSE_TEST(fn, "POL-1 POL-2"),
  * which becomes a cmocka test named "fn [POL-1 POL-2]". The clause matrix
- * tool reads those names (from the source and from cmocka's XML results);
- * never keep a separate list.
+ * tool (conformance/tools/clause-matrix) reads those names, from the source
+ * and from cmocka's XML results; never keep a separate list.
  *
- * Watcher-parametrised tests: a test that applies to several watchers is
- * registered with WATCHER_TEST(fn, kind, "CW-1"); its name carries
- * "@threaded" etc. so that the matrix has one row per clause x watcher, and
- * the kind reaches the test through *state (see test_watcher_kind()).
+ * Watcher variants: a test body that applies to several watchers takes the
+ * kind from *state (test_watcher_kind()) and is registered once for all of
+ * them with WATCHER_TESTS(fn, W_SAFE | W_FAST, "CW-1 SAF-3@safe"): one cmocka
+ * test per watcher named "fn@safe [CW-1 SAF-3]", "fn@fast [CW-1]", so that
+ * the matrix has one row per clause x watcher. A tag written "ID@watcher"
+ * belongs to that watcher's test only (the clauses of one watcher's family,
+ * or a CW clause only one watcher's variant proves). WATCHER_TEST(fn, kind,
+ * "CW-1") registers a single variant.
+ *
+ * A program lists its tests in a `const harness_test tests[]` and runs them
+ * with harness_run_group(), which expands the variants in the order of the
+ * W_* bits (threaded, multiloop, safe, fast, pidfd).
  */
 #ifndef EVPOL_HARNESS_H
 #define EVPOL_HARNESS_H
@@ -24,17 +32,46 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+/* One registration: a cmocka test as it is, or (watchers != 0) a body run
+ * once per watcher named in `watchers`, tagged with `tags`. */
+typedef struct harness_test {
+    struct CMUnitTest test;
+    unsigned watchers;
+    const char *tags;
+} harness_test;
+
+enum {
+    W_THREADED = 1u << 0,
+    W_MULTILOOP = 1u << 1,
+    W_SAFE = 1u << 2,
+    W_FAST = 1u << 3,
+    W_PIDFD = 1u << 4,
+    W_ALL = W_THREADED | W_MULTILOOP | W_SAFE | W_FAST | W_PIDFD,
+};
+
 #define CLAUSE_TEST(fn, clauses) \
-    { #fn " [" clauses "]", fn, NULL, NULL, NULL }
+    { { #fn " [" clauses "]", fn, NULL, NULL, NULL }, 0, NULL }
 #define CLAUSE_TEST_SETUP(fn, setup, teardown, clauses) \
-    { #fn " [" clauses "]", fn, setup, teardown, NULL }
+    { { #fn " [" clauses "]", fn, setup, teardown, NULL }, 0, NULL }
+/* A test outside the clause matrix (a check of the test support itself). */
+#define UNTAGGED_TEST(fn) { cmocka_unit_test(fn), 0, NULL }
 
 /* The kinds are stored in static storage so that &kind is a valid prestate. */
 extern const evpol_watcher_kind harness_kind_threaded, harness_kind_multiloop,
     harness_kind_safe, harness_kind_fast, harness_kind_pidfd;
 #define HARNESS_KIND_PTR(k) ((void *)&harness_kind_##k)
 #define WATCHER_TEST(fn, k, clauses) \
-    { #fn "@" #k " [" clauses "]", fn, NULL, NULL, HARNESS_KIND_PTR(k) }
+    { { #fn "@" #k " [" clauses "]", fn, NULL, NULL, HARNESS_KIND_PTR(k) }, 0, NULL }
+#define WATCHER_TESTS(fn, watcher_bits, clauses) \
+    { { #fn, fn, NULL, NULL, NULL }, (watcher_bits), clauses }
+
+/* Runs the tests of one program as one cmocka group (cmocka's return value:
+ * the number of failed tests); a registration the harness cannot expand
+ * fails the run. */
+int harness_run_tests(const char *group, const harness_test *tests, size_t count,
+                      CMFixtureFunction group_setup, CMFixtureFunction group_teardown);
+#define harness_run_group(group, tests, group_setup, group_teardown) \
+    harness_run_tests(group, tests, sizeof(tests) / sizeof((tests)[0]), group_setup, group_teardown)
 
 /* The watcher kind of a WATCHER_TEST. */
 evpol_watcher_kind test_watcher_kind(void **state);
