@@ -1,9 +1,10 @@
 /*
- * watcher_tests.h — helpers shared by the programs of the watchers that
- * deliver to the registering loop (test_watcher_threaded.c,
+ * watcher_tests.h — helpers and test bodies shared by the programs of the
+ * watchers that deliver to the registering loop (test_watcher_threaded.c,
  * test_watcher_pidfd.c): callback records, registering from inside a
- * running loop, draining a loop, waiting for a reap, and the 2,000-children
- * stress thread, so both watchers are held to the same checks.
+ * running loop, draining a loop, waiting for a reap, the 2,000-children
+ * stress thread, and the tests both watchers pass with the same body, so
+ * that both are held to the same checks.
  */
 #ifndef EVPOL_WATCHER_TESTS_H
 #define EVPOL_WATCHER_TESTS_H
@@ -86,5 +87,25 @@ void reap_tick(void *p);
 int run_until_reaped(evpol_loop *loop, pid_t pid);
 void stress_cb(pid_t pid, int rc, void *arg);
 void *stress_main(void *p);
+
+/* The real kernel supports pidfd_open. */
+int have_pidfd(void);
+/* Skips the running test when `kind` cannot work on this kernel (pidfd
+ * before Linux 5.3). */
+void skip_unless_available(evpol_watcher_kind kind);
+
+/* Test bodies (the kind comes from *state): each program registers them
+ * with its watcher and its clauses. */
+void test_exit_codes(void **state);
+void test_killed_by_signal(void **state);
+void test_exited_before_registration(void **state);
+void test_loops_in_other_threads(void **state);
+void test_remove(void **state);
+void test_remove_unknown(void **state);
+void test_remove_then_add_again(void **state);
+void test_already_reaped(void **state);
+void test_close_from_other_thread(void **state);
+void test_state_and_errors(void **state);
+void test_stress(void **state);
 
 #endif
