@@ -557,26 +557,6 @@ static void test_watcher_exit_without_enter(void **state)
 /* Policies                                                            */
 /* ------------------------------------------------------------------ */
 
-static int abs_get(evpol_policy *self, evpol_loop **out, evpol_error *err)
-{
-    (void)self;
-    (void)out;
-    (void)err;
-    return EVPOL_ERUNTIME;
-}
-static int abs_set(evpol_policy *self, evpol_loop *loop, evpol_error *err)
-{
-    (void)self;
-    (void)loop;
-    (void)err;
-    return 0;
-}
-static int abs_new(evpol_policy *self, evpol_loop **out, evpol_error *err)
-{
-    (void)self;
-    return evpol_loop_new(EVPOL_BACKEND_DEFAULT, out, err);
-}
-
 static void test_policy_functions_bad_input(void **state)
 {
     (void)state;
@@ -589,9 +569,9 @@ static void test_policy_functions_bad_input(void **state)
     assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, NULL));
     assert_ok(evpol_watcher_new_custom(&stub_methods, &sw, &w, NULL));
     const evpol_policy_methods abs_m = {.size = sizeof abs_m,
-                                        .get_event_loop = abs_get,
-                                        .set_event_loop = abs_set,
-                                        .new_event_loop = abs_new};
+                                        .get_event_loop = stub_policy_get_loop,
+                                        .set_event_loop = stub_policy_set_loop,
+                                        .new_event_loop = stub_policy_new_loop};
     assert_ok(evpol_policy_new_abstract(&abs_m, NULL, &abstract, NULL));
     assert_ok(evpol_set_event_loop_policy(p, NULL));
 

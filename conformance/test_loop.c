@@ -25,15 +25,6 @@
 #define NTHREADS 8
 #define TIMEOUT_MS 10000
 
-static void check_error(int rc, const evpol_error *err, int code)
-{
-    if (rc != code)
-        fail_msg("expected %d (%s), got %d (%s): %s", code, evpol_strerror(code), rc,
-                 evpol_strerror(rc), err->message);
-    assert_int_equal(err->code, code);
-    assert_true(err->message[0] != '\0');
-}
-
 static pthread_t start_thread(void *(*fn)(void *), void *arg)
 {
     pthread_t t;

@@ -29,15 +29,6 @@ typedef struct fake_object {
 } fake_object;
 static fake_object zeroed_object;
 
-static void check_error(int rc, const evpol_error *err, int code)
-{
-    if (rc != code)
-        fail_msg("expected %d (%s), got %d (%s): %s", code, evpol_strerror(code), rc,
-                 evpol_strerror(rc), err->message);
-    assert_int_equal(err->code, code);
-    assert_true(err->message[0] != '\0');
-}
-
 static void reset_policy(void)
 {
     assert_int_equal(evpol_set_event_loop_policy(NULL, NULL), 0);
@@ -571,25 +562,6 @@ typedef struct own_watcher {
     atomic_int gets, sets;
 } own_watcher;
 
-static int abs_get(evpol_policy *self, evpol_loop **out, evpol_error *err)
-{
-    (void)self;
-    (void)out;
-    (void)err;
-    return EVPOL_ERUNTIME;
-}
-static int abs_set(evpol_policy *self, evpol_loop *loop, evpol_error *err)
-{
-    (void)self;
-    (void)loop;
-    (void)err;
-    return 0;
-}
-static int abs_new(evpol_policy *self, evpol_loop **out, evpol_error *err)
-{
-    (void)self;
-    return evpol_loop_new(EVPOL_BACKEND_DEFAULT, out, err);
-}
 static int own_get_watcher(evpol_policy *self, evpol_watcher **out, evpol_error *err)
 {
     (void)err;
@@ -652,9 +624,9 @@ static void test_top_level_watcher_helpers_use_current_policy(void **state)
     /* An abstract policy's own watcher methods are used. */
     own_watcher ow = {0};
     evpol_policy_methods am = {.size = sizeof am,
-                               .get_event_loop = abs_get,
-                               .set_event_loop = abs_set,
-                               .new_event_loop = abs_new,
+                               .get_event_loop = stub_policy_get_loop,
+                               .set_event_loop = stub_policy_set_loop,
+                               .new_event_loop = stub_policy_new_loop,
                                .get_child_watcher = own_get_watcher,
                                .set_child_watcher = own_set_watcher};
     evpol_policy *ap = NULL;

@@ -50,15 +50,6 @@ static void record_exit(pid_t pid, int returncode, void *arg)
 
 static log_capture cap;
 
-static void check_error(int rc, const evpol_error *err, int code)
-{
-    if (rc != code)
-        fail_msg("expected %d (%s), got %d (%s): %s", code, evpol_strerror(code), rc,
-                 evpol_strerror(rc), err->message);
-    assert_int_equal(err->code, code);
-    assert_true(err->message[0] != '\0');
-}
-
 /* Install `w` (may be NULL: the policy makes its default on demand) on a
  * fresh default policy. */
 static void use_watcher(evpol_watcher *w)
@@ -1897,31 +1888,6 @@ static void test_invalid_arguments(void **state)
 
 /* A policy without a watcher (abstract, POL-7) cannot spawn: the error is
  * reported, nothing is created. */
-static int abs_get_loop(evpol_policy *self, evpol_loop **out, evpol_error *err)
-{
-    (void)self;
-    (void)out;
-    if (err) {
-        err->code = EVPOL_ERUNTIME;
-        snprintf(err->message, sizeof err->message, "no loop");
-    }
-    return EVPOL_ERUNTIME;
-}
-
-static int abs_set_loop(evpol_policy *self, evpol_loop *loop, evpol_error *err)
-{
-    (void)self;
-    (void)loop;
-    (void)err;
-    return 0;
-}
-
-static int abs_new_loop(evpol_policy *self, evpol_loop **out, evpol_error *err)
-{
-    (void)self;
-    return evpol_loop_new(EVPOL_BACKEND_DEFAULT, out, err);
-}
-
 static void test_policy_without_watcher(void **state)
 {
     (void)state;
@@ -1929,9 +1895,9 @@ static void test_policy_without_watcher(void **state)
     resource_snapshot before = resources_now();
     evpol_policy_methods m = {
         .size = sizeof m,
-        .get_event_loop = abs_get_loop,
-        .set_event_loop = abs_set_loop,
-        .new_event_loop = abs_new_loop,
+        .get_event_loop = stub_policy_get_loop,
+        .set_event_loop = stub_policy_set_loop,
+        .new_event_loop = stub_policy_new_loop,
     };
     evpol_policy *p = NULL;
     assert_ok(evpol_policy_new_abstract(&m, NULL, &p, NULL));

@@ -145,6 +145,42 @@ out:
     return rc;
 }
 
+void check_error(int rc, const evpol_error *err, int code)
+{
+    if (rc != code)
+        fail_msg("expected %d (%s), got %d (%s): %s", code, evpol_strerror(code), rc,
+                 evpol_strerror(rc), err->message);
+    assert_int_equal(err->code, code);
+    assert_true(err->message[0] != '\0');
+}
+
+/* ---- a policy of the user's own ---- */
+
+int stub_policy_get_loop(evpol_policy *self, evpol_loop **out, evpol_error *err)
+{
+    (void)self;
+    (void)out;
+    if (err) {
+        err->code = EVPOL_ERUNTIME;
+        snprintf(err->message, sizeof err->message, "no loop");
+    }
+    return EVPOL_ERUNTIME;
+}
+
+int stub_policy_set_loop(evpol_policy *self, evpol_loop *loop, evpol_error *err)
+{
+    (void)self;
+    (void)loop;
+    (void)err;
+    return 0;
+}
+
+int stub_policy_new_loop(evpol_policy *self, evpol_loop **out, evpol_error *err)
+{
+    (void)self;
+    return evpol_loop_new(EVPOL_BACKEND_DEFAULT, out, err);
+}
+
 /* ---- log capture ---- */
 
 static pthread_mutex_t capture_lock = PTHREAD_MUTEX_INITIALIZER;

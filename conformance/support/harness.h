@@ -87,6 +87,18 @@ const char *test_watcher_slug(evpol_watcher_kind kind); /* "threaded", ... */
             fail_msg("%s failed: %d (%s)", #expr, harness_rc_, evpol_strerror(harness_rc_)); \
     } while (0)
 
+/* Assert an evpol call failed with `code` (rc and err->code) and said why. */
+void check_error(int rc, const evpol_error *err, int code);
+
+/* ---- a policy of the user's own (evpol_policy_new_abstract) ---- */
+
+/* Loop methods of a policy that keeps no loop: get fails with
+ * EVPOL_ERUNTIME, set accepts and keeps nothing, new makes a loop on the
+ * default backend. */
+int stub_policy_get_loop(evpol_policy *self, evpol_loop **out, evpol_error *err);
+int stub_policy_set_loop(evpol_policy *self, evpol_loop *loop, evpol_error *err);
+int stub_policy_new_loop(evpol_policy *self, evpol_loop **out, evpol_error *err);
+
 /* ---- log capture ---- */
 
 #define CAPTURE_MAX_LINES 256
