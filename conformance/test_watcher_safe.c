@@ -94,35 +94,6 @@ static void run_once(evpol_loop *loop)
     assert_ok(evpol_loop_run(loop, NULL));
 }
 
-/* Run `loop` until `pid` is no longer a child waiting to be reaped. */
-typedef struct reap_poll {
-    evpol_loop *loop;
-    pid_t pid;
-    volatile int done;
-} reap_poll;
-static reap_poll the_reap_poll; /* static: a timed-out chain may outlive the test */
-
-static void reap_poll_tick(void *arg)
-{
-    reap_poll *p = arg;
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-    if (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0 && errno == ECHILD) {
-        p->done = 1;
-        return;
-    }
-    evpol_loop_call_later(p->loop, 1, reap_poll_tick, p, NULL);
-}
-
-static int run_until_reaped(evpol_loop *loop, pid_t pid)
-{
-    the_reap_poll.loop = loop;
-    the_reap_poll.pid = pid;
-    the_reap_poll.done = 0;
-    assert_ok(evpol_loop_call_soon_threadsafe(loop, reap_poll_tick, &the_reap_poll, NULL));
-    return run_until(loop, &the_reap_poll.done, TIMEOUT_MS);
-}
-
 static void *sigchld_handler_now(void)
 {
     struct sigaction sa;

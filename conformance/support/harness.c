@@ -269,6 +269,34 @@ int run_until(evpol_loop *loop, volatile int *flag, int timeout_ms)
     return run_until_count(loop, flag, 1, timeout_ms);
 }
 
+typedef struct reap_poll {
+    evpol_loop *loop;
+    pid_t pid;
+    volatile int done;
+} reap_poll;
+static reap_poll the_reap_poll; /* static: a timed-out chain may outlive the caller */
+
+static void reap_poll_tick(void *arg)
+{
+    reap_poll *p = arg;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0 && errno == ECHILD) {
+        p->done = 1;
+        return;
+    }
+    evpol_loop_call_later(p->loop, 1, reap_poll_tick, p, NULL);
+}
+
+int run_until_reaped(evpol_loop *loop, pid_t pid)
+{
+    the_reap_poll.loop = loop;
+    the_reap_poll.pid = pid;
+    the_reap_poll.done = 0;
+    assert_ok(evpol_loop_call_soon_threadsafe(loop, reap_poll_tick, &the_reap_poll, NULL));
+    return run_until(loop, &the_reap_poll.done, 10000);
+}
+
 /* ---- children ---- */
 
 pid_t spawn_waiting_child(int *write_fd, int code, int sig)

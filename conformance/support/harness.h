@@ -127,6 +127,9 @@ int capture_count(log_capture *cap, int level, int category, const char *needle)
 int run_until(evpol_loop *loop, volatile int *flag, int timeout_ms);
 /* Same with a counter: until *counter >= target. */
 int run_until_count(evpol_loop *loop, volatile int *counter, int target, int timeout_ms);
+/* Run `loop` (in the calling thread) until `pid` is no child waiting to be
+ * reaped any more: 1 once a watcher reaped it, 0 after a 10 s hang guard. */
+int run_until_reaped(evpol_loop *loop, pid_t pid);
 
 /* ---- children ---- */
 

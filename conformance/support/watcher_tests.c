@@ -107,24 +107,6 @@ void drain_loop(evpol_loop *loop)
         fail_msg("the loop never drained");
 }
 
-void reap_tick(void *p)
-{
-    reap_watch *rw = p;
-    if (reaped(rw->pid) || --rw->ticks <= 0) {
-        rw->done = 1;
-        return;
-    }
-    evpol_loop_call_later(rw->loop, 2, reap_tick, rw, NULL);
-}
-
-int run_until_reaped(evpol_loop *loop, pid_t pid)
-{
-    reap_watch rw = {loop, pid, 0, HANG_GUARD_MS / 2};
-    assert_ok(evpol_loop_call_soon_threadsafe(loop, reap_tick, &rw, NULL));
-    run_until(loop, &rw.done, HANG_GUARD_MS + 1000);
-    return reaped(pid);
-}
-
 void stress_cb(pid_t pid, int rc, void *arg)
 {
     stress_cb_arg *a = arg;

@@ -40,15 +40,6 @@ typedef struct reg_req {
     volatile int done;
 } reg_req;
 
-/* Poll the loop until pid is reaped (watchers that reap from the loop need
- * it running). */
-typedef struct reap_watch {
-    evpol_loop *loop;
-    pid_t pid;
-    volatile int done;
-    int ticks;
-} reap_watch;
-
 typedef struct stress_slot {
     pid_t pid;
     int expected;
@@ -83,8 +74,6 @@ int register_in_loop(evpol_loop *loop, evpol_watcher *w, pid_t pid, evpol_child_
                      void *arg, evpol_error *err);
 void set_flag(void *p);
 void drain_loop(evpol_loop *loop);
-void reap_tick(void *p);
-int run_until_reaped(evpol_loop *loop, pid_t pid);
 void stress_cb(pid_t pid, int rc, void *arg);
 void *stress_main(void *p);
 
