@@ -9,6 +9,7 @@
  * reaps every child of the process (waitpid(-1)), so each test lets it reap
  * what it forks; callbacks only record, the test asserts afterwards.
  */
+#include "attached_watcher.h"
 #include "harness.h"
 
 #include <errno.h>
@@ -21,57 +22,6 @@
 #include <unistd.h>
 
 #define TIMEOUT_MS 10000
-
-static pthread_t main_thread;
-
-
-typedef struct exit_rec {
-    volatile int count;
-    pid_t pid;
-    int rc;
-    int on_main;
-    evpol_loop *ran_on;
-} exit_rec;
-
-static void record_exit(pid_t pid, int rc, void *arg)
-{
-    exit_rec *r = arg;
-    r->pid = pid;
-    r->rc = rc;
-    r->on_main = pthread_equal(pthread_self(), main_thread);
-    evpol_loop *l = NULL;
-    r->ran_on = evpol_get_running_loop(&l, NULL) == 0 ? l : NULL;
-    __atomic_add_fetch(&r->count, 1, __ATOMIC_SEQ_CST);
-}
-
-typedef struct fixture {
-    resource_snapshot before;
-    evpol_loop *loop;
-    evpol_watcher *w;
-} fixture;
-
-static void fx_open(fixture *fx)
-{
-    fx->before = resources_now();
-    assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &fx->loop, NULL));
-    assert_ok(evpol_watcher_new(EVPOL_WATCHER_FAST, &fx->w, NULL));
-    assert_ok(evpol_watcher_attach_loop(fx->w, fx->loop, NULL));
-}
-
-static void fx_close(fixture *fx)
-{
-    assert_int_equal(evpol_watcher_close(fx->w, NULL), 0);
-    evpol_watcher_unref(fx->w);
-    assert_int_equal(evpol_loop_close(fx->loop, NULL), 0);
-    evpol_loop_unref(fx->loop);
-    assert_no_leaks(fx->before);
-}
-
-static void run_once(evpol_loop *loop)
-{
-    assert_ok(evpol_loop_stop(loop, NULL));
-    assert_ok(evpol_loop_run(loop, NULL));
-}
 
 /* ------------------------------------------------------------------ */
 
@@ -89,7 +39,7 @@ static void test_fast_add_needs_context(void **state)
 {
     (void)state;
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     evpol_error err = {0};
     exit_rec rec = {0};
     int wfd;
@@ -132,7 +82,7 @@ static void test_fast_kept_exit_reported_at_registration(void **state)
 {
     (void)state;
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture cap;
     capture_start(&cap);
     assert_ok(evpol_watcher_enter(fx.w, NULL));
@@ -160,7 +110,7 @@ static void test_fast_kept_exits_dropped_at_last_exit(void **state)
 {
     (void)state;
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture cap;
     capture_start(&cap);
     assert_ok(evpol_watcher_enter(fx.w, NULL));
@@ -197,7 +147,7 @@ static void test_fast_unknown_child_without_context(void **state)
 {
     (void)state;
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture cap;
     capture_start(&cap);
     pid_t pid = fork_exit(6);
@@ -224,7 +174,7 @@ static void test_fast_reaps_other_code_children(void **state)
      * whoever waits for it later gets ECHILD. */
     (void)state;
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture cap;
     capture_start(&cap);
     pid_t stranger = fork_exit(1);
@@ -250,7 +200,7 @@ static void test_fast_close_clears_kept_exits(void **state)
 {
     (void)state;
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture cap;
     capture_start(&cap);
     assert_ok(evpol_watcher_enter(fx.w, NULL));
@@ -281,7 +231,7 @@ static void test_fast_many_kept_exits_truncated(void **state)
 {
     (void)state;
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture *cap = calloc(1, sizeof *cap);
     assert_non_null(cap);
     capture_start(cap);
@@ -341,7 +291,7 @@ static void test_fast_reused_pid_keeps_newer_status(void **state)
     __atomic_store_n(&reuse_served, 2, __ATOMIC_SEQ_CST);
     assert_ok(evpol_sys_set(&t, NULL));
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture cap;
     capture_start(&cap);
     assert_ok(evpol_watcher_enter(fx.w, NULL));
@@ -362,7 +312,6 @@ static void test_fast_reused_pid_keeps_newer_status(void **state)
 
 int main(void)
 {
-    main_thread = pthread_self();
     warm_up_threads();
     const harness_test tests[] = {
         WATCHER_TEST(test_fast_identity, fast, "CW-9"),

@@ -10,6 +10,7 @@
  * asserts (they would longjmp out of a running loop): they record what they
  * saw and the test asserts afterwards.
  */
+#include "attached_watcher.h"
 #include "harness.h"
 
 #include <errno.h>
@@ -23,59 +24,6 @@
 
 #define TIMEOUT_MS 10000
 
-static pthread_t main_thread;
-
-
-/* ---- helpers ---- */
-
-typedef struct exit_rec {
-    volatile int count;
-    pid_t pid;
-    int rc;
-    int on_main;
-    evpol_loop *ran_on; /* the running loop when the callback ran */
-} exit_rec;
-
-static void record_exit(pid_t pid, int rc, void *arg)
-{
-    exit_rec *r = arg;
-    r->pid = pid;
-    r->rc = rc;
-    r->on_main = pthread_equal(pthread_self(), main_thread);
-    evpol_loop *l = NULL;
-    r->ran_on = evpol_get_running_loop(&l, NULL) == 0 ? l : NULL;
-    __atomic_add_fetch(&r->count, 1, __ATOMIC_SEQ_CST);
-}
-
-typedef struct fixture {
-    resource_snapshot before;
-    evpol_loop *loop;
-    evpol_watcher *w;
-    evpol_watcher_kind kind;
-} fixture;
-
-static void fx_open(fixture *fx, void **state)
-{
-    fx->kind = test_watcher_kind(state);
-    fx->before = resources_now();
-    assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &fx->loop, NULL));
-    assert_ok(evpol_watcher_new(fx->kind, &fx->w, NULL));
-    assert_int_equal(evpol_watcher_kind_of(fx->w), fx->kind);
-    assert_ok(evpol_watcher_attach_loop(fx->w, fx->loop, NULL));
-}
-
-static void fx_close(fixture *fx)
-{
-    assert_int_equal(evpol_watcher_close(fx->w, NULL), 0);
-    evpol_watcher_unref(fx->w);
-    assert_int_equal(evpol_loop_close(fx->loop, NULL), 0);
-    evpol_loop_unref(fx->loop);
-    assert_no_leaks(fx->before);
-}
-
-/* Release a spawn_waiting_child. Writing a byte (rather than only closing)
- * wakes the child even when a later fork inherited the pipe's write end. */
-/* Block until `pid` has exited, without reaping it (or it was reaped). */
 /* Fork a waiting child and register it inside the spawn context. */
 static pid_t watched_child(evpol_watcher *w, int *wfd, int code, int sig, evpol_child_fn cb,
                            void *arg)
@@ -85,13 +33,6 @@ static pid_t watched_child(evpol_watcher *w, int *wfd, int code, int sig, evpol_
     assert_ok(evpol_watcher_add_child_handler(w, pid, cb, arg, NULL));
     assert_ok(evpol_watcher_exit(w, NULL));
     return pid;
-}
-
-/* Run the loop for one pass over what is ready. */
-static void run_once(evpol_loop *loop)
-{
-    assert_ok(evpol_loop_stop(loop, NULL));
-    assert_ok(evpol_loop_run(loop, NULL));
 }
 
 static void *sigchld_handler_now(void)
@@ -109,7 +50,7 @@ static void *sigchld_handler_now(void)
 static void test_exit_codes(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     static const struct { int code, sig, rc; } cases[] = {
         {0, 0, 0}, {1, 0, 1}, {255, 0, 255}, {0, SIGKILL, -9}, {0, SIGTERM, -15},
     };
@@ -144,7 +85,7 @@ static void test_many_exit_together(void **state)
     /* Several children exit before the loop looks: their SIGCHLDs coalesce
      * into one wakeup, and every exit is still reported once. */
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     enum { N = 12 };
     exit_rec rec[N];
     pid_t pids[N];
@@ -172,7 +113,7 @@ static void test_many_exit_together(void **state)
 static void test_replace_handler(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     exit_rec first = {0}, second = {0};
     int wfd;
     assert_ok(evpol_watcher_enter(fx.w, NULL));
@@ -193,7 +134,7 @@ static void test_replace_handler(void **state)
 static void test_remove_handler(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     log_capture cap;
     capture_start(&cap);
     exit_rec rec = {0};
@@ -217,7 +158,7 @@ static void test_remove_handler(void **state)
 static void test_attach_switch_reaps_once_on_new_loop(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     evpol_loop *b = NULL;
     assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &b, NULL));
     enum { N = 4 };
@@ -269,7 +210,7 @@ static void test_attach_switch_reaps_once_on_new_loop(void **state)
 static void test_detach_with_pending_warns(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     log_capture cap;
     capture_start(&cap);
     const char *text = "A loop is being detached from a child watcher with pending handlers";
@@ -522,7 +463,7 @@ static void test_close_inside_callback_stops_the_rest(void **state)
     /* Two exits reported by the same SIGCHLD; the first callback closes the
      * watcher, so the second is never called (CW-8: nothing after close). */
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     close_probe p = {fx.w, 0};
     int wfd[2];
     pid_t pids[2];
@@ -610,7 +551,7 @@ static void count_tick_fn(void *arg)
 static void test_register_from_thread_while_loop_reaps(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     static concurrent c;
     memset(&c, 0, sizeof c);
     c.w = fx.w;
@@ -657,7 +598,7 @@ static void test_close_outside_main_thread(void **state)
      * inert, with a resource warning; it goes when the loop closes. */
     void *disposition = sigchld_handler_now();
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     log_capture cap;
     capture_start(&cap);
     exit_rec rec = {0};
@@ -734,7 +675,7 @@ static void stress_spawn(stress *st, int slot)
 static void stress_exit(pid_t pid, int rc, void *arg)
 {
     stress *st = arg;
-    if (!pthread_equal(pthread_self(), main_thread))
+    if (!pthread_equal(pthread_self(), harness_main_thread))
         stress_error(st, "callback off the loop's thread", pid, 0);
     int slot = -1;
     for (int i = 0; i < STRESS_INFLIGHT; i++)
@@ -762,7 +703,7 @@ static void stress_start(void *arg)
 static void test_stress_thousands_of_children(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     static stress st; /* big; callbacks reach it by pointer */
     memset(&st, 0, sizeof st);
     st.w = fx.w;
@@ -800,7 +741,7 @@ static void test_safe_identity(void **state)
 static void test_safe_leaves_unregistered_children(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     pid_t stranger = fork_exit(17);
     wait_exited_not_reaped(stranger);
     exit_rec rec = {0};
@@ -820,7 +761,7 @@ static void test_safe_leaves_unregistered_children(void **state)
 static void test_safe_exited_before_registration(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     pid_t pid = fork_exit(33);
     wait_exited_not_reaped(pid);
     exit_rec rec = {0};
@@ -856,7 +797,7 @@ static void test_safe_registered_from_other_thread(void **state)
     /* Registration from any thread; the callback runs on the attached
      * loop's thread, here the main thread (CW-3). */
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     exit_rec rec[2];
     memset(rec, 0, sizeof rec);
     int wfd;
@@ -903,7 +844,7 @@ static void test_safe_no_loop_reports_on_caller(void **state)
 static void test_safe_child_reaped_elsewhere(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     log_capture cap;
     capture_start(&cap);
     char msg[128];
@@ -941,7 +882,6 @@ static void test_safe_child_reaped_elsewhere(void **state)
 
 int main(void)
 {
-    main_thread = pthread_self();
     warm_up_threads();
     const harness_test tests[] = {
         WATCHER_TESTS(test_exit_codes, W_SAFE | W_FAST,
