@@ -93,20 +93,6 @@ static void noop_child(pid_t pid, int rc, void *arg)
     (void)arg;
 }
 
-static void reset_policy(void)
-{
-    assert_int_equal(evpol_set_event_loop_policy(NULL, NULL), 0);
-}
-
-static bool pidfd_works(void)
-{
-    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    if (fd < 0)
-        return false;
-    close(fd);
-    return true;
-}
-
 static void assert_no_children(void)
 {
     errno = 0;
@@ -468,7 +454,7 @@ static void test_watcher_functions_bad_input(void **state)
         evpol_watcher *w = NULL;
         evpol_error err = {0};
         int rc = evpol_watcher_new(kinds[i], &w, &err);
-        if (kinds[i] == EVPOL_WATCHER_PIDFD && !pidfd_works()) {
+        if (kinds[i] == EVPOL_WATCHER_PIDFD && !have_pidfd()) {
             check_code("new(PIDFD)", rc, &err, EVPOL_ENOTSUP, EVPOL_ENOTSUP);
             continue;
         }
@@ -476,7 +462,7 @@ static void test_watcher_functions_bad_input(void **state)
             fail_msg("evpol_watcher_new(%d): %s", (int)kinds[i], err.message);
         int kind = evpol_watcher_kind_of(w);
         if (kinds[i] == EVPOL_WATCHER_AUTO)
-            assert_int_equal(kind, pidfd_works() ? EVPOL_WATCHER_PIDFD : EVPOL_WATCHER_THREADED);
+            assert_int_equal(kind, have_pidfd() ? EVPOL_WATCHER_PIDFD : EVPOL_WATCHER_THREADED);
         else
             assert_int_equal(kind, (int)kinds[i]);
         assert_true(evpol_is_watcher(w));
@@ -528,7 +514,7 @@ static void test_watcher_exit_without_enter(void **state)
     char failures[512] = "";
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         evpol_watcher *w = NULL;
-        if (kinds[i] == EVPOL_WATCHER_PIDFD && !pidfd_works())
+        if (kinds[i] == EVPOL_WATCHER_PIDFD && !have_pidfd())
             continue;
         assert_ok(evpol_watcher_new(kinds[i], &w, NULL));
         evpol_error err = {0};

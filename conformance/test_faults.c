@@ -243,15 +243,6 @@ static void remove_injector(void)
     assert_ok(evpol_sys_set(NULL, NULL));
 }
 
-static bool pidfd_works(void)
-{
-    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    if (fd < 0)
-        return false;
-    close(fd);
-    return true;
-}
-
 static log_capture cap;
 
 /* ------------------------------------------------------------------ */
@@ -980,8 +971,8 @@ static void test_auto_watcher_falls_back(void **state)
     assert_ok(evpol_watcher_new(EVPOL_WATCHER_AUTO, &w, NULL));
     bool closed_fired = disarm(M_CLOSE);
     assert_int_equal(evpol_watcher_kind_of(w),
-                     pidfd_works() ? EVPOL_WATCHER_PIDFD : EVPOL_WATCHER_THREADED);
-    assert_true(closed_fired == pidfd_works());
+                     have_pidfd() ? EVPOL_WATCHER_PIDFD : EVPOL_WATCHER_THREADED);
+    assert_true(closed_fired == have_pidfd());
     evpol_watcher_unref(w);
     remove_injector();
 }
@@ -1050,7 +1041,7 @@ static void made_watcher_works(fx *f)
 static void test_watcher_new(void **state)
 {
     evpol_watcher_kind kind = test_watcher_kind(state);
-    if (kind == EVPOL_WATCHER_PIDFD && !pidfd_works())
+    if (kind == EVPOL_WATCHER_PIDFD && !have_pidfd())
         skip();
     install_injector();
     const fault_case c = {"evpol_watcher_new", noop, op_watcher_new, NULL, made_watcher_works,
@@ -1158,7 +1149,7 @@ static void child_reported_once(fx *f)
 static void test_add_child_handler(void **state)
 {
     evpol_watcher_kind kind = test_watcher_kind(state);
-    if (kind == EVPOL_WATCHER_PIDFD && !pidfd_works())
+    if (kind == EVPOL_WATCHER_PIDFD && !have_pidfd())
         skip();
     capture_start(&cap);
     install_injector();
@@ -1198,7 +1189,7 @@ static void test_add_child_handler(void **state)
 static void test_waitpid_eintr_after_registration(void **state)
 {
     evpol_watcher_kind kind = test_watcher_kind(state);
-    if (kind == EVPOL_WATCHER_PIDFD && !pidfd_works())
+    if (kind == EVPOL_WATCHER_PIDFD && !have_pidfd())
         skip();
     install_injector();
     int fired_total = 0;
@@ -1227,7 +1218,7 @@ static void test_waitpid_eintr_after_registration(void **state)
 static void test_waitpid_echild_reports_lost_status(void **state)
 {
     evpol_watcher_kind kind = test_watcher_kind(state);
-    if (kind == EVPOL_WATCHER_PIDFD && !pidfd_works())
+    if (kind == EVPOL_WATCHER_PIDFD && !have_pidfd())
         skip();
     capture_start(&cap);
     install_injector();
@@ -1358,7 +1349,7 @@ static const fault_case case_spawn = {"evpol_loop_spawn", setup_spawn, op_spawn,
 static void test_spawn(void **state)
 {
     evpol_watcher_kind kind = test_watcher_kind(state);
-    if (kind == EVPOL_WATCHER_PIDFD && !pidfd_works())
+    if (kind == EVPOL_WATCHER_PIDFD && !have_pidfd())
         skip();
     capture_start(&cap);
     install_injector();
@@ -1481,7 +1472,7 @@ static void test_multiloop_close_sigaction_fails(void **state)
 static void test_close_reports_eio(void **state)
 {
     evpol_watcher_kind kind = test_watcher_kind(state);
-    if (kind == EVPOL_WATCHER_PIDFD && !pidfd_works())
+    if (kind == EVPOL_WATCHER_PIDFD && !have_pidfd())
         skip();
     install_injector();
     int fired_total = 0;

@@ -25,23 +25,6 @@
 #define NTHREADS 8
 #define TIMEOUT_MS 10000
 
-static pthread_t start_thread(void *(*fn)(void *), void *arg)
-{
-    pthread_t t;
-    int rc = pthread_create(&t, NULL, fn, arg);
-    if (rc != 0)
-        fail_msg("pthread_create: %s", strerror(rc));
-    return t;
-}
-
-static evpol_loop *new_loop(void)
-{
-    evpol_loop *loop = NULL;
-    assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, NULL));
-    assert_non_null(loop);
-    return loop;
-}
-
 typedef struct flag_stop {
     evpol_loop *loop;
     volatile int ran;
@@ -411,13 +394,6 @@ static void record_where(void *arg)
     atomic_fetch_add(&w->runs, 1);
     if (w->stop)
         evpol_loop_stop(w->loop, NULL);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
 }
 
 static void test_call_soon_threadsafe_wakes_loop_in_other_thread(void **state)

@@ -34,21 +34,6 @@ typedef struct fake_object {
 static fake_object zeroed_object;
 static fake_object random_object = {0x12345678u, "not an evpol object"};
 
-static void reset_policy(void)
-{
-    evpol_error err = {0};
-    assert_int_equal(evpol_set_event_loop_policy(NULL, &err), 0);
-}
-
-static pthread_t start_thread(void *(*fn)(void *), void *arg)
-{
-    pthread_t t;
-    int rc = pthread_create(&t, NULL, fn, arg);
-    if (rc != 0)
-        fail_msg("pthread_create: %s", strerror(rc));
-    return t;
-}
-
 /* ------------------------------------------------------------------ */
 /* POL-1, POL-2, POL-3, POL-4, POL-5                                   */
 /* ------------------------------------------------------------------ */

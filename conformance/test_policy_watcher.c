@@ -29,29 +29,6 @@ typedef struct fake_object {
 } fake_object;
 static fake_object zeroed_object;
 
-static void reset_policy(void)
-{
-    assert_int_equal(evpol_set_event_loop_policy(NULL, NULL), 0);
-}
-
-static pthread_t start_thread(void *(*fn)(void *), void *arg)
-{
-    pthread_t t;
-    int rc = pthread_create(&t, NULL, fn, arg);
-    if (rc != 0)
-        fail_msg("pthread_create: %s", strerror(rc));
-    return t;
-}
-
-static bool pidfd_works(void)
-{
-    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    if (fd < 0)
-        return false;
-    close(fd);
-    return true;
-}
-
 /* ------------------------------------------------------------------ */
 /* A recording custom watcher                                          */
 /* ------------------------------------------------------------------ */
@@ -203,7 +180,7 @@ static void test_get_default_child_watcher(void **state)
     assert_ok(evpol_policy_get_child_watcher(p, &again, NULL));
     capture_stop();
     assert_int_equal(evpol_watcher_kind_of(w),
-                     pidfd_works() ? EVPOL_WATCHER_PIDFD : EVPOL_WATCHER_THREADED);
+                     have_pidfd() ? EVPOL_WATCHER_PIDFD : EVPOL_WATCHER_THREADED);
     assert_ptr_equal(again, w);
     assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_DEPRECATION, NULL), 2);
     evpol_policy_unref(p);

@@ -58,17 +58,10 @@ static void use_watcher(evpol_watcher *w)
     assert_ok(evpol_set_child_watcher(w, NULL));
 }
 
-static void reset_policy(void)
+static void reset_policy_and_watcher(void)
 {
     assert_ok(evpol_set_child_watcher(NULL, NULL));
     assert_ok(evpol_set_event_loop_policy(NULL, NULL));
-}
-
-static evpol_loop *new_loop(void)
-{
-    evpol_loop *loop = NULL;
-    assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, NULL));
-    return loop;
 }
 
 static void close_loop(evpol_loop *loop)
@@ -90,7 +83,7 @@ static evpol_loop *begin_default(resource_snapshot *before)
 static void end_default(evpol_loop *loop, resource_snapshot before)
 {
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
     assert_no_leaks(before);
 }
@@ -158,13 +151,6 @@ static bool is_cloexec(int fd)
 {
     int flags = fcntl(fd, F_GETFD);
     return flags >= 0 && (flags & FD_CLOEXEC);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
 }
 
 /* Hang guard for waits that no loop of ours drives. */
@@ -292,7 +278,7 @@ static void test_on_exit_in_non_main_loop_thread(void **state)
     assert_true(pthread_equal(e.thread, wk.thread));
 
     worker_stop(&wk);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
     assert_no_leaks(before);
 }
@@ -384,7 +370,7 @@ static void test_spawn_with_watcher(void **state)
         assert_true(pthread_equal(job.e[i].thread, pthread_self()));
     }
 
-    reset_policy(); /* closes w */
+    reset_policy_and_watcher(); /* closes w */
     evpol_watcher_unref(w);
     close_loop(loop);
     capture_stop();
@@ -444,7 +430,7 @@ static void test_on_exit_hops_to_spawn_loop(void **state)
     assert_true(pthread_equal(job.e.thread, wk.thread));
 
     worker_stop(&wk);
-    reset_policy();
+    reset_policy_and_watcher();
     evpol_watcher_unref(w);
     close_loop(main_loop);
     capture_stop();
@@ -853,7 +839,7 @@ static void test_fast_child_gets_only_stdio(void **state)
 
     close(leak);
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
 }
 
@@ -967,7 +953,7 @@ static void fast_closed_standard_fds(bool close0)
     assert_int_equal(resources_now().fds, before.fds);
 
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
 }
 
@@ -1264,7 +1250,7 @@ static void test_abandoned_registration_released(void **state)
     o.stdio[0] = EVPOL_STDIO_PIPE;
     evpol_spawn_result res;
     pid_t pid = spawn_ok(loop, &o, &res);
-    reset_policy(); /* closes the watcher with the child pending */
+    reset_policy_and_watcher(); /* closes the watcher with the child pending */
     watch_free_of(loop);
     evpol_loop_unref(loop); /* not closed: the registration still refers to it */
     close(res.stdio_fd[0]); /* cat exits; the closed watcher still reaps it */
@@ -1284,7 +1270,7 @@ static void test_abandoned_registration_released(void **state)
     assert_int_equal(atomic_load(&e.calls), 0);
 
     close_loop(loop2);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
     assert_no_leaks(before);
 }
@@ -1358,7 +1344,7 @@ static void exec_failure(bool fast)
         assert_int_equal(atomic_load(&e[i].calls), 0);
 
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
     assert_no_leaks(start);
 }
@@ -1415,7 +1401,7 @@ static void test_inactive_watcher_refuses(void **state)
     expect_inactive_refusal(loop, "SafeChildWatcher");
     assert_ok(evpol_watcher_attach_loop(safe, loop, NULL));
     expect_inactive_refusal(loop, "SafeChildWatcher"); /* attached, not running */
-    reset_policy();
+    reset_policy_and_watcher();
     evpol_watcher_unref(safe);
 
     /* A closed watcher is inactive too. */
@@ -1424,7 +1410,7 @@ static void test_inactive_watcher_refuses(void **state)
     use_watcher(thr);
     assert_ok(evpol_watcher_close(thr, NULL));
     expect_inactive_refusal(loop, "ThreadedChildWatcher");
-    reset_policy();
+    reset_policy_and_watcher();
     evpol_watcher_unref(thr);
 
     close_loop(loop);
@@ -1580,7 +1566,7 @@ static evpol_watcher *recording_watcher(void)
 
 static void drop_recording_watcher(evpol_watcher *w)
 {
-    reset_policy(); /* closes w, which closes the inner watcher */
+    reset_policy_and_watcher(); /* closes w, which closes the inner watcher */
     evpol_watcher_unref(w);
     assert_ok(evpol_sys_set(NULL, NULL));
 }
@@ -1765,7 +1751,7 @@ static void test_thread_creation_failure_fake_kernel(void **state)
     assert_int_equal(atomic_load(&e.calls), 0);
 
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     evpol_watcher_unref(w);
     fk_uninstall();
     capture_stop();
@@ -1819,7 +1805,7 @@ static void test_loop_closed_before_exit(void **state)
     assert_int_equal(atomic_load(&e.calls), 0);
 
     close_loop(loop2);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
     assert_no_leaks(before);
 }
@@ -1881,7 +1867,7 @@ static void test_invalid_arguments(void **state)
     assert_no_children();
     assert_int_equal(atomic_load(&e.calls), 0);
     evpol_loop_unref(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
     assert_no_leaks(before);
 }
@@ -2065,7 +2051,7 @@ static evpol_watcher *begin_hand(hand_watcher *h, resource_snapshot *before)
 
 static void end_hand(evpol_watcher *w, resource_snapshot before)
 {
-    reset_policy();
+    reset_policy_and_watcher();
     evpol_watcher_unref(w);
     capture_stop();
     assert_no_leaks(before);
@@ -2268,7 +2254,7 @@ static void test_pipe_end_cannot_be_moved(void **state)
     assert_no_children();
     assert_int_equal(resources_now().fds, before.fds);
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
 }
 
@@ -2291,7 +2277,7 @@ static void test_limit_lowered_before_file_actions(void **state)
 {
     (void)state;
     capture_start(&cap);
-    reset_policy();
+    reset_policy_and_watcher();
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &lowered_saved), 0);
     evpol_sys t = *evpol_sys_real();
     t.pipe2 = lowering_pipe2;
@@ -2317,7 +2303,7 @@ static void test_limit_lowered_before_file_actions(void **state)
     assert_no_children();
     assert_int_equal(resources_now().fds, before.fds);
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     assert_ok(evpol_sys_set(NULL, NULL));
     capture_stop();
 }
@@ -2364,7 +2350,7 @@ static void test_spawn_success_without_pid(void **state)
 {
     (void)state;
     capture_start(&cap);
-    reset_policy();
+    reset_policy_and_watcher();
     use_watcher(NULL);
     evpol_loop *loop = new_loop();
     resource_snapshot before = resources_now();
@@ -2396,7 +2382,7 @@ static void test_spawn_success_without_pid(void **state)
         assert_int_equal(resources_now().fds, before.fds);
     }
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
 }
 

@@ -48,13 +48,6 @@
 /* The disposition the program started with (SIG_DFL under cmocka). */
 static struct sigaction g_orig_sigchld;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 static struct sigaction current_sigchld(void)
 {
     struct sigaction sa;
@@ -161,15 +154,6 @@ static void close_and_free(evpol_watcher *w)
         fail_msg("close: %s", err.message);
     forget_watcher(w);
     evpol_watcher_unref(w);
-}
-
-static evpol_loop *new_loop(void)
-{
-    evpol_loop *loop = NULL;
-    evpol_error err = {0};
-    if (evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, &err) != 0)
-        fail_msg("evpol_loop_new: %s", err.message);
-    return loop;
 }
 
 /* One pass over what the loop has ready (posted deliveries included). */

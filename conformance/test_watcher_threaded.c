@@ -22,13 +22,6 @@
 
 /* ---- helpers ---- */
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 static int wait_log(log_capture *cap, int category, const char *needle)
 {
     for (int waited = 0; waited < HANG_GUARD_MS; waited += 5) {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -179,6 +180,50 @@ int stub_policy_new_loop(evpol_policy *self, evpol_loop **out, evpol_error *err)
 {
     (void)self;
     return evpol_loop_new(EVPOL_BACKEND_DEFAULT, out, err);
+}
+
+/* ---- threads, loops, policies ---- */
+
+pthread_t start_thread(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, fn, arg);
+    if (rc != 0)
+        fail_msg("pthread_create: %s", strerror(rc));
+    return t;
+}
+
+void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+evpol_loop *new_loop(void)
+{
+    evpol_loop *loop = NULL;
+    evpol_error err = {0};
+    if (evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, &err) != 0)
+        fail_msg("evpol_loop_new: %s", err.message);
+    assert_non_null(loop);
+    return loop;
+}
+
+void reset_policy(void)
+{
+    evpol_error err = {0};
+    if (evpol_set_event_loop_policy(NULL, &err) != 0)
+        fail_msg("evpol_set_event_loop_policy(NULL): %s", err.message);
+}
+
+bool have_pidfd(void)
+{
+    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (fd < 0)
+        return false;
+    close(fd);
+    return true;
 }
 
 /* ---- log capture ---- */
@@ -368,13 +413,6 @@ resource_snapshot resources_now(void)
     s.fds = count_dir("/proc/self/fd") - 1;
     s.threads = count_dir("/proc/self/task");
     return s;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
 }
 
 int wait_threads_at_most(int threads, int timeout_ms)

@@ -99,6 +99,19 @@ int stub_policy_get_loop(evpol_policy *self, evpol_loop **out, evpol_error *err)
 int stub_policy_set_loop(evpol_policy *self, evpol_loop *loop, evpol_error *err);
 int stub_policy_new_loop(evpol_policy *self, evpol_loop **out, evpol_error *err);
 
+/* ---- threads, loops, policies ---- */
+
+/* pthread_create, failing the test when it fails. */
+pthread_t start_thread(void *(*fn)(void *), void *arg);
+/* Sleep `ms` milliseconds, resumed after signals. */
+void sleep_ms(int ms);
+/* A new loop on the default backend, failing the test when it cannot. */
+evpol_loop *new_loop(void);
+/* Back to no policy set (the default one is made again on demand). */
+void reset_policy(void);
+/* The real kernel supports pidfd_open (Linux 5.3+). */
+bool have_pidfd(void);
+
 /* ---- log capture ---- */
 
 #define CAPTURE_MAX_LINES 256

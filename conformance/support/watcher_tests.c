@@ -41,15 +41,6 @@ void on_exit_count(pid_t pid, int rc, void *arg)
     atomic_fetch_add((atomic_int *)arg, 1);
 }
 
-evpol_loop *new_loop(void)
-{
-    evpol_loop *loop = NULL;
-    evpol_error err = {0};
-    if (evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, &err) != 0)
-        fail_msg("evpol_loop_new: %s", err.message);
-    return loop;
-}
-
 evpol_watcher *new_watcher(evpol_watcher_kind kind)
 {
     evpol_watcher *w = NULL;
@@ -163,15 +154,6 @@ out:
     evpol_loop_unref(loop);
     free(args);
     return NULL;
-}
-
-int have_pidfd(void)
-{
-    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    if (fd < 0)
-        return 0;
-    close(fd);
-    return 1;
 }
 
 void skip_unless_available(evpol_watcher_kind kind)

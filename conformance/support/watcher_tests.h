@@ -65,7 +65,6 @@ typedef struct stress_cb_arg {
 void on_exit_cb(pid_t pid, int rc, void *arg);
 void on_exit_cb2(pid_t pid, int rc, void *arg);
 void on_exit_count(pid_t pid, int rc, void *arg);
-evpol_loop *new_loop(void);
 evpol_watcher *new_watcher(evpol_watcher_kind kind);
 void free_loop(evpol_loop *loop);
 int reaped(pid_t pid);
@@ -77,8 +76,6 @@ void drain_loop(evpol_loop *loop);
 void stress_cb(pid_t pid, int rc, void *arg);
 void *stress_main(void *p);
 
-/* The real kernel supports pidfd_open. */
-int have_pidfd(void);
 /* Skips the running test when `kind` cannot work on this kernel (pidfd
  * before Linux 5.3). */
 void skip_unless_available(evpol_watcher_kind kind);
