@@ -92,17 +92,7 @@ static int run_until_logged(evpol_loop *loop, log_capture *cap, const char *need
 
 /* ---- a seam that counts waitpid calls and can refuse pidfd_open ---- */
 
-static atomic_int seam_waitpid_calls, seam_waitpid_returned;
 static atomic_int seam_pidfd_errno;
-
-static pid_t counting_waitpid(pid_t pid, int *status, int options)
-{
-    atomic_fetch_add(&seam_waitpid_calls, 1);
-    pid_t r = evpol_sys_real()->waitpid(pid, status, options);
-    if (r > 0)
-        atomic_fetch_add(&seam_waitpid_returned, 1);
-    return r;
-}
 
 static int refusing_pidfd_open(pid_t pid, unsigned int flags)
 {
@@ -123,40 +113,6 @@ static void install_seam(void)
     atomic_store(&seam_waitpid_returned, 0);
     atomic_store(&seam_pidfd_errno, 0);
     assert_ok(evpol_sys_set(&s, NULL));
-}
-
-/* ---- CW-2: replace ---- */
-
-static void test_replace(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    int fd;
-    pid_t pid = spawn_lone_child(&fd, 5, 0);
-    result first = {0}, second = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &first, NULL));
-    resource_snapshot one = resources_now();
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb2, &second, NULL));
-    /* Still one pidfd for the pid, and no thread. */
-    assert_int_equal(resources_now().fds, one.fds);
-    assert_int_equal(resources_now().threads, before.threads);
-    release_child(fd);
-    assert_true(run_until_count(loop, (volatile int *)&second.calls, 1, HANG_GUARD_MS));
-    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    drain_loop(loop);
-    assert_int_equal(atomic_load(&first.calls), 0);
-    assert_int_equal(atomic_load(&second.calls), 1);
-    assert_int_equal(second.tag, 2);
-    assert_int_equal(second.pid, pid);
-    assert_int_equal(second.rc, 5);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
 }
 
 /* ---- CW-12: the loop that should run the callback is closed ----

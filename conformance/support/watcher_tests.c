@@ -98,6 +98,17 @@ void drain_loop(evpol_loop *loop)
         fail_msg("the loop never drained");
 }
 
+atomic_int seam_waitpid_calls, seam_waitpid_returned;
+
+pid_t counting_waitpid(pid_t pid, int *status, int options)
+{
+    atomic_fetch_add(&seam_waitpid_calls, 1);
+    pid_t r = evpol_sys_real()->waitpid(pid, status, options);
+    if (r > 0)
+        atomic_fetch_add(&seam_waitpid_returned, 1);
+    return r;
+}
+
 void stress_cb(pid_t pid, int rc, void *arg)
 {
     stress_cb_arg *a = arg;
@@ -579,5 +590,44 @@ void test_stress(void **state)
     }
     evpol_watcher_unref(w);
     assert_int_equal(count_zombie_children(), 0);
+    assert_no_leaks(before);
+}
+
+/* ---- replace: the second handler for a pid takes the first's place ---- */
+
+void test_replace(void **state)
+{
+    evpol_watcher_kind kind = test_watcher_kind(state);
+    skip_unless_available(kind);
+    resource_snapshot before = resources_now();
+    evpol_loop *loop = new_loop();
+    evpol_watcher *w = new_watcher(kind);
+
+    int fd;
+    pid_t pid = spawn_lone_child(&fd, 5, 0);
+    result first = {0}, second = {0};
+    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &first, NULL));
+    resource_snapshot one = resources_now();
+    assert_ok(register_in_loop(loop, w, pid, on_exit_cb2, &second, NULL));
+    if (kind == EVPOL_WATCHER_PIDFD) {
+        /* Still one pidfd for the pid, and no thread. */
+        assert_int_equal(resources_now().fds, one.fds);
+        assert_int_equal(resources_now().threads, before.threads);
+    } else {
+        /* Still one waiting thread for the pid (THR-1). */
+        assert_int_equal(resources_now().threads, one.threads);
+    }
+    release_child(fd);
+    assert_true(run_until_count(loop, (volatile int *)&second.calls, 1, HANG_GUARD_MS));
+    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
+    drain_loop(loop);
+    assert_int_equal(atomic_load(&first.calls), 0);
+    assert_int_equal(atomic_load(&second.calls), 1);
+    assert_int_equal(second.tag, 2);
+    assert_int_equal(second.pid, pid);
+    assert_int_equal(second.rc, 5);
+
+    evpol_watcher_unref(w);
+    free_loop(loop);
     assert_no_leaks(before);
 }

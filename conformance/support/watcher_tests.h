@@ -73,6 +73,11 @@ int register_in_loop(evpol_loop *loop, evpol_watcher *w, pid_t pid, evpol_child_
                      void *arg, evpol_error *err);
 void set_flag(void *p);
 void drain_loop(evpol_loop *loop);
+/* A waitpid for the syscall seam that counts the calls, and those that
+ * returned a child: the programs' seams start from it. */
+extern atomic_int seam_waitpid_calls, seam_waitpid_returned;
+pid_t counting_waitpid(pid_t pid, int *status, int options);
+
 void stress_cb(pid_t pid, int rc, void *arg);
 void *stress_main(void *p);
 
@@ -86,6 +91,7 @@ void test_exit_codes(void **state);
 void test_killed_by_signal(void **state);
 void test_exited_before_registration(void **state);
 void test_loops_in_other_threads(void **state);
+void test_replace(void **state);
 void test_remove(void **state);
 void test_remove_unknown(void **state);
 void test_remove_then_add_again(void **state);
