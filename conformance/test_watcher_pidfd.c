@@ -36,33 +36,6 @@
         }                                               \
     } while (0)
 
-/* Number of pidfds open in this process; each one must be close-on-exec. */
-static int count_pidfds(int *not_cloexec)
-{
-    DIR *d = opendir("/proc/self/fd");
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char path[300], target[64];
-        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
-        ssize_t len = readlink(path, target, sizeof target - 1);
-        if (len < 0)
-            continue;
-        target[len] = '\0';
-        if (strcmp(target, "anon_inode:[pidfd]") != 0)
-            continue;
-        n++;
-        int flags = fcntl(atoi(e->d_name), F_GETFD);
-        if (not_cloexec && (flags < 0 || !(flags & FD_CLOEXEC)))
-            (*not_cloexec)++;
-    }
-    closedir(d);
-    return n;
-}
-
 /* Run the loop until a warning containing `needle` was logged. */
 typedef struct log_watch {
     evpol_loop *loop;
@@ -107,12 +80,9 @@ static int refusing_pidfd_open(pid_t pid, unsigned int flags)
 static void install_seam(void)
 {
     evpol_sys s = *evpol_sys_real();
-    s.waitpid = counting_waitpid;
     s.pidfd_open = refusing_pidfd_open;
-    atomic_store(&seam_waitpid_calls, 0);
-    atomic_store(&seam_waitpid_returned, 0);
     atomic_store(&seam_pidfd_errno, 0);
-    assert_ok(evpol_sys_set(&s, NULL));
+    install_counting_seam(&s);
 }
 
 /* ---- CW-12: the loop that should run the callback is closed ----
@@ -159,52 +129,6 @@ static void test_closed_loop(void **state)
 /* ---- CW-8, PFD-6: close with children pending ----
  * Close removes every reader and closes every pidfd at once. A child still
  * running is left alone (no thread may wait for it): the test reaps it. */
-
-static void test_close_with_pending(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
-    evpol_loop *loop = new_loop();
-    resource_snapshot with_loop = resources_now();
-    evpol_watcher *w = new_watcher(kind);
-
-    int fds[2];
-    result r[2];
-    memset(r, 0, sizeof r);
-    pid_t pids[2];
-    for (int i = 0; i < 2; i++) {
-        pids[i] = spawn_lone_child(&fds[i], 0, 0);
-        assert_ok(register_in_loop(loop, w, pids[i], on_exit_cb, &r[i], NULL));
-    }
-    assert_int_equal(count_pidfds(NULL), 2);
-    assert_int_equal(evpol_watcher_close(w, NULL), 0);
-    assert_int_equal(capture_count(cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
-                                   "has registered but not finished child processes"),
-                     1);
-    assert_int_equal(evpol_watcher_close(w, NULL), 0); /* second close: harmless */
-    assert_int_equal(capture_count(cap, -1, EVPOL_LOG_CAT_RESOURCE, NULL), 1);
-    /* Pidfds closed by close itself; the pipes to the children remain. */
-    assert_int_equal(count_pidfds(NULL), 0);
-    assert_int_equal(resources_now().fds, with_loop.fds + 2);
-    for (int i = 0; i < 2; i++)
-        release_child(fds[i]);
-    for (int i = 0; i < 2; i++) {
-        int st;
-        assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
-    }
-    drain_loop(loop);
-    for (int i = 0; i < 2; i++)
-        assert_int_equal(atomic_load(&r[i].calls), 0);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    capture_stop();
-    free(cap);
-    assert_no_leaks(before);
-}
 
 /* A child that has already exited when the watcher closes is reaped by
  * close: no zombie, no callback. */
@@ -376,43 +300,6 @@ static void test_other_children_untouched(void **state)
 /* ---- PFD-3: one waitpid per exit, whatever the number of pending
  * children ---- */
 
-static void test_constant_work_per_exit(void **state)
-{
-    (void)state;
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    install_seam();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(EVPOL_WATCHER_PIDFD);
-
-    enum { N = 40 };
-    int fds[N];
-    result r[N];
-    memset(r, 0, sizeof r);
-    for (int i = 0; i < N; i++) {
-        r[i].expected_pid = spawn_lone_child(&fds[i], i, 0);
-        assert_ok(register_in_loop(loop, w, r[i].expected_pid, on_exit_cb, &r[i], NULL));
-    }
-    assert_int_equal(atomic_load(&seam_waitpid_calls), 0);
-    release_child(fds[N / 2]);
-    assert_true(run_until_count(loop, (volatile int *)&r[N / 2].calls, 1, HANG_GUARD_MS));
-    assert_int_equal(r[N / 2].rc, N / 2);
-    assert_int_equal(atomic_load(&seam_waitpid_calls), 1);
-    assert_int_equal(atomic_load(&seam_waitpid_returned), 1);
-    for (int i = 0; i < N; i++)
-        if (i != N / 2)
-            release_child(fds[i]);
-    for (int i = 0; i < N; i++)
-        assert_true(run_until_count(loop, (volatile int *)&r[i].calls, 1, HANG_GUARD_MS));
-    assert_int_equal(atomic_load(&seam_waitpid_calls), N);
-    assert_int_equal(atomic_load(&seam_waitpid_returned), N);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_ok(evpol_sys_set(NULL, NULL));
-    assert_no_leaks(before);
-}
-
 /* ---- PFD-4: pidfd_open refused -> ENOTSUP, and AUTO picks Threaded ---- */
 
 static void check_refused(int errnum)
@@ -557,6 +444,12 @@ static void test_pidfd_reader_refused(void **state)
     evpol_loop_unref(loop);
     assert_ok(evpol_sys_set(NULL, NULL));
     assert_no_leaks(before);
+}
+
+static void test_constant_work_per_exit(void **state)
+{
+    (void)state;
+    check_constant_work_per_exit(EVPOL_WATCHER_PIDFD);
 }
 
 int main(void)

@@ -47,12 +47,9 @@ static int failing_thread_create(pthread_t *t, size_t stack, void *(*fn)(void *)
 static void install_seam(void)
 {
     evpol_sys s = *evpol_sys_real();
-    s.waitpid = counting_waitpid;
     s.thread_create = failing_thread_create;
-    atomic_store(&seam_waitpid_calls, 0);
-    atomic_store(&seam_waitpid_returned, 0);
     atomic_store(&seam_thread_fail_errno, 0);
-    assert_ok(evpol_sys_set(&s, NULL));
+    install_counting_seam(&s);
 }
 
 /* ---- CW-12: the loop that should run the callback is closed ---- */
@@ -88,46 +85,6 @@ static void test_closed_loop(void **state)
 }
 
 /* ---- THR-6, CW-8: close with children pending ---- */
-
-static void test_close_with_pending(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    int fds[2];
-    result r[2];
-    memset(r, 0, sizeof r);
-    pid_t pids[2];
-    for (int i = 0; i < 2; i++) {
-        pids[i] = spawn_lone_child(&fds[i], 0, 0);
-        assert_ok(register_in_loop(loop, w, pids[i], on_exit_cb, &r[i], NULL));
-    }
-    assert_int_equal(evpol_watcher_close(w, NULL), 0);
-    assert_int_equal(capture_count(cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
-                                   "has registered but not finished child processes"),
-                     1);
-    assert_int_equal(evpol_watcher_close(w, NULL), 0); /* second close: harmless */
-    assert_int_equal(capture_count(cap, -1, EVPOL_LOG_CAT_RESOURCE, NULL), 1);
-    for (int i = 0; i < 2; i++)
-        release_child(fds[i]);
-    /* The waiting threads reap their children, then exit. */
-    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    for (int i = 0; i < 2; i++)
-        assert_true(reaped(pids[i]));
-    drain_loop(loop);
-    for (int i = 0; i < 2; i++)
-        assert_int_equal(atomic_load(&r[i].calls), 0);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    capture_stop();
-    free(cap);
-    assert_no_leaks(before);
-}
 
 /* The last unref closes it too; the waiting threads outlive the watcher's
  * memory without touching it (run under ASan/TSan). */
@@ -301,43 +258,7 @@ static void test_waiting_threads_never_allocate(void **state)
 static void test_constant_work_per_exit(void **state)
 {
     (void)state;
-    resource_snapshot before = resources_now();
-    install_seam();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(EVPOL_WATCHER_THREADED);
-
-    enum { N = 40 };
-    int fds[N];
-    result r[N];
-    memset(r, 0, sizeof r);
-    for (int i = 0; i < N; i++) {
-        r[i].expected_pid = spawn_lone_child(&fds[i], i, 0);
-        assert_ok(register_in_loop(loop, w, r[i].expected_pid, on_exit_cb, &r[i], NULL));
-    }
-    /* One waitpid per pending child, each blocked on its own pid. */
-    for (int waited = 0; atomic_load(&seam_waitpid_calls) < N && waited < HANG_GUARD_MS;
-         waited += 5)
-        sleep_ms(5);
-    assert_int_equal(atomic_load(&seam_waitpid_calls), N);
-    release_child(fds[N / 2]);
-    assert_true(run_until_count(loop, (volatile int *)&r[N / 2].calls, 1, HANG_GUARD_MS));
-    assert_int_equal(r[N / 2].rc, N / 2);
-    /* The exit cost exactly one completed waitpid and no new call. */
-    assert_int_equal(atomic_load(&seam_waitpid_returned), 1);
-    assert_int_equal(atomic_load(&seam_waitpid_calls), N);
-    for (int i = 0; i < N; i++)
-        if (i != N / 2)
-            release_child(fds[i]);
-    for (int i = 0; i < N; i++)
-        assert_true(run_until_count(loop, (volatile int *)&r[i].calls, 1, HANG_GUARD_MS));
-    assert_int_equal(atomic_load(&seam_waitpid_calls), N);
-    assert_int_equal(atomic_load(&seam_waitpid_returned), N);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    assert_ok(evpol_sys_set(NULL, NULL));
-    assert_no_leaks(before);
+    check_constant_work_per_exit(EVPOL_WATCHER_THREADED);
 }
 
 int main(void)

@@ -5,7 +5,9 @@
  */
 #include "watcher_tests.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +109,41 @@ pid_t counting_waitpid(pid_t pid, int *status, int options)
     if (r > 0)
         atomic_fetch_add(&seam_waitpid_returned, 1);
     return r;
+}
+
+void install_counting_seam(const evpol_sys *base)
+{
+    evpol_sys s = base ? *base : *evpol_sys_real();
+    s.waitpid = counting_waitpid;
+    atomic_store(&seam_waitpid_calls, 0);
+    atomic_store(&seam_waitpid_returned, 0);
+    assert_ok(evpol_sys_set(&s, NULL));
+}
+
+int count_pidfds(int *not_cloexec)
+{
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], target[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(path, target, sizeof target - 1);
+        if (len < 0)
+            continue;
+        target[len] = '\0';
+        if (strcmp(target, "anon_inode:[pidfd]") != 0)
+            continue;
+        n++;
+        int flags = fcntl(atoi(e->d_name), F_GETFD);
+        if (not_cloexec && (flags < 0 || !(flags & FD_CLOEXEC)))
+            (*not_cloexec)++;
+    }
+    closedir(d);
+    return n;
 }
 
 void stress_cb(pid_t pid, int rc, void *arg)
@@ -629,5 +666,110 @@ void test_replace(void **state)
 
     evpol_watcher_unref(w);
     free_loop(loop);
+    assert_no_leaks(before);
+}
+
+/* ---- close with children pending ---- */
+
+void test_close_with_pending(void **state)
+{
+    evpol_watcher_kind kind = test_watcher_kind(state);
+    skip_unless_available(kind);
+    resource_snapshot before = resources_now();
+    log_capture *cap = calloc(1, sizeof *cap);
+    capture_start(cap);
+    evpol_loop *loop = new_loop();
+    resource_snapshot with_loop = resources_now();
+    evpol_watcher *w = new_watcher(kind);
+    int pidfds = kind == EVPOL_WATCHER_PIDFD ? 2 : 0;
+
+    int fds[2];
+    result r[2];
+    memset(r, 0, sizeof r);
+    pid_t pids[2];
+    for (int i = 0; i < 2; i++) {
+        pids[i] = spawn_lone_child(&fds[i], 0, 0);
+        assert_ok(register_in_loop(loop, w, pids[i], on_exit_cb, &r[i], NULL));
+    }
+    assert_int_equal(count_pidfds(NULL), pidfds);
+    assert_int_equal(evpol_watcher_close(w, NULL), 0);
+    assert_int_equal(capture_count(cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
+                                   "has registered but not finished child processes"),
+                     1);
+    assert_int_equal(evpol_watcher_close(w, NULL), 0); /* second close: harmless */
+    assert_int_equal(capture_count(cap, -1, EVPOL_LOG_CAT_RESOURCE, NULL), 1);
+    if (kind == EVPOL_WATCHER_PIDFD) {
+        /* Pidfds closed by close itself; the pipes to the children remain. */
+        assert_int_equal(count_pidfds(NULL), 0);
+        assert_int_equal(resources_now().fds, with_loop.fds + 2);
+    }
+    for (int i = 0; i < 2; i++)
+        release_child(fds[i]);
+    if (kind == EVPOL_WATCHER_PIDFD) {
+        /* Nothing watches the children any more: this thread reaps them. */
+        for (int i = 0; i < 2; i++) {
+            int st;
+            assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
+        }
+    } else {
+        /* The waiting threads reap their children, then exit. */
+        assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
+        for (int i = 0; i < 2; i++)
+            assert_true(reaped(pids[i]));
+    }
+    drain_loop(loop);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(atomic_load(&r[i].calls), 0);
+
+    evpol_watcher_unref(w);
+    free_loop(loop);
+    capture_stop();
+    free(cap);
+    assert_no_leaks(before);
+}
+
+/* ---- each exit costs one waitpid, whatever the number pending ---- */
+
+void check_constant_work_per_exit(evpol_watcher_kind kind)
+{
+    skip_unless_available(kind);
+    resource_snapshot before = resources_now();
+    install_counting_seam(NULL);
+    evpol_loop *loop = new_loop();
+    evpol_watcher *w = new_watcher(kind);
+
+    enum { N = 40 };
+    /* Threaded blocks one waitpid per pending child, each on its own pid;
+     * Pidfd calls waitpid only for a child whose pidfd is readable. */
+    int blocked = kind == EVPOL_WATCHER_THREADED ? N : 0;
+    int fds[N];
+    result r[N];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < N; i++) {
+        r[i].expected_pid = spawn_lone_child(&fds[i], i, 0);
+        assert_ok(register_in_loop(loop, w, r[i].expected_pid, on_exit_cb, &r[i], NULL));
+    }
+    for (int waited = 0; atomic_load(&seam_waitpid_calls) < blocked && waited < HANG_GUARD_MS;
+         waited += 5)
+        sleep_ms(5);
+    assert_int_equal(atomic_load(&seam_waitpid_calls), blocked);
+    release_child(fds[N / 2]);
+    assert_true(run_until_count(loop, (volatile int *)&r[N / 2].calls, 1, HANG_GUARD_MS));
+    assert_int_equal(r[N / 2].rc, N / 2);
+    /* The exit cost exactly one completed waitpid (and Threaded no new call). */
+    assert_int_equal(atomic_load(&seam_waitpid_returned), 1);
+    assert_int_equal(atomic_load(&seam_waitpid_calls), blocked ? blocked : 1);
+    for (int i = 0; i < N; i++)
+        if (i != N / 2)
+            release_child(fds[i]);
+    for (int i = 0; i < N; i++)
+        assert_true(run_until_count(loop, (volatile int *)&r[i].calls, 1, HANG_GUARD_MS));
+    assert_int_equal(atomic_load(&seam_waitpid_calls), N);
+    assert_int_equal(atomic_load(&seam_waitpid_returned), N);
+
+    evpol_watcher_unref(w);
+    free_loop(loop);
+    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
+    assert_ok(evpol_sys_set(NULL, NULL));
     assert_no_leaks(before);
 }

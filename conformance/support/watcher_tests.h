@@ -77,6 +77,12 @@ void drain_loop(evpol_loop *loop);
  * returned a child: the programs' seams start from it. */
 extern atomic_int seam_waitpid_calls, seam_waitpid_returned;
 pid_t counting_waitpid(pid_t pid, int *status, int options);
+/* Installs `base` (NULL: the real calls) with counting_waitpid, the counts
+ * at zero. */
+void install_counting_seam(const evpol_sys *base);
+/* Number of pidfds open in this process; those not close-on-exec are also
+ * counted in *not_cloexec (when not NULL). */
+int count_pidfds(int *not_cloexec);
 
 void stress_cb(pid_t pid, int rc, void *arg);
 void *stress_main(void *p);
@@ -99,5 +105,8 @@ void test_already_reaped(void **state);
 void test_close_from_other_thread(void **state);
 void test_state_and_errors(void **state);
 void test_stress(void **state);
+void test_close_with_pending(void **state);
+/* The body of each program's constant-work test, for its watcher. */
+void check_constant_work_per_exit(evpol_watcher_kind kind);
 
 #endif
