@@ -254,6 +254,20 @@ void capture_stop(void)
     evpol_set_log_hook(NULL, NULL);
 }
 
+log_capture *capture_new(void)
+{
+    log_capture *cap = calloc(1, sizeof *cap);
+    assert_non_null(cap);
+    capture_start(cap);
+    return cap;
+}
+
+void capture_free(log_capture *cap)
+{
+    capture_stop();
+    free(cap);
+}
+
 int capture_count(log_capture *cap, int level, int category, const char *needle)
 {
     int n = 0;

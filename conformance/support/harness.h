@@ -128,6 +128,10 @@ typedef struct log_capture {
  * the default hook. */
 void capture_start(log_capture *cap);
 void capture_stop(void);
+/* capture_start on a capture of its own (a capture is too large for some
+ * threads' stacks); capture_free stops it and frees it. */
+log_capture *capture_new(void);
+void capture_free(log_capture *cap);
 /* Number of captured lines whose message contains `needle` (and, when
  * level >= 0 / category >= 0, has that level / category). */
 int capture_count(log_capture *cap, int level, int category, const char *needle);

@@ -120,6 +120,16 @@ void install_counting_seam(const evpol_sys *base)
     assert_ok(evpol_sys_set(&s, NULL));
 }
 
+void register_waiting_children(evpol_loop *loop, evpol_watcher *w, int n, int code, pid_t *pids,
+                               int *fds, result *r)
+{
+    memset(r, 0, (size_t)n * sizeof *r);
+    for (int i = 0; i < n; i++) {
+        pids[i] = spawn_lone_child(&fds[i], code, 0);
+        assert_ok(register_in_loop(loop, w, pids[i], on_exit_cb, &r[i], NULL));
+    }
+}
+
 int count_pidfds(int *not_cloexec)
 {
     DIR *d = opendir("/proc/self/fd");
@@ -462,8 +472,7 @@ void test_already_reaped(void **state)
     evpol_watcher_kind kind = test_watcher_kind(state);
     skip_unless_available(kind);
     resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
+    log_capture *cap = capture_new();
     evpol_loop *loop = new_loop();
     evpol_watcher *w = new_watcher(kind);
 
@@ -485,8 +494,7 @@ void test_already_reaped(void **state)
 
     evpol_watcher_unref(w);
     free_loop(loop);
-    capture_stop();
-    free(cap);
+    capture_free(cap);
     assert_no_leaks(before);
 }
 
@@ -519,8 +527,7 @@ void test_close_from_other_thread(void **state)
     evpol_watcher_kind kind = test_watcher_kind(state);
     skip_unless_available(kind);
     resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
+    log_capture *cap = capture_new();
     evpol_loop *loop = new_loop();
     evpol_watcher *w = new_watcher(kind);
 
@@ -549,8 +556,7 @@ void test_close_from_other_thread(void **state)
     }
     evpol_watcher_unref(w);
     free_loop(loop);
-    capture_stop();
-    free(cap);
+    capture_free(cap);
     assert_no_leaks(before);
 }
 
@@ -676,8 +682,7 @@ void test_close_with_pending(void **state)
     evpol_watcher_kind kind = test_watcher_kind(state);
     skip_unless_available(kind);
     resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
+    log_capture *cap = capture_new();
     evpol_loop *loop = new_loop();
     resource_snapshot with_loop = resources_now();
     evpol_watcher *w = new_watcher(kind);
@@ -685,12 +690,8 @@ void test_close_with_pending(void **state)
 
     int fds[2];
     result r[2];
-    memset(r, 0, sizeof r);
     pid_t pids[2];
-    for (int i = 0; i < 2; i++) {
-        pids[i] = spawn_lone_child(&fds[i], 0, 0);
-        assert_ok(register_in_loop(loop, w, pids[i], on_exit_cb, &r[i], NULL));
-    }
+    register_waiting_children(loop, w, 2, 0, pids, fds, r);
     assert_int_equal(count_pidfds(NULL), pidfds);
     assert_int_equal(evpol_watcher_close(w, NULL), 0);
     assert_int_equal(capture_count(cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
@@ -723,8 +724,56 @@ void test_close_with_pending(void **state)
 
     evpol_watcher_unref(w);
     free_loop(loop);
-    capture_stop();
-    free(cap);
+    capture_free(cap);
+    assert_no_leaks(before);
+}
+
+/* The last unref closes it too. Threaded's waiting threads outlive the
+ * watcher's memory without touching it; no Pidfd reader runs on freed
+ * memory, even one whose child exited before the unref (run under
+ * ASan/TSan). */
+void test_unref_with_pending(void **state)
+{
+    evpol_watcher_kind kind = test_watcher_kind(state);
+    skip_unless_available(kind);
+    resource_snapshot before = resources_now();
+    log_capture *cap = capture_new();
+    evpol_loop *loop = new_loop();
+    evpol_watcher *w = new_watcher(kind);
+    bool pidfd = kind == EVPOL_WATCHER_PIDFD;
+
+    enum { N = 3 };
+    int fds[N];
+    pid_t pids[N];
+    result r[N];
+    register_waiting_children(loop, w, N, 1, pids, fds, r);
+    if (pidfd) {
+        release_child(fds[0]);
+        wait_exited_not_reaped(pids[0]);
+    }
+    evpol_watcher_unref(w);
+    assert_int_equal(capture_count(cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
+                                   "has registered but not finished child processes"),
+                     1);
+    if (pidfd) {
+        assert_true(reaped(pids[0]));
+        for (int i = 1; i < N; i++) {
+            release_child(fds[i]);
+            int st;
+            assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
+        }
+    } else {
+        for (int i = 0; i < N; i++)
+            release_child(fds[i]);
+        assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
+    }
+    drain_loop(loop);
+    for (int i = 0; i < N; i++) {
+        assert_true(reaped(pids[i]));
+        assert_int_equal(atomic_load(&r[i].calls), 0);
+    }
+    free_loop(loop);
+    capture_free(cap);
     assert_no_leaks(before);
 }
 

@@ -71,6 +71,11 @@ int reaped(pid_t pid);
 void do_register(void *p);
 int register_in_loop(evpol_loop *loop, evpol_watcher *w, pid_t pid, evpol_child_fn cb,
                      void *arg, evpol_error *err);
+/* Fork `n` children waiting for release_child(fds[i]), then exiting with
+ * `code`, each registered from inside `loop` with on_exit_cb and r[i]
+ * (zeroed first). */
+void register_waiting_children(evpol_loop *loop, evpol_watcher *w, int n, int code, pid_t *pids,
+                               int *fds, result *r);
 void set_flag(void *p);
 void drain_loop(evpol_loop *loop);
 /* A waitpid for the syscall seam that counts the calls, and those that
@@ -106,6 +111,7 @@ void test_close_from_other_thread(void **state);
 void test_state_and_errors(void **state);
 void test_stress(void **state);
 void test_close_with_pending(void **state);
+void test_unref_with_pending(void **state);
 /* The body of each program's constant-work test, for its watcher. */
 void check_constant_work_per_exit(evpol_watcher_kind kind);
 
