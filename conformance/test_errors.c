@@ -276,40 +276,10 @@ static int stub_add(void *self, evpol_loop *loop, pid_t pid, evpol_child_fn cb, 
     atomic_fetch_add(&((stub_watcher *)self)->adds, 1);
     return 0;
 }
-static int stub_remove(void *self, pid_t pid, evpol_error *err)
-{
-    (void)self;
-    (void)pid;
-    (void)err;
-    return 0;
-}
-static int stub_attach(void *self, evpol_loop *loop, evpol_error *err)
-{
-    (void)self;
-    (void)loop;
-    (void)err;
-    return 0;
-}
-static int stub_inactive(void *self)
-{
-    (void)self;
-    return 0;
-}
-static int stub_active(void *self)
-{
-    (void)self;
-    return 1;
-}
 static int stub_close(void *self, evpol_error *err)
 {
     (void)err;
     atomic_fetch_add(&((stub_watcher *)self)->closes, 1);
-    return 0;
-}
-static int stub_ctx(void *self, evpol_error *err)
-{
-    (void)self;
-    (void)err;
     return 0;
 }
 static void stub_destroy(void *self)
@@ -320,12 +290,12 @@ static void stub_destroy(void *self)
 static const evpol_watcher_methods stub_methods = {
     .size = sizeof(evpol_watcher_methods),
     .add_child_handler = stub_add,
-    .remove_child_handler = stub_remove,
-    .attach_loop = stub_attach,
-    .is_active = stub_active,
+    .remove_child_handler = nop_watcher_remove,
+    .attach_loop = nop_watcher_attach,
+    .is_active = watcher_always_active,
     .close = stub_close,
-    .enter = stub_ctx,
-    .exit = stub_ctx,
+    .enter = nop_watcher_call,
+    .exit = nop_watcher_call,
     .destroy = stub_destroy,
 };
 
@@ -735,7 +705,7 @@ static void test_spawn_inactive_watcher(void **state)
     assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, NULL));
     stub_watcher sw = {0};
     evpol_watcher_methods m = stub_methods;
-    m.is_active = stub_inactive;
+    m.is_active = watcher_never_active;
     evpol_watcher *w = NULL;
     assert_ok(evpol_watcher_new_custom(&m, &sw, &w, NULL));
     log_capture cap;

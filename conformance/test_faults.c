@@ -997,23 +997,14 @@ static int c_attach(void *self, evpol_loop *loop, evpol_error *err)
     (void)self, (void)loop, (void)err;
     return 0;
 }
-static int c_active(void *self)
-{
-    (void)self;
-    return 1;
-}
 static int c_err(void *self, evpol_error *err)
 {
     (void)self, (void)err;
     return 0;
 }
-static void c_destroy(void *self)
-{
-    (void)self;
-}
 static const evpol_watcher_methods custom_methods = {
-    sizeof(evpol_watcher_methods), c_add, c_remove, c_attach, c_active, c_err, c_err, c_err,
-    c_destroy};
+    sizeof(evpol_watcher_methods), c_add, c_remove, c_attach, watcher_always_active,
+    c_err, c_err, c_err, nop_watcher_destroy};
 
 static int op_watcher_new(fx *f, evpol_error *err)
 {
@@ -1588,16 +1579,10 @@ static void test_libevent_oom_is_enomem(void **state)
 }
 
 
-/* libevent's own warnings about the failures we cause. */
-static void quiet_libevent(int severity, const char *msg)
-{
-    (void)severity;
-    (void)msg;
-}
-
 int main(void)
 {
-    event_set_log_callback(quiet_libevent);
+    /* Silences libevent's own warnings about the failures we cause. */
+    event_set_log_callback(nop_libevent_log);
     warm_up_threads();
     /* Before this program's first libevent call (see the file comment). */
     event_set_mem_functions(ev_malloc, ev_realloc, ev_free);

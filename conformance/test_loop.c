@@ -876,12 +876,6 @@ static void noop_reader(int fd, void *arg)
     (void)arg;
 }
 
-static void silent_libevent_log(int severity, const char *msg)
-{
-    (void)severity;
-    (void)msg;
-}
-
 /* LOOP-1: a backend libevent may not use (its EVENT_NO* switches, the way a
  * user disables one) is reported as unavailable; with none left at all no
  * base can be made; a backend whose own setup fails (epoll_create1 with no
@@ -897,7 +891,7 @@ static void test_backend_unavailable(void **state)
     evpol_loop *l_epoll = (evpol_loop *)&e_epoll, *l_default = (evpol_loop *)&e_default;
     evpol_loop *l_poll = NULL, *l_fallback = NULL, *l_nofd = (evpol_loop *)&e_nofd;
 
-    event_set_log_callback(silent_libevent_log);
+    event_set_log_callback(nop_libevent_log);
     setenv("EVENT_NOEPOLL", "1", 1);
     int rc_epoll = evpol_loop_new(EVPOL_BACKEND_EPOLL, &l_epoll, &e_epoll);
     int rc_poll = evpol_loop_new(EVPOL_BACKEND_POLL, &l_poll, NULL);
@@ -1008,7 +1002,7 @@ static void test_run_inside_users_dispatch_fails(void **state)
     assert_ok(evpol_loop_new_from_base(st.base, &st.loop, NULL));
     struct timeval now = {0, 0};
     assert_int_equal(event_base_once(st.base, -1, EV_TIMEOUT, reentrant_cb, &st, &now), 0);
-    event_set_log_callback(silent_libevent_log); /* its "reentrant invocation" line */
+    event_set_log_callback(nop_libevent_log); /* its "reentrant invocation" line */
     assert_int_equal(event_base_dispatch(st.base), 0);
     event_set_log_callback(NULL);
     assert_int_equal(st.rc, EVPOL_ERUNTIME);
@@ -1037,7 +1031,7 @@ static void test_reader_refused_by_backend(void **state)
     assert_true(file >= 0);
     evpol_error err;
     memset(&err, 0, sizeof err);
-    event_set_log_callback(silent_libevent_log);
+    event_set_log_callback(nop_libevent_log);
     assert_int_equal(evpol_loop_add_reader(loop, file, noop_reader, NULL, &err), EVPOL_ESYSTEM);
     event_set_log_callback(NULL);
     assert_int_equal(err.code, EVPOL_ESYSTEM);
@@ -1052,7 +1046,7 @@ static void test_reader_refused_by_backend(void **state)
     assert_true(closed_fd >= 0);
     close(closed_fd);
     memset(&err, 0, sizeof err);
-    event_set_log_callback(silent_libevent_log);
+    event_set_log_callback(nop_libevent_log);
     assert_int_equal(evpol_loop_add_reader(loop, closed_fd, noop_reader, NULL, &err),
                      EVPOL_ESYSTEM);
     event_set_log_callback(NULL);

@@ -65,24 +65,6 @@ static evpol_loop *rec_last_attach(rec *r)
     return l;
 }
 
-static int rec_add(void *self, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
-                   evpol_error *err)
-{
-    (void)self;
-    (void)loop;
-    (void)pid;
-    (void)cb;
-    (void)arg;
-    (void)err;
-    return 0;
-}
-static int rec_remove(void *self, pid_t pid, evpol_error *err)
-{
-    (void)self;
-    (void)pid;
-    (void)err;
-    return 0;
-}
 static int rec_attach(void *self, evpol_loop *loop, evpol_error *err)
 {
     (void)err;
@@ -108,12 +90,6 @@ static int rec_close(void *self, evpol_error *err)
     atomic_store(&r->active, 0);
     return 0;
 }
-static int rec_ctx(void *self, evpol_error *err)
-{
-    (void)self;
-    (void)err;
-    return 0;
-}
 static void rec_destroy(void *self)
 {
     atomic_fetch_add(&((rec *)self)->destroys, 1);
@@ -121,13 +97,13 @@ static void rec_destroy(void *self)
 
 static const evpol_watcher_methods rec_methods = {
     .size = sizeof(evpol_watcher_methods),
-    .add_child_handler = rec_add,
-    .remove_child_handler = rec_remove,
+    .add_child_handler = nop_watcher_add,
+    .remove_child_handler = nop_watcher_remove,
     .attach_loop = rec_attach,
     .is_active = rec_is_active,
     .close = rec_close,
-    .enter = rec_ctx,
-    .exit = rec_ctx,
+    .enter = nop_watcher_call,
+    .exit = nop_watcher_call,
     .destroy = rec_destroy,
 };
 

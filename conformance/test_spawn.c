@@ -1981,27 +1981,6 @@ static int h_remove(void *self, pid_t pid, evpol_error *err)
     return 1;
 }
 
-static int h_attach(void *self, evpol_loop *loop, evpol_error *err)
-{
-    (void)self;
-    (void)loop;
-    (void)err;
-    return 0;
-}
-
-static int h_is_active(void *self)
-{
-    (void)self;
-    return 1;
-}
-
-static int h_close(void *self, evpol_error *err)
-{
-    (void)self;
-    (void)err;
-    return 0;
-}
-
 static int h_enter(void *self, evpol_error *err)
 {
     hand_watcher *h = self;
@@ -2014,21 +1993,16 @@ static int h_exit(void *self, evpol_error *err)
     return h->exit_rc ? hand_fail(err, h->exit_rc, "exit refused") : 0;
 }
 
-static void h_destroy(void *self)
-{
-    (void)self;
-}
-
 static const evpol_watcher_methods hand_methods = {
     .size = sizeof(evpol_watcher_methods),
     .add_child_handler = h_add,
     .remove_child_handler = h_remove,
-    .attach_loop = h_attach,
-    .is_active = h_is_active,
-    .close = h_close,
+    .attach_loop = nop_watcher_attach,
+    .is_active = watcher_always_active,
+    .close = nop_watcher_call,
     .enter = h_enter,
     .exit = h_exit,
-    .destroy = h_destroy,
+    .destroy = nop_watcher_destroy,
 };
 
 static evpol_watcher *use_hand_watcher(hand_watcher *h)

@@ -182,6 +182,66 @@ int stub_policy_new_loop(evpol_policy *self, evpol_loop **out, evpol_error *err)
     return evpol_loop_new(EVPOL_BACKEND_DEFAULT, out, err);
 }
 
+/* ---- a custom watcher's methods that do nothing ---- */
+
+int nop_watcher_add(void *self, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+                    evpol_error *err)
+{
+    (void)self;
+    (void)loop;
+    (void)pid;
+    (void)cb;
+    (void)arg;
+    (void)err;
+    return 0;
+}
+
+int nop_watcher_remove(void *self, pid_t pid, evpol_error *err)
+{
+    (void)self;
+    (void)pid;
+    (void)err;
+    return 0;
+}
+
+int nop_watcher_attach(void *self, evpol_loop *loop, evpol_error *err)
+{
+    (void)self;
+    (void)loop;
+    (void)err;
+    return 0;
+}
+
+int nop_watcher_call(void *self, evpol_error *err)
+{
+    (void)self;
+    (void)err;
+    return 0;
+}
+
+int watcher_always_active(void *self)
+{
+    (void)self;
+    return 1;
+}
+
+int watcher_never_active(void *self)
+{
+    (void)self;
+    return 0;
+}
+
+void nop_watcher_destroy(void *self)
+{
+    (void)self;
+}
+
+void nop_libevent_log(int severity, const char *msg)
+{
+    (void)severity;
+    (void)msg;
+}
+
 /* ---- threads, loops, policies ---- */
 
 pthread_t start_thread(void *(*fn)(void *), void *arg)

@@ -99,6 +99,24 @@ int stub_policy_get_loop(evpol_policy *self, evpol_loop **out, evpol_error *err)
 int stub_policy_set_loop(evpol_policy *self, evpol_loop *loop, evpol_error *err);
 int stub_policy_new_loop(evpol_policy *self, evpol_loop **out, evpol_error *err);
 
+/* ---- a custom watcher's methods that do nothing (evpol_watcher_methods) ----
+ * For the methods a program's custom watcher does not record: each ignores
+ * its arguments and succeeds. nop_watcher_call serves enter, exit and
+ * close. */
+
+int nop_watcher_add(void *self, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+                    evpol_error *err);
+int nop_watcher_remove(void *self, pid_t pid, evpol_error *err);
+int nop_watcher_attach(void *self, evpol_loop *loop, evpol_error *err);
+int nop_watcher_call(void *self, evpol_error *err);
+int watcher_always_active(void *self);
+int watcher_never_active(void *self);
+void nop_watcher_destroy(void *self);
+
+/* A libevent log callback that drops libevent's own lines (for the
+ * failures a test causes on purpose). */
+void nop_libevent_log(int severity, const char *msg);
+
 /* ---- threads, loops, policies ---- */
 
 /* pthread_create, failing the test when it fails. */
