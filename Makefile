@@ -73,39 +73,11 @@ REPORTS ?= $(if $(filter build/default,$(BUILD)),build/reports,$(BUILD)/reports)
 include lib/lib.mk
 include examples/examples.mk
 
-# Conformance: every conformance/test_*.c is one cmocka program, linked with
-# the support code in conformance/support/.
-CONF_SRCS    := $(sort $(wildcard conformance/test_*.c))
-CONF_BINS    := $(patsubst conformance/%.c,$(BUILD)/conformance/%,$(CONF_SRCS))
-SUPPORT_SRCS := $(sort $(wildcard conformance/support/*.c))
-SUPPORT_OBJS := $(patsubst conformance/support/%.c,$(BUILD)/conformance/support/%.o,$(SUPPORT_SRCS))
-SUPPORT_HDRS := $(wildcard conformance/support/*.h)
+include conformance/conformance.mk
 
-# The support objects are shared by every test program: keep them.
-.SECONDARY: $(SUPPORT_OBJS)
-
-$(BUILD)/conformance/support/%.o: conformance/support/%.c $(SUPPORT_HDRS) lib/include/evpol.h | deps
-	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -Wno-missing-prototypes -Ilib/include -Iconformance/support $(CMOCKA_CFLAGS) $(EVENT_CFLAGS) -c $< -o $@
-
-$(BUILD)/conformance/%: conformance/%.c $(SUPPORT_OBJS) $(SUPPORT_HDRS) $(LIB_FOR_TESTS)
-	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -Wno-missing-prototypes -Ilib/include -Iconformance/support $(CMOCKA_CFLAGS) $(EVENT_CFLAGS) \
-	    -o $@ $< $(SUPPORT_OBJS) -L$(TEST_LIB_DIR) -levpol -Wl,-rpath,$(TEST_LIB_DIR) $(CMOCKA_LIBS) $(EVENT_LIBS) $(LDFLAGS)
-
-.PHONY: conformance tests
+.PHONY: tests
 
 tests: $(CONF_BINS) $(EXAMPLE_BINS)
-
-# The suite runner (build-aux/run-tests.sh) gives each program a time limit,
-# collects cmocka's JUnit XML, then build-aux/clause-matrix writes the clause
-# matrix and prints the failures, the per-family table and the closing line
-# "N passed, N failed", in $(REPORTS).
-CLAUSES_MD ?= conformance/SPEC.md
-NA_TSV     ?= conformance/na.tsv
-MATRIX_SELFTEST := conformance/test_matrix_tool.sh conformance/test_broken_build.sh
-RUN_TESTS = LD_LIBRARY_PATH=$(TEST_LIB_DIR) build-aux/run-tests.sh --reports $(REPORTS) \
-	--sources conformance --clauses $(CLAUSES_MD) --na $(NA_TSV)
 
 # Builds what builds: a program that fails to compile must not stop the
 # others from running, and must not leave a stale binary that would test
@@ -129,15 +101,6 @@ check: all
 	$(MAKE) --no-print-directory fuzz-replay || rc=1; \
 	EVPOL_BUILD=$(BUILD) EVPOL_SANFLAGS="$(SANFLAGS)" $(RUN_TESTS) --allow-gaps $(CONF_BINS) -- \
 	    $(EXAMPLE_BINS) $(MATRIX_SELFTEST) lib/dist/test-install.sh lib/abi/test-abi-check.sh || rc=1; \
-	exit $$rc
-
-conformance: $(if $(EVPOL_LIB),$(LIB_FOR_TESTS),all)
-	@echo "library under test: $(if $(EVPOL_LIB),$(EVPOL_LIB_FILE),$(abspath $(SHLIB)))"
-	$(call build_programs,$(CONF_BINS))
-	@rc=0; $(MAKE) --no-print-directory scenarios || rc=1; \
-	$(if $(EVPOL_LIB),echo "fuzz-corpus replay skipped: it links this tree's objects and not EVPOL_LIB";, \
-	    $(MAKE) --no-print-directory fuzz-replay || rc=1;) \
-	$(RUN_TESTS) $(CONF_BINS) || rc=1; \
 	exit $$rc
 
 clean:

@@ -85,12 +85,9 @@ static void test_spawn_refused_when_inactive(void **state)
 int main(void)
 {
     evpol_set_log_level(EVPOL_LOG_ERROR); /* the deprecation lines are expected */
-    const struct CMUnitTest tests[] = {
-        WATCHER_TEST(test_spawn_refused_when_inactive, threaded, "CW-7 CW-6 SUB-2"),
-        WATCHER_TEST(test_spawn_refused_when_inactive, multiloop, "CW-7 CW-6 SUB-2 MUL-6"),
-        WATCHER_TEST(test_spawn_refused_when_inactive, safe, "CW-7 CW-6 SUB-2 SAF-2"),
-        WATCHER_TEST(test_spawn_refused_when_inactive, fast, "CW-7 CW-6 SUB-2 FST-3"),
-        WATCHER_TEST(test_spawn_refused_when_inactive, pidfd, "CW-7 CW-6 SUB-2"),
+    const harness_test tests[] = {
+        WATCHER_TESTS(test_spawn_refused_when_inactive, W_ALL,
+            "CW-7 CW-6 SUB-2 MUL-6@multiloop SAF-2@safe FST-3@fast"),
     };
-    return cmocka_run_group_tests_name("cw_inactive", tests, NULL, NULL);
+    return harness_run_group("cw_inactive", tests, NULL, NULL);
 }

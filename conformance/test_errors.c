@@ -93,20 +93,6 @@ static void noop_child(pid_t pid, int rc, void *arg)
     (void)arg;
 }
 
-static void reset_policy(void)
-{
-    assert_int_equal(evpol_set_event_loop_policy(NULL, NULL), 0);
-}
-
-static bool pidfd_works(void)
-{
-    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    if (fd < 0)
-        return false;
-    close(fd);
-    return true;
-}
-
 static void assert_no_children(void)
 {
     errno = 0;
@@ -290,40 +276,10 @@ static int stub_add(void *self, evpol_loop *loop, pid_t pid, evpol_child_fn cb, 
     atomic_fetch_add(&((stub_watcher *)self)->adds, 1);
     return 0;
 }
-static int stub_remove(void *self, pid_t pid, evpol_error *err)
-{
-    (void)self;
-    (void)pid;
-    (void)err;
-    return 0;
-}
-static int stub_attach(void *self, evpol_loop *loop, evpol_error *err)
-{
-    (void)self;
-    (void)loop;
-    (void)err;
-    return 0;
-}
-static int stub_inactive(void *self)
-{
-    (void)self;
-    return 0;
-}
-static int stub_active(void *self)
-{
-    (void)self;
-    return 1;
-}
 static int stub_close(void *self, evpol_error *err)
 {
     (void)err;
     atomic_fetch_add(&((stub_watcher *)self)->closes, 1);
-    return 0;
-}
-static int stub_ctx(void *self, evpol_error *err)
-{
-    (void)self;
-    (void)err;
     return 0;
 }
 static void stub_destroy(void *self)
@@ -334,12 +290,12 @@ static void stub_destroy(void *self)
 static const evpol_watcher_methods stub_methods = {
     .size = sizeof(evpol_watcher_methods),
     .add_child_handler = stub_add,
-    .remove_child_handler = stub_remove,
-    .attach_loop = stub_attach,
-    .is_active = stub_active,
+    .remove_child_handler = nop_watcher_remove,
+    .attach_loop = nop_watcher_attach,
+    .is_active = watcher_always_active,
     .close = stub_close,
-    .enter = stub_ctx,
-    .exit = stub_ctx,
+    .enter = nop_watcher_call,
+    .exit = nop_watcher_call,
     .destroy = stub_destroy,
 };
 
@@ -468,7 +424,7 @@ static void test_watcher_functions_bad_input(void **state)
         evpol_watcher *w = NULL;
         evpol_error err = {0};
         int rc = evpol_watcher_new(kinds[i], &w, &err);
-        if (kinds[i] == EVPOL_WATCHER_PIDFD && !pidfd_works()) {
+        if (kinds[i] == EVPOL_WATCHER_PIDFD && !have_pidfd()) {
             check_code("new(PIDFD)", rc, &err, EVPOL_ENOTSUP, EVPOL_ENOTSUP);
             continue;
         }
@@ -476,7 +432,7 @@ static void test_watcher_functions_bad_input(void **state)
             fail_msg("evpol_watcher_new(%d): %s", (int)kinds[i], err.message);
         int kind = evpol_watcher_kind_of(w);
         if (kinds[i] == EVPOL_WATCHER_AUTO)
-            assert_int_equal(kind, pidfd_works() ? EVPOL_WATCHER_PIDFD : EVPOL_WATCHER_THREADED);
+            assert_int_equal(kind, have_pidfd() ? EVPOL_WATCHER_PIDFD : EVPOL_WATCHER_THREADED);
         else
             assert_int_equal(kind, (int)kinds[i]);
         assert_true(evpol_is_watcher(w));
@@ -528,7 +484,7 @@ static void test_watcher_exit_without_enter(void **state)
     char failures[512] = "";
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         evpol_watcher *w = NULL;
-        if (kinds[i] == EVPOL_WATCHER_PIDFD && !pidfd_works())
+        if (kinds[i] == EVPOL_WATCHER_PIDFD && !have_pidfd())
             continue;
         assert_ok(evpol_watcher_new(kinds[i], &w, NULL));
         evpol_error err = {0};
@@ -557,26 +513,6 @@ static void test_watcher_exit_without_enter(void **state)
 /* Policies                                                            */
 /* ------------------------------------------------------------------ */
 
-static int abs_get(evpol_policy *self, evpol_loop **out, evpol_error *err)
-{
-    (void)self;
-    (void)out;
-    (void)err;
-    return EVPOL_ERUNTIME;
-}
-static int abs_set(evpol_policy *self, evpol_loop *loop, evpol_error *err)
-{
-    (void)self;
-    (void)loop;
-    (void)err;
-    return 0;
-}
-static int abs_new(evpol_policy *self, evpol_loop **out, evpol_error *err)
-{
-    (void)self;
-    return evpol_loop_new(EVPOL_BACKEND_DEFAULT, out, err);
-}
-
 static void test_policy_functions_bad_input(void **state)
 {
     (void)state;
@@ -589,9 +525,9 @@ static void test_policy_functions_bad_input(void **state)
     assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, NULL));
     assert_ok(evpol_watcher_new_custom(&stub_methods, &sw, &w, NULL));
     const evpol_policy_methods abs_m = {.size = sizeof abs_m,
-                                        .get_event_loop = abs_get,
-                                        .set_event_loop = abs_set,
-                                        .new_event_loop = abs_new};
+                                        .get_event_loop = stub_policy_get_loop,
+                                        .set_event_loop = stub_policy_set_loop,
+                                        .new_event_loop = stub_policy_new_loop};
     assert_ok(evpol_policy_new_abstract(&abs_m, NULL, &abstract, NULL));
     assert_ok(evpol_set_event_loop_policy(p, NULL));
 
@@ -769,7 +705,7 @@ static void test_spawn_inactive_watcher(void **state)
     assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, NULL));
     stub_watcher sw = {0};
     evpol_watcher_methods m = stub_methods;
-    m.is_active = stub_inactive;
+    m.is_active = watcher_never_active;
     evpol_watcher *w = NULL;
     assert_ok(evpol_watcher_new_custom(&m, &sw, &w, NULL));
     log_capture cap;
@@ -1170,7 +1106,7 @@ static void test_default_output_names_levels_and_categories(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         CLAUSE_TEST(test_strerror, "ERR-1"),
         CLAUSE_TEST(test_loop_functions_bad_input, "ERR-1"),
         CLAUSE_TEST(test_watcher_functions_bad_input, "ERR-1"),
@@ -1185,5 +1121,5 @@ int main(void)
         CLAUSE_TEST(test_deprecations_category, "ERR-3"),
         CLAUSE_TEST(test_default_output_names_levels_and_categories, "ERR-2 LOOP-7 CW-11 CW-8"),
     };
-    return cmocka_run_group_tests_name("errors", tests, NULL, NULL);
+    return harness_run_group("errors", tests, NULL, NULL);
 }

@@ -243,15 +243,6 @@ static void remove_injector(void)
     assert_ok(evpol_sys_set(NULL, NULL));
 }
 
-static bool pidfd_works(void)
-{
-    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    if (fd < 0)
-        return false;
-    close(fd);
-    return true;
-}
-
 static log_capture cap;
 
 /* ------------------------------------------------------------------ */
@@ -980,8 +971,8 @@ static void test_auto_watcher_falls_back(void **state)
     assert_ok(evpol_watcher_new(EVPOL_WATCHER_AUTO, &w, NULL));
     bool closed_fired = disarm(M_CLOSE);
     assert_int_equal(evpol_watcher_kind_of(w),
-                     pidfd_works() ? EVPOL_WATCHER_PIDFD : EVPOL_WATCHER_THREADED);
-    assert_true(closed_fired == pidfd_works());
+                     have_pidfd() ? EVPOL_WATCHER_PIDFD : EVPOL_WATCHER_THREADED);
+    assert_true(closed_fired == have_pidfd());
     evpol_watcher_unref(w);
     remove_injector();
 }
@@ -1006,23 +997,14 @@ static int c_attach(void *self, evpol_loop *loop, evpol_error *err)
     (void)self, (void)loop, (void)err;
     return 0;
 }
-static int c_active(void *self)
-{
-    (void)self;
-    return 1;
-}
 static int c_err(void *self, evpol_error *err)
 {
     (void)self, (void)err;
     return 0;
 }
-static void c_destroy(void *self)
-{
-    (void)self;
-}
 static const evpol_watcher_methods custom_methods = {
-    sizeof(evpol_watcher_methods), c_add, c_remove, c_attach, c_active, c_err, c_err, c_err,
-    c_destroy};
+    sizeof(evpol_watcher_methods), c_add, c_remove, c_attach, watcher_always_active,
+    c_err, c_err, c_err, nop_watcher_destroy};
 
 static int op_watcher_new(fx *f, evpol_error *err)
 {
@@ -1050,7 +1032,7 @@ static void made_watcher_works(fx *f)
 static void test_watcher_new(void **state)
 {
     evpol_watcher_kind kind = test_watcher_kind(state);
-    if (kind == EVPOL_WATCHER_PIDFD && !pidfd_works())
+    if (kind == EVPOL_WATCHER_PIDFD && !have_pidfd())
         skip();
     install_injector();
     const fault_case c = {"evpol_watcher_new", noop, op_watcher_new, NULL, made_watcher_works,
@@ -1158,7 +1140,7 @@ static void child_reported_once(fx *f)
 static void test_add_child_handler(void **state)
 {
     evpol_watcher_kind kind = test_watcher_kind(state);
-    if (kind == EVPOL_WATCHER_PIDFD && !pidfd_works())
+    if (kind == EVPOL_WATCHER_PIDFD && !have_pidfd())
         skip();
     capture_start(&cap);
     install_injector();
@@ -1198,7 +1180,7 @@ static void test_add_child_handler(void **state)
 static void test_waitpid_eintr_after_registration(void **state)
 {
     evpol_watcher_kind kind = test_watcher_kind(state);
-    if (kind == EVPOL_WATCHER_PIDFD && !pidfd_works())
+    if (kind == EVPOL_WATCHER_PIDFD && !have_pidfd())
         skip();
     install_injector();
     int fired_total = 0;
@@ -1227,7 +1209,7 @@ static void test_waitpid_eintr_after_registration(void **state)
 static void test_waitpid_echild_reports_lost_status(void **state)
 {
     evpol_watcher_kind kind = test_watcher_kind(state);
-    if (kind == EVPOL_WATCHER_PIDFD && !pidfd_works())
+    if (kind == EVPOL_WATCHER_PIDFD && !have_pidfd())
         skip();
     capture_start(&cap);
     install_injector();
@@ -1358,7 +1340,7 @@ static const fault_case case_spawn = {"evpol_loop_spawn", setup_spawn, op_spawn,
 static void test_spawn(void **state)
 {
     evpol_watcher_kind kind = test_watcher_kind(state);
-    if (kind == EVPOL_WATCHER_PIDFD && !pidfd_works())
+    if (kind == EVPOL_WATCHER_PIDFD && !have_pidfd())
         skip();
     capture_start(&cap);
     install_injector();
@@ -1481,7 +1463,7 @@ static void test_multiloop_close_sigaction_fails(void **state)
 static void test_close_reports_eio(void **state)
 {
     evpol_watcher_kind kind = test_watcher_kind(state);
-    if (kind == EVPOL_WATCHER_PIDFD && !pidfd_works())
+    if (kind == EVPOL_WATCHER_PIDFD && !have_pidfd())
         skip();
     install_injector();
     int fired_total = 0;
@@ -1597,20 +1579,14 @@ static void test_libevent_oom_is_enomem(void **state)
 }
 
 
-/* libevent's own warnings about the failures we cause. */
-static void quiet_libevent(int severity, const char *msg)
-{
-    (void)severity;
-    (void)msg;
-}
-
 int main(void)
 {
-    event_set_log_callback(quiet_libevent);
+    /* Silences libevent's own warnings about the failures we cause. */
+    event_set_log_callback(nop_libevent_log);
     warm_up_threads();
     /* Before this program's first libevent call (see the file comment). */
     event_set_mem_functions(ev_malloc, ev_realloc, ev_free);
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         CLAUSE_TEST(test_loop_new, "ERR-1 LOOP-1 POL-19 POL-20"),
         CLAUSE_TEST(test_loop_new_libevent_oom, "ERR-1 LOOP-1 POL-19 POL-20"),
         CLAUSE_TEST(test_loop_new_from_base, "ERR-1 LOOP-1"),
@@ -1623,42 +1599,23 @@ int main(void)
         CLAUSE_TEST(test_policy_set_event_loop, "ERR-1 POL-12 POL-16"),
         CLAUSE_TEST(test_policy_get_child_watcher_lazy, "ERR-1 POL-14"),
         CLAUSE_TEST(test_auto_watcher_falls_back, "PFD-4"),
-        WATCHER_TEST(test_watcher_new, threaded, "ERR-1 CW-6"),
-        WATCHER_TEST(test_watcher_new, multiloop, "ERR-1 CW-6"),
-        WATCHER_TEST(test_watcher_new, safe, "ERR-1 CW-6"),
-        WATCHER_TEST(test_watcher_new, fast, "ERR-1 CW-6"),
-        WATCHER_TEST(test_watcher_new, pidfd, "ERR-1 CW-6"),
+        WATCHER_TESTS(test_watcher_new, W_ALL, "ERR-1 CW-6"),
         CLAUSE_TEST(test_watcher_new_custom, "ERR-1"),
-        WATCHER_TEST(test_attach_loop, multiloop, "ERR-1 CW-5 MUL-1"),
-        WATCHER_TEST(test_attach_loop, safe, "ERR-1 CW-5 SAF-1"),
-        WATCHER_TEST(test_attach_loop, fast, "ERR-1 CW-5 FST-3"),
-        WATCHER_TEST(test_add_child_handler, threaded, "ERR-1 CW-1 THR-1"),
-        WATCHER_TEST(test_add_child_handler, multiloop, "ERR-1 CW-1 MUL-2"),
-        WATCHER_TEST(test_add_child_handler, safe, "ERR-1 CW-1 SAF-6"),
-        WATCHER_TEST(test_add_child_handler, fast, "ERR-1 CW-1 CW-9"),
-        WATCHER_TEST(test_add_child_handler, pidfd, "ERR-1 CW-1 PFD-1"),
-        WATCHER_TEST(test_waitpid_eintr_after_registration, threaded, "CW-1 CW-10"),
-        WATCHER_TEST(test_waitpid_eintr_after_registration, multiloop, "CW-1 CW-10"),
-        WATCHER_TEST(test_waitpid_eintr_after_registration, safe, "CW-1 CW-10"),
-        WATCHER_TEST(test_waitpid_eintr_after_registration, fast, "CW-1 CW-10"),
-        WATCHER_TEST(test_waitpid_eintr_after_registration, pidfd, "CW-1 CW-10"),
-        WATCHER_TEST(test_waitpid_echild_reports_lost_status, threaded, "CW-11"),
-        WATCHER_TEST(test_waitpid_echild_reports_lost_status, multiloop, "CW-11"),
-        WATCHER_TEST(test_waitpid_echild_reports_lost_status, safe, "CW-11"),
-        WATCHER_TEST(test_waitpid_echild_reports_lost_status, pidfd, "CW-11"),
-        WATCHER_TEST(test_spawn, threaded, "ERR-1 SUB-1 SUB-4 CW-9"),
-        WATCHER_TEST(test_spawn, multiloop, "ERR-1 SUB-1 SUB-4 CW-9"),
-        WATCHER_TEST(test_spawn, safe, "ERR-1 SUB-1 SUB-4 CW-9"),
-        WATCHER_TEST(test_spawn, fast, "ERR-1 SUB-1 SUB-4 CW-9"),
-        WATCHER_TEST(test_spawn, pidfd, "ERR-1 SUB-1 SUB-4 CW-9"),
+        WATCHER_TESTS(test_attach_loop, W_MULTILOOP | W_SAFE | W_FAST,
+            "ERR-1 CW-5 MUL-1@multiloop SAF-1@safe FST-3@fast"),
+        WATCHER_TESTS(test_add_child_handler, W_ALL,
+            "ERR-1 CW-1 THR-1@threaded MUL-2@multiloop SAF-6@safe CW-9@fast PFD-1@pidfd"),
+        WATCHER_TESTS(test_waitpid_eintr_after_registration, W_ALL, "CW-1 CW-10"),
+        WATCHER_TESTS(test_waitpid_echild_reports_lost_status, W_THREADED | W_MULTILOOP | W_SAFE | W_PIDFD,
+            "CW-11"),
+        WATCHER_TESTS(test_spawn, W_ALL, "ERR-1 SUB-1 SUB-4 CW-9"),
         CLAUSE_TEST(test_spawn_lazy_policy_and_watcher, "ERR-1 SUB-1 POL-2 POL-14"),
         CLAUSE_TEST(test_spawn_registration_fails_after_process, "ERR-1 SUB-1 THR-1"),
         CLAUSE_TEST(test_multiloop_close_sigaction_fails, "ERR-1 MUL-4"),
-        WATCHER_TEST(test_close_reports_eio, threaded, "CW-8"),
-        WATCHER_TEST(test_close_reports_eio, multiloop, "CW-8"),
-        WATCHER_TEST(test_close_reports_eio, pidfd, "CW-8 PFD-6"),
+        WATCHER_TESTS(test_close_reports_eio, W_THREADED | W_MULTILOOP | W_PIDFD,
+            "CW-8 PFD-6@pidfd"),
         CLAUSE_TEST(test_childtab_grow_fails, "CW-1 SAF-3"),
         CLAUSE_TEST(test_libevent_oom_is_enomem, "ERR-1 LOOP-1 LOOP-4 LOOP-5"),
     };
-    return cmocka_run_group_tests_name("faults", tests, NULL, NULL);
+    return harness_run_group("faults", tests, NULL, NULL);
 }

@@ -25,32 +25,6 @@
 #define NTHREADS 8
 #define TIMEOUT_MS 10000
 
-static void check_error(int rc, const evpol_error *err, int code)
-{
-    if (rc != code)
-        fail_msg("expected %d (%s), got %d (%s): %s", code, evpol_strerror(code), rc,
-                 evpol_strerror(rc), err->message);
-    assert_int_equal(err->code, code);
-    assert_true(err->message[0] != '\0');
-}
-
-static pthread_t start_thread(void *(*fn)(void *), void *arg)
-{
-    pthread_t t;
-    int rc = pthread_create(&t, NULL, fn, arg);
-    if (rc != 0)
-        fail_msg("pthread_create: %s", strerror(rc));
-    return t;
-}
-
-static evpol_loop *new_loop(void)
-{
-    evpol_loop *loop = NULL;
-    assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, NULL));
-    assert_non_null(loop);
-    return loop;
-}
-
 typedef struct flag_stop {
     evpol_loop *loop;
     volatile int ran;
@@ -420,13 +394,6 @@ static void record_where(void *arg)
     atomic_fetch_add(&w->runs, 1);
     if (w->stop)
         evpol_loop_stop(w->loop, NULL);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
 }
 
 static void test_call_soon_threadsafe_wakes_loop_in_other_thread(void **state)
@@ -909,12 +876,6 @@ static void noop_reader(int fd, void *arg)
     (void)arg;
 }
 
-static void silent_libevent_log(int severity, const char *msg)
-{
-    (void)severity;
-    (void)msg;
-}
-
 /* LOOP-1: a backend libevent may not use (its EVENT_NO* switches, the way a
  * user disables one) is reported as unavailable; with none left at all no
  * base can be made; a backend whose own setup fails (epoll_create1 with no
@@ -930,7 +891,7 @@ static void test_backend_unavailable(void **state)
     evpol_loop *l_epoll = (evpol_loop *)&e_epoll, *l_default = (evpol_loop *)&e_default;
     evpol_loop *l_poll = NULL, *l_fallback = NULL, *l_nofd = (evpol_loop *)&e_nofd;
 
-    event_set_log_callback(silent_libevent_log);
+    event_set_log_callback(nop_libevent_log);
     setenv("EVENT_NOEPOLL", "1", 1);
     int rc_epoll = evpol_loop_new(EVPOL_BACKEND_EPOLL, &l_epoll, &e_epoll);
     int rc_poll = evpol_loop_new(EVPOL_BACKEND_POLL, &l_poll, NULL);
@@ -1041,7 +1002,7 @@ static void test_run_inside_users_dispatch_fails(void **state)
     assert_ok(evpol_loop_new_from_base(st.base, &st.loop, NULL));
     struct timeval now = {0, 0};
     assert_int_equal(event_base_once(st.base, -1, EV_TIMEOUT, reentrant_cb, &st, &now), 0);
-    event_set_log_callback(silent_libevent_log); /* its "reentrant invocation" line */
+    event_set_log_callback(nop_libevent_log); /* its "reentrant invocation" line */
     assert_int_equal(event_base_dispatch(st.base), 0);
     event_set_log_callback(NULL);
     assert_int_equal(st.rc, EVPOL_ERUNTIME);
@@ -1070,7 +1031,7 @@ static void test_reader_refused_by_backend(void **state)
     assert_true(file >= 0);
     evpol_error err;
     memset(&err, 0, sizeof err);
-    event_set_log_callback(silent_libevent_log);
+    event_set_log_callback(nop_libevent_log);
     assert_int_equal(evpol_loop_add_reader(loop, file, noop_reader, NULL, &err), EVPOL_ESYSTEM);
     event_set_log_callback(NULL);
     assert_int_equal(err.code, EVPOL_ESYSTEM);
@@ -1085,7 +1046,7 @@ static void test_reader_refused_by_backend(void **state)
     assert_true(closed_fd >= 0);
     close(closed_fd);
     memset(&err, 0, sizeof err);
-    event_set_log_callback(silent_libevent_log);
+    event_set_log_callback(nop_libevent_log);
     assert_int_equal(evpol_loop_add_reader(loop, closed_fd, noop_reader, NULL, &err),
                      EVPOL_ESYSTEM);
     event_set_log_callback(NULL);
@@ -1144,7 +1105,7 @@ static void test_dropped_call_freed_through_seam(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         CLAUSE_TEST(test_wrap_user_base, "LOOP-1"),
         CLAUSE_TEST(test_run_stop_state, "LOOP-2 LOOP-6"),
         CLAUSE_TEST(test_close_running_loop_runtime_error, "LOOP-2"),
@@ -1163,5 +1124,5 @@ int main(void)
         CLAUSE_TEST(test_run_inside_users_dispatch_fails, "LOOP-2 LOOP-6 ERR-1"),
         CLAUSE_TEST(test_reader_refused_by_backend, "LOOP-5 ERR-1"),
     };
-    return cmocka_run_group_tests_name("loop", tests, NULL, NULL);
+    return harness_run_group("loop", tests, NULL, NULL);
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_matrix_tool.sh — self-test of build-aux/clause-matrix (run by make check).
+# test_matrix_tool.sh — self-test of conformance/tools/clause-matrix (run by make check).
 #
 # Feeds the tool a small fake spec, fake test sources, fake cmocka XML and a
 # fake runner manifest, and asserts the rows of clauses.tsv: a pass, a fail, a
@@ -8,10 +8,11 @@
 # absent from the results, a sanitizer-style failure after all tests passed,
 # a skipped test, cmocka XML made invalid by an unescaped message, that
 # an n/a row without a reason is refused, and that a tag naming a clause the
-# spec does not have fails the run. KEEP_TMP=1 keeps the fake tree.
+# spec does not have fails the run, and that WATCHER_TESTS expands to one
+# test per watcher with its own tags. KEEP_TMP=1 keeps the fake tree.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-tool="$here/../build-aux/clause-matrix"
+tool="$here/tools/clause-matrix"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/matrix-selftest.XXXXXX")
 trap '[ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp"' EXIT
 
@@ -228,6 +229,45 @@ rc=$?
 [ $rc = 1 ] && grep -q "tag POL-99 names no clause of $tmp/CLAUSES.md (in t_ghost" "$tmp/stdout5" &&
     ok "a tag naming no clause of the spec fails" ||
     not_ok "a tag naming no clause of the spec fails (exit $rc: $(cat "$tmp/stdout5"))"
+
+# ---- run 6: WATCHER_TESTS registers one test per watcher of its bits; a tag
+# "ID@kind" belongs to that kind's test only; a variant missing from the
+# results fails as not run; an unknown bit makes the registration unreadable.
+mkdir -p "$tmp/src6" "$tmp/res6/junit"
+cat >"$tmp/src6/test_theta.c" <<'EOF6'
+    const harness_test tests[] = {
+        WATCHER_TESTS(t_var, W_SAFE | W_PIDFD,
+            "CW-1 SAF-1@safe"),
+        WATCHER_TESTS(t_all, W_ALL, "SUB-1"),
+        WATCHER_TESTS(t_bad, W_NONE, "SUB-2"),
+    };
+EOF6
+{
+    printf '<?xml version="1.0" encoding="UTF-8" ?>\n<testsuites>\n'
+    printf '  <testsuite name="theta" time="0.000" tests="6" failures="0" errors="0" skipped="0" >\n'
+    for name in "t_var@safe [CW-1 SAF-1]" "t_var@pidfd [CW-1]" "t_all@threaded [SUB-1]" \
+        "t_all@multiloop [SUB-1]" "t_all@safe [SUB-1]" "t_all@pidfd [SUB-1]"; do
+        printf '    <testcase name="%s" time="0.000" >\n    </testcase>\n' "$name"
+    done
+    printf '  </testsuite>\n</testsuites>\n'
+} >"$tmp/res6/junit/test_theta--theta.xml"
+out="$tmp/out6"
+"$tool" --clauses "$tmp/CLAUSES.md" --sources "$tmp/src6" --na "$tmp/na.tsv" \
+    --results "$tmp/res6" --out "$out" --allow-gaps >"$tmp/stdout6" 2>&1
+rc=$?
+[ $rc = 1 ] && ok "WATCHER_TESTS: a missing variant fails the run" || not_ok "WATCHER_TESTS: exit $rc, expected 1"
+expect_row CW-1 safe pass "t_var@safe"
+expect_row CW-1 pidfd pass "t_var@pidfd"
+expect_row SAF-1 safe pass "t_var@safe"
+expect_row CW-1 fast gap
+expect_row SUB-1 threaded pass "t_all@threaded"
+expect_row SUB-1 pidfd pass "t_all@pidfd"
+expect_row SUB-1 fast fail "t_all@fast" "absent from the results"
+[ "$(tail -n 1 "$tmp/stdout6")" = "6 passed, 1 failed" ] && ok "WATCHER_TESTS: closing line" ||
+    not_ok "WATCHER_TESTS: closing line: $(tail -n 1 "$tmp/stdout6")"
+grep -q "test_theta.c:5: registration not readable" "$tmp/stdout6" &&
+    ok "WATCHER_TESTS with an unknown bit is reported unreadable" ||
+    not_ok "WATCHER_TESTS with an unknown bit is reported unreadable: $(cat "$tmp/stdout6")"
 
 echo "$((checks - failures)) of $checks checks passed"
 [ $failures = 0 ]

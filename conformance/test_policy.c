@@ -34,30 +34,6 @@ typedef struct fake_object {
 static fake_object zeroed_object;
 static fake_object random_object = {0x12345678u, "not an evpol object"};
 
-static void check_error(int rc, const evpol_error *err, int code)
-{
-    if (rc != code)
-        fail_msg("expected %d (%s), got %d (%s): %s", code, evpol_strerror(code), rc,
-                 evpol_strerror(rc), err->message);
-    assert_int_equal(err->code, code);
-    assert_true(err->message[0] != '\0');
-}
-
-static void reset_policy(void)
-{
-    evpol_error err = {0};
-    assert_int_equal(evpol_set_event_loop_policy(NULL, &err), 0);
-}
-
-static pthread_t start_thread(void *(*fn)(void *), void *arg)
-{
-    pthread_t t;
-    int rc = pthread_create(&t, NULL, fn, arg);
-    if (rc != 0)
-        fail_msg("pthread_create: %s", strerror(rc));
-    return t;
-}
-
 /* ------------------------------------------------------------------ */
 /* POL-1, POL-2, POL-3, POL-4, POL-5                                   */
 /* ------------------------------------------------------------------ */
@@ -201,28 +177,6 @@ static void test_set_policy_null_restores_fresh_default(void **state)
     reset_policy();
 }
 
-static int abstract_get(evpol_policy *self, evpol_loop **out, evpol_error *err)
-{
-    (void)self;
-    (void)out;
-    (void)err;
-    return EVPOL_ERUNTIME;
-}
-
-static int abstract_set(evpol_policy *self, evpol_loop *loop, evpol_error *err)
-{
-    (void)self;
-    (void)loop;
-    (void)err;
-    return 0;
-}
-
-static int abstract_new(evpol_policy *self, evpol_loop **out, evpol_error *err)
-{
-    (void)self;
-    return evpol_loop_new(EVPOL_BACKEND_DEFAULT, out, err);
-}
-
 static void test_set_policy_non_policy_type_error(void **state)
 {
     (void)state;
@@ -249,9 +203,9 @@ static void test_set_policy_non_policy_type_error(void **state)
 
     /* An abstract policy must have get/set/new_event_loop. */
     const evpol_policy_methods full = {.size = sizeof full,
-                                       .get_event_loop = abstract_get,
-                                       .set_event_loop = abstract_set,
-                                       .new_event_loop = abstract_new};
+                                       .get_event_loop = stub_policy_get_loop,
+                                       .set_event_loop = stub_policy_set_loop,
+                                       .new_event_loop = stub_policy_new_loop};
     for (int missing = 0; missing < 4; missing++) {
         evpol_policy_methods m = full;
         if (missing == 0)
@@ -439,7 +393,7 @@ static void test_custom_policy_one_loop_per_process(void **state)
     evpol_policy_methods m = {.size = sizeof m,
                               .get_event_loop = global_get,
                               .set_event_loop = global_set,
-                              .new_event_loop = abstract_new,
+                              .new_event_loop = stub_policy_new_loop,
                               .destroy = global_destroy};
     evpol_policy *p = NULL;
     assert_ok(evpol_policy_new_abstract(&m, &gs, &p, NULL));
@@ -1608,7 +1562,7 @@ int main(void)
 {
     if (getenv("EVPOL_TEST_KEY_EXHAUSTION"))
         return key_exhausted_child(); /* test_no_thread_key_left's fresh run */
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         CLAUSE_TEST(test_get_policy_returns_current, "POL-1"),
         CLAUSE_TEST(test_default_policy_created_once_concurrently, "POL-2 POL-1"),
         CLAUSE_TEST(test_set_policy, "POL-3"),
@@ -1633,5 +1587,5 @@ int main(void)
         CLAUSE_TEST(test_thread_exit_with_loops_in_many_policies, "POL-6"),
         CLAUSE_TEST(test_no_thread_key_left, "POL-6 POL-11"),
     };
-    return cmocka_run_group_tests_name("policy", tests, NULL, NULL);
+    return harness_run_group("policy", tests, NULL, NULL);
 }

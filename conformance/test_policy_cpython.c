@@ -121,9 +121,9 @@ static void test_get_child_watcher_thread(void **state)
 int main(void)
 {
     evpol_set_log_level(EVPOL_LOG_ERROR); /* deprecation lines are expected */
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         CLAUSE_TEST(test_child_watcher_replace_mainloop_existing, "POL-16 CW-5 SAF-2 SAF-5"),
         CLAUSE_TEST(test_get_child_watcher_thread, "POL-16 POL-14 SAF-2"),
     };
-    return cmocka_run_group_tests_name("policy_cpython", tests, NULL, NULL);
+    return harness_run_group("policy_cpython", tests, NULL, NULL);
 }

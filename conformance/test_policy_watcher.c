@@ -29,38 +29,6 @@ typedef struct fake_object {
 } fake_object;
 static fake_object zeroed_object;
 
-static void check_error(int rc, const evpol_error *err, int code)
-{
-    if (rc != code)
-        fail_msg("expected %d (%s), got %d (%s): %s", code, evpol_strerror(code), rc,
-                 evpol_strerror(rc), err->message);
-    assert_int_equal(err->code, code);
-    assert_true(err->message[0] != '\0');
-}
-
-static void reset_policy(void)
-{
-    assert_int_equal(evpol_set_event_loop_policy(NULL, NULL), 0);
-}
-
-static pthread_t start_thread(void *(*fn)(void *), void *arg)
-{
-    pthread_t t;
-    int rc = pthread_create(&t, NULL, fn, arg);
-    if (rc != 0)
-        fail_msg("pthread_create: %s", strerror(rc));
-    return t;
-}
-
-static bool pidfd_works(void)
-{
-    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    if (fd < 0)
-        return false;
-    close(fd);
-    return true;
-}
-
 /* ------------------------------------------------------------------ */
 /* A recording custom watcher                                          */
 /* ------------------------------------------------------------------ */
@@ -97,24 +65,6 @@ static evpol_loop *rec_last_attach(rec *r)
     return l;
 }
 
-static int rec_add(void *self, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
-                   evpol_error *err)
-{
-    (void)self;
-    (void)loop;
-    (void)pid;
-    (void)cb;
-    (void)arg;
-    (void)err;
-    return 0;
-}
-static int rec_remove(void *self, pid_t pid, evpol_error *err)
-{
-    (void)self;
-    (void)pid;
-    (void)err;
-    return 0;
-}
 static int rec_attach(void *self, evpol_loop *loop, evpol_error *err)
 {
     (void)err;
@@ -140,12 +90,6 @@ static int rec_close(void *self, evpol_error *err)
     atomic_store(&r->active, 0);
     return 0;
 }
-static int rec_ctx(void *self, evpol_error *err)
-{
-    (void)self;
-    (void)err;
-    return 0;
-}
 static void rec_destroy(void *self)
 {
     atomic_fetch_add(&((rec *)self)->destroys, 1);
@@ -153,13 +97,13 @@ static void rec_destroy(void *self)
 
 static const evpol_watcher_methods rec_methods = {
     .size = sizeof(evpol_watcher_methods),
-    .add_child_handler = rec_add,
-    .remove_child_handler = rec_remove,
+    .add_child_handler = nop_watcher_add,
+    .remove_child_handler = nop_watcher_remove,
     .attach_loop = rec_attach,
     .is_active = rec_is_active,
     .close = rec_close,
-    .enter = rec_ctx,
-    .exit = rec_ctx,
+    .enter = nop_watcher_call,
+    .exit = nop_watcher_call,
     .destroy = rec_destroy,
 };
 
@@ -212,7 +156,7 @@ static void test_get_default_child_watcher(void **state)
     assert_ok(evpol_policy_get_child_watcher(p, &again, NULL));
     capture_stop();
     assert_int_equal(evpol_watcher_kind_of(w),
-                     pidfd_works() ? EVPOL_WATCHER_PIDFD : EVPOL_WATCHER_THREADED);
+                     have_pidfd() ? EVPOL_WATCHER_PIDFD : EVPOL_WATCHER_THREADED);
     assert_ptr_equal(again, w);
     assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_DEPRECATION, NULL), 2);
     evpol_policy_unref(p);
@@ -571,25 +515,6 @@ typedef struct own_watcher {
     atomic_int gets, sets;
 } own_watcher;
 
-static int abs_get(evpol_policy *self, evpol_loop **out, evpol_error *err)
-{
-    (void)self;
-    (void)out;
-    (void)err;
-    return EVPOL_ERUNTIME;
-}
-static int abs_set(evpol_policy *self, evpol_loop *loop, evpol_error *err)
-{
-    (void)self;
-    (void)loop;
-    (void)err;
-    return 0;
-}
-static int abs_new(evpol_policy *self, evpol_loop **out, evpol_error *err)
-{
-    (void)self;
-    return evpol_loop_new(EVPOL_BACKEND_DEFAULT, out, err);
-}
 static int own_get_watcher(evpol_policy *self, evpol_watcher **out, evpol_error *err)
 {
     (void)err;
@@ -652,9 +577,9 @@ static void test_top_level_watcher_helpers_use_current_policy(void **state)
     /* An abstract policy's own watcher methods are used. */
     own_watcher ow = {0};
     evpol_policy_methods am = {.size = sizeof am,
-                               .get_event_loop = abs_get,
-                               .set_event_loop = abs_set,
-                               .new_event_loop = abs_new,
+                               .get_event_loop = stub_policy_get_loop,
+                               .set_event_loop = stub_policy_set_loop,
+                               .new_event_loop = stub_policy_new_loop,
                                .get_child_watcher = own_get_watcher,
                                .set_child_watcher = own_set_watcher};
     evpol_policy *ap = NULL;
@@ -682,7 +607,7 @@ static void test_top_level_watcher_helpers_use_current_policy(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         CLAUSE_TEST(test_get_default_child_watcher, "POL-14 THR-4 ERR-3"),
         CLAUSE_TEST(test_default_child_watcher_created_once, "POL-14"),
         CLAUSE_TEST(test_get_child_watcher_after_set, "POL-14 POL-15"),
@@ -692,5 +617,5 @@ int main(void)
         CLAUSE_TEST(test_auto_created_loop_is_attached, "POL-16 POL-8"),
         CLAUSE_TEST(test_top_level_watcher_helpers_use_current_policy, "POL-18"),
     };
-    return cmocka_run_group_tests_name("policy_watcher", tests, NULL, NULL);
+    return harness_run_group("policy_watcher", tests, NULL, NULL);
 }

@@ -50,15 +50,6 @@ static void record_exit(pid_t pid, int returncode, void *arg)
 
 static log_capture cap;
 
-static void check_error(int rc, const evpol_error *err, int code)
-{
-    if (rc != code)
-        fail_msg("expected %d (%s), got %d (%s): %s", code, evpol_strerror(code), rc,
-                 evpol_strerror(rc), err->message);
-    assert_int_equal(err->code, code);
-    assert_true(err->message[0] != '\0');
-}
-
 /* Install `w` (may be NULL: the policy makes its default on demand) on a
  * fresh default policy. */
 static void use_watcher(evpol_watcher *w)
@@ -67,17 +58,10 @@ static void use_watcher(evpol_watcher *w)
     assert_ok(evpol_set_child_watcher(w, NULL));
 }
 
-static void reset_policy(void)
+static void reset_policy_and_watcher(void)
 {
     assert_ok(evpol_set_child_watcher(NULL, NULL));
     assert_ok(evpol_set_event_loop_policy(NULL, NULL));
-}
-
-static evpol_loop *new_loop(void)
-{
-    evpol_loop *loop = NULL;
-    assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, NULL));
-    return loop;
 }
 
 static void close_loop(evpol_loop *loop)
@@ -99,7 +83,7 @@ static evpol_loop *begin_default(resource_snapshot *before)
 static void end_default(evpol_loop *loop, resource_snapshot before)
 {
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
     assert_no_leaks(before);
 }
@@ -167,13 +151,6 @@ static bool is_cloexec(int fd)
 {
     int flags = fcntl(fd, F_GETFD);
     return flags >= 0 && (flags & FD_CLOEXEC);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
 }
 
 /* Hang guard for waits that no loop of ours drives. */
@@ -301,7 +278,7 @@ static void test_on_exit_in_non_main_loop_thread(void **state)
     assert_true(pthread_equal(e.thread, wk.thread));
 
     worker_stop(&wk);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
     assert_no_leaks(before);
 }
@@ -393,7 +370,7 @@ static void test_spawn_with_watcher(void **state)
         assert_true(pthread_equal(job.e[i].thread, pthread_self()));
     }
 
-    reset_policy(); /* closes w */
+    reset_policy_and_watcher(); /* closes w */
     evpol_watcher_unref(w);
     close_loop(loop);
     capture_stop();
@@ -453,7 +430,7 @@ static void test_on_exit_hops_to_spawn_loop(void **state)
     assert_true(pthread_equal(job.e.thread, wk.thread));
 
     worker_stop(&wk);
-    reset_policy();
+    reset_policy_and_watcher();
     evpol_watcher_unref(w);
     close_loop(main_loop);
     capture_stop();
@@ -862,7 +839,7 @@ static void test_fast_child_gets_only_stdio(void **state)
 
     close(leak);
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
 }
 
@@ -976,7 +953,7 @@ static void fast_closed_standard_fds(bool close0)
     assert_int_equal(resources_now().fds, before.fds);
 
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
 }
 
@@ -1273,7 +1250,7 @@ static void test_abandoned_registration_released(void **state)
     o.stdio[0] = EVPOL_STDIO_PIPE;
     evpol_spawn_result res;
     pid_t pid = spawn_ok(loop, &o, &res);
-    reset_policy(); /* closes the watcher with the child pending */
+    reset_policy_and_watcher(); /* closes the watcher with the child pending */
     watch_free_of(loop);
     evpol_loop_unref(loop); /* not closed: the registration still refers to it */
     close(res.stdio_fd[0]); /* cat exits; the closed watcher still reaps it */
@@ -1293,7 +1270,7 @@ static void test_abandoned_registration_released(void **state)
     assert_int_equal(atomic_load(&e.calls), 0);
 
     close_loop(loop2);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
     assert_no_leaks(before);
 }
@@ -1367,7 +1344,7 @@ static void exec_failure(bool fast)
         assert_int_equal(atomic_load(&e[i].calls), 0);
 
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
     assert_no_leaks(start);
 }
@@ -1424,7 +1401,7 @@ static void test_inactive_watcher_refuses(void **state)
     expect_inactive_refusal(loop, "SafeChildWatcher");
     assert_ok(evpol_watcher_attach_loop(safe, loop, NULL));
     expect_inactive_refusal(loop, "SafeChildWatcher"); /* attached, not running */
-    reset_policy();
+    reset_policy_and_watcher();
     evpol_watcher_unref(safe);
 
     /* A closed watcher is inactive too. */
@@ -1433,7 +1410,7 @@ static void test_inactive_watcher_refuses(void **state)
     use_watcher(thr);
     assert_ok(evpol_watcher_close(thr, NULL));
     expect_inactive_refusal(loop, "ThreadedChildWatcher");
-    reset_policy();
+    reset_policy_and_watcher();
     evpol_watcher_unref(thr);
 
     close_loop(loop);
@@ -1589,7 +1566,7 @@ static evpol_watcher *recording_watcher(void)
 
 static void drop_recording_watcher(evpol_watcher *w)
 {
-    reset_policy(); /* closes w, which closes the inner watcher */
+    reset_policy_and_watcher(); /* closes w, which closes the inner watcher */
     evpol_watcher_unref(w);
     assert_ok(evpol_sys_set(NULL, NULL));
 }
@@ -1774,7 +1751,7 @@ static void test_thread_creation_failure_fake_kernel(void **state)
     assert_int_equal(atomic_load(&e.calls), 0);
 
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     evpol_watcher_unref(w);
     fk_uninstall();
     capture_stop();
@@ -1828,7 +1805,7 @@ static void test_loop_closed_before_exit(void **state)
     assert_int_equal(atomic_load(&e.calls), 0);
 
     close_loop(loop2);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
     assert_no_leaks(before);
 }
@@ -1890,38 +1867,13 @@ static void test_invalid_arguments(void **state)
     assert_no_children();
     assert_int_equal(atomic_load(&e.calls), 0);
     evpol_loop_unref(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
     assert_no_leaks(before);
 }
 
 /* A policy without a watcher (abstract, POL-7) cannot spawn: the error is
  * reported, nothing is created. */
-static int abs_get_loop(evpol_policy *self, evpol_loop **out, evpol_error *err)
-{
-    (void)self;
-    (void)out;
-    if (err) {
-        err->code = EVPOL_ERUNTIME;
-        snprintf(err->message, sizeof err->message, "no loop");
-    }
-    return EVPOL_ERUNTIME;
-}
-
-static int abs_set_loop(evpol_policy *self, evpol_loop *loop, evpol_error *err)
-{
-    (void)self;
-    (void)loop;
-    (void)err;
-    return 0;
-}
-
-static int abs_new_loop(evpol_policy *self, evpol_loop **out, evpol_error *err)
-{
-    (void)self;
-    return evpol_loop_new(EVPOL_BACKEND_DEFAULT, out, err);
-}
-
 static void test_policy_without_watcher(void **state)
 {
     (void)state;
@@ -1929,9 +1881,9 @@ static void test_policy_without_watcher(void **state)
     resource_snapshot before = resources_now();
     evpol_policy_methods m = {
         .size = sizeof m,
-        .get_event_loop = abs_get_loop,
-        .set_event_loop = abs_set_loop,
-        .new_event_loop = abs_new_loop,
+        .get_event_loop = stub_policy_get_loop,
+        .set_event_loop = stub_policy_set_loop,
+        .new_event_loop = stub_policy_new_loop,
     };
     evpol_policy *p = NULL;
     assert_ok(evpol_policy_new_abstract(&m, NULL, &p, NULL));
@@ -2029,27 +1981,6 @@ static int h_remove(void *self, pid_t pid, evpol_error *err)
     return 1;
 }
 
-static int h_attach(void *self, evpol_loop *loop, evpol_error *err)
-{
-    (void)self;
-    (void)loop;
-    (void)err;
-    return 0;
-}
-
-static int h_is_active(void *self)
-{
-    (void)self;
-    return 1;
-}
-
-static int h_close(void *self, evpol_error *err)
-{
-    (void)self;
-    (void)err;
-    return 0;
-}
-
 static int h_enter(void *self, evpol_error *err)
 {
     hand_watcher *h = self;
@@ -2062,21 +1993,16 @@ static int h_exit(void *self, evpol_error *err)
     return h->exit_rc ? hand_fail(err, h->exit_rc, "exit refused") : 0;
 }
 
-static void h_destroy(void *self)
-{
-    (void)self;
-}
-
 static const evpol_watcher_methods hand_methods = {
     .size = sizeof(evpol_watcher_methods),
     .add_child_handler = h_add,
     .remove_child_handler = h_remove,
-    .attach_loop = h_attach,
-    .is_active = h_is_active,
-    .close = h_close,
+    .attach_loop = nop_watcher_attach,
+    .is_active = watcher_always_active,
+    .close = nop_watcher_call,
     .enter = h_enter,
     .exit = h_exit,
-    .destroy = h_destroy,
+    .destroy = nop_watcher_destroy,
 };
 
 static evpol_watcher *use_hand_watcher(hand_watcher *h)
@@ -2099,7 +2025,7 @@ static evpol_watcher *begin_hand(hand_watcher *h, resource_snapshot *before)
 
 static void end_hand(evpol_watcher *w, resource_snapshot before)
 {
-    reset_policy();
+    reset_policy_and_watcher();
     evpol_watcher_unref(w);
     capture_stop();
     assert_no_leaks(before);
@@ -2302,7 +2228,7 @@ static void test_pipe_end_cannot_be_moved(void **state)
     assert_no_children();
     assert_int_equal(resources_now().fds, before.fds);
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
 }
 
@@ -2325,7 +2251,7 @@ static void test_limit_lowered_before_file_actions(void **state)
 {
     (void)state;
     capture_start(&cap);
-    reset_policy();
+    reset_policy_and_watcher();
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &lowered_saved), 0);
     evpol_sys t = *evpol_sys_real();
     t.pipe2 = lowering_pipe2;
@@ -2351,7 +2277,7 @@ static void test_limit_lowered_before_file_actions(void **state)
     assert_no_children();
     assert_int_equal(resources_now().fds, before.fds);
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     assert_ok(evpol_sys_set(NULL, NULL));
     capture_stop();
 }
@@ -2398,7 +2324,7 @@ static void test_spawn_success_without_pid(void **state)
 {
     (void)state;
     capture_start(&cap);
-    reset_policy();
+    reset_policy_and_watcher();
     use_watcher(NULL);
     evpol_loop *loop = new_loop();
     resource_snapshot before = resources_now();
@@ -2430,7 +2356,7 @@ static void test_spawn_success_without_pid(void **state)
         assert_int_equal(resources_now().fds, before.fds);
     }
     close_loop(loop);
-    reset_policy();
+    reset_policy_and_watcher();
     capture_stop();
 }
 
@@ -2443,16 +2369,11 @@ static int group_setup(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         CLAUSE_TEST(test_returncodes_on_loop_thread, "SUB-1 SUB-3 CW-10"),
         CLAUSE_TEST(test_on_exit_in_non_main_loop_thread, "SUB-3 THR-2"),
-        WATCHER_TEST(test_spawn_with_watcher, threaded, "SUB-1 SUB-3 CW-10"),
-        WATCHER_TEST(test_spawn_with_watcher, multiloop, "SUB-1 SUB-3 CW-10"),
-        WATCHER_TEST(test_spawn_with_watcher, safe, "SUB-1 SUB-3 CW-10"),
-        WATCHER_TEST(test_spawn_with_watcher, fast, "SUB-1 SUB-3 CW-10"),
-        WATCHER_TEST(test_spawn_with_watcher, pidfd, "SUB-1 SUB-3 CW-10"),
-        WATCHER_TEST(test_on_exit_hops_to_spawn_loop, safe, "SUB-3"),
-        WATCHER_TEST(test_on_exit_hops_to_spawn_loop, fast, "SUB-3"),
+        WATCHER_TESTS(test_spawn_with_watcher, W_ALL, "SUB-1 SUB-3 CW-10"),
+        WATCHER_TESTS(test_on_exit_hops_to_spawn_loop, W_SAFE | W_FAST, "SUB-3"),
         CLAUSE_TEST(test_stdout_pipe, "SUB-1"),
         CLAUSE_TEST(test_stdin_pipe_roundtrip, "SUB-1"),
         CLAUSE_TEST(test_devnull_stdio, "SUB-1"),
@@ -2488,5 +2409,5 @@ int main(void)
         CLAUSE_TEST(test_limit_lowered_before_file_actions, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_spawn_success_without_pid, "SUB-1 ERR-1"),
     };
-    return cmocka_run_group_tests_name("spawn", tests, group_setup, NULL);
+    return harness_run_group("spawn", tests, group_setup, NULL);
 }

@@ -235,24 +235,14 @@ static void get_loop_names_attached_loop(void **state)
 int main(void)
 {
     warm_up_threads();
-    const struct CMUnitTest tests[] = {
-        WATCHER_TEST(close_reaps_exited_children, multiloop, "CW-8 MUL-4"),
-        WATCHER_TEST(close_reaps_exited_children, safe, "CW-8 SAF-7"),
-        WATCHER_TEST(close_reaps_exited_children, fast, "CW-8 FST-8"),
-        WATCHER_TEST(refused_attach_keeps_loop, safe, "CW-5 SAF-4"),
-        WATCHER_TEST(refused_attach_keeps_loop, fast, "CW-5"),
-        WATCHER_TEST(attach_off_main_thread_keeps_loop, safe, "CW-5 SAF-4"),
-        WATCHER_TEST(attach_off_main_thread_keeps_loop, fast, "CW-5"),
-        WATCHER_TEST(callback_closes_own_watcher, threaded, "CW-8 THR-6"),
-        WATCHER_TEST(callback_closes_own_watcher, multiloop, "CW-8 MUL-4"),
-        WATCHER_TEST(callback_closes_own_watcher, safe, "CW-8 SAF-7"),
-        WATCHER_TEST(callback_closes_own_watcher, fast, "CW-8 FST-8"),
-        WATCHER_TEST(callback_closes_own_watcher, pidfd, "CW-8 PFD-6"),
-        WATCHER_TEST(get_loop_names_attached_loop, threaded, "CW-5 ERR-1"),
-        WATCHER_TEST(get_loop_names_attached_loop, multiloop, "CW-5 ERR-1"),
-        WATCHER_TEST(get_loop_names_attached_loop, safe, "CW-5 ERR-1"),
-        WATCHER_TEST(get_loop_names_attached_loop, fast, "CW-5 ERR-1"),
-        WATCHER_TEST(get_loop_names_attached_loop, pidfd, "CW-5 ERR-1"),
+    const harness_test tests[] = {
+        WATCHER_TESTS(close_reaps_exited_children, W_MULTILOOP | W_SAFE | W_FAST,
+            "CW-8 MUL-4@multiloop SAF-7@safe FST-8@fast"),
+        WATCHER_TESTS(refused_attach_keeps_loop, W_SAFE | W_FAST, "CW-5 SAF-4@safe"),
+        WATCHER_TESTS(attach_off_main_thread_keeps_loop, W_SAFE | W_FAST, "CW-5 SAF-4@safe"),
+        WATCHER_TESTS(callback_closes_own_watcher, W_ALL,
+            "CW-8 THR-6@threaded MUL-4@multiloop SAF-7@safe FST-8@fast PFD-6@pidfd"),
+        WATCHER_TESTS(get_loop_names_attached_loop, W_ALL, "CW-5 ERR-1"),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return harness_run_group("tests", tests, NULL, NULL);
 }

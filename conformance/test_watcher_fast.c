@@ -9,6 +9,7 @@
  * reaps every child of the process (waitpid(-1)), so each test lets it reap
  * what it forks; callbacks only record, the test asserts afterwards.
  */
+#include "attached_watcher.h"
 #include "harness.h"
 
 #include <errno.h>
@@ -21,86 +22,6 @@
 #include <unistd.h>
 
 #define TIMEOUT_MS 10000
-
-static pthread_t main_thread;
-
-
-typedef struct exit_rec {
-    volatile int count;
-    pid_t pid;
-    int rc;
-    int on_main;
-    evpol_loop *ran_on;
-} exit_rec;
-
-static void record_exit(pid_t pid, int rc, void *arg)
-{
-    exit_rec *r = arg;
-    r->pid = pid;
-    r->rc = rc;
-    r->on_main = pthread_equal(pthread_self(), main_thread);
-    evpol_loop *l = NULL;
-    r->ran_on = evpol_get_running_loop(&l, NULL) == 0 ? l : NULL;
-    __atomic_add_fetch(&r->count, 1, __ATOMIC_SEQ_CST);
-}
-
-typedef struct fixture {
-    resource_snapshot before;
-    evpol_loop *loop;
-    evpol_watcher *w;
-} fixture;
-
-static void fx_open(fixture *fx)
-{
-    fx->before = resources_now();
-    assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &fx->loop, NULL));
-    assert_ok(evpol_watcher_new(EVPOL_WATCHER_FAST, &fx->w, NULL));
-    assert_ok(evpol_watcher_attach_loop(fx->w, fx->loop, NULL));
-}
-
-static void fx_close(fixture *fx)
-{
-    assert_int_equal(evpol_watcher_close(fx->w, NULL), 0);
-    evpol_watcher_unref(fx->w);
-    assert_int_equal(evpol_loop_close(fx->loop, NULL), 0);
-    evpol_loop_unref(fx->loop);
-    assert_no_leaks(fx->before);
-}
-
-static void run_once(evpol_loop *loop)
-{
-    assert_ok(evpol_loop_stop(loop, NULL));
-    assert_ok(evpol_loop_run(loop, NULL));
-}
-
-/* Run `loop` until `pid` has been reaped (by the watcher). */
-typedef struct reap_poll {
-    evpol_loop *loop;
-    pid_t pid;
-    volatile int done;
-} reap_poll;
-static reap_poll the_reap_poll;
-
-static void reap_poll_tick(void *arg)
-{
-    reap_poll *p = arg;
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-    if (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0 && errno == ECHILD) {
-        p->done = 1;
-        return;
-    }
-    evpol_loop_call_later(p->loop, 1, reap_poll_tick, p, NULL);
-}
-
-static int run_until_reaped(evpol_loop *loop, pid_t pid)
-{
-    the_reap_poll.loop = loop;
-    the_reap_poll.pid = pid;
-    the_reap_poll.done = 0;
-    assert_ok(evpol_loop_call_soon_threadsafe(loop, reap_poll_tick, &the_reap_poll, NULL));
-    return run_until(loop, &the_reap_poll.done, TIMEOUT_MS);
-}
 
 /* ------------------------------------------------------------------ */
 
@@ -118,7 +39,7 @@ static void test_fast_add_needs_context(void **state)
 {
     (void)state;
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     evpol_error err = {0};
     exit_rec rec = {0};
     int wfd;
@@ -161,7 +82,7 @@ static void test_fast_kept_exit_reported_at_registration(void **state)
 {
     (void)state;
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture cap;
     capture_start(&cap);
     assert_ok(evpol_watcher_enter(fx.w, NULL));
@@ -189,7 +110,7 @@ static void test_fast_kept_exits_dropped_at_last_exit(void **state)
 {
     (void)state;
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture cap;
     capture_start(&cap);
     assert_ok(evpol_watcher_enter(fx.w, NULL));
@@ -226,7 +147,7 @@ static void test_fast_unknown_child_without_context(void **state)
 {
     (void)state;
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture cap;
     capture_start(&cap);
     pid_t pid = fork_exit(6);
@@ -253,7 +174,7 @@ static void test_fast_reaps_other_code_children(void **state)
      * whoever waits for it later gets ECHILD. */
     (void)state;
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture cap;
     capture_start(&cap);
     pid_t stranger = fork_exit(1);
@@ -279,7 +200,7 @@ static void test_fast_close_clears_kept_exits(void **state)
 {
     (void)state;
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture cap;
     capture_start(&cap);
     assert_ok(evpol_watcher_enter(fx.w, NULL));
@@ -310,7 +231,7 @@ static void test_fast_many_kept_exits_truncated(void **state)
 {
     (void)state;
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture *cap = calloc(1, sizeof *cap);
     assert_non_null(cap);
     capture_start(cap);
@@ -370,7 +291,7 @@ static void test_fast_reused_pid_keeps_newer_status(void **state)
     __atomic_store_n(&reuse_served, 2, __ATOMIC_SEQ_CST);
     assert_ok(evpol_sys_set(&t, NULL));
     fixture fx;
-    fx_open(&fx);
+    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture cap;
     capture_start(&cap);
     assert_ok(evpol_watcher_enter(fx.w, NULL));
@@ -391,9 +312,8 @@ static void test_fast_reused_pid_keeps_newer_status(void **state)
 
 int main(void)
 {
-    main_thread = pthread_self();
     warm_up_threads();
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         WATCHER_TEST(test_fast_identity, fast, "CW-9"),
         WATCHER_TEST(test_fast_add_needs_context, fast, "FST-4 CW-9"),
         WATCHER_TEST(test_fast_kept_exit_reported_at_registration, fast, "FST-5 CW-3"),
@@ -404,5 +324,5 @@ int main(void)
         WATCHER_TEST(test_fast_many_kept_exits_truncated, fast, "FST-6"),
         WATCHER_TEST(test_fast_reused_pid_keeps_newer_status, fast, "FST-5 FST-6"),
     };
-    return cmocka_run_group_tests_name("watcher_fast", tests, NULL, NULL);
+    return harness_run_group("watcher_fast", tests, NULL, NULL);
 }

@@ -48,13 +48,6 @@
 /* The disposition the program started with (SIG_DFL under cmocka). */
 static struct sigaction g_orig_sigchld;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 static struct sigaction current_sigchld(void)
 {
     struct sigaction sa;
@@ -161,15 +154,6 @@ static void close_and_free(evpol_watcher *w)
         fail_msg("close: %s", err.message);
     forget_watcher(w);
     evpol_watcher_unref(w);
-}
-
-static evpol_loop *new_loop(void)
-{
-    evpol_loop *loop = NULL;
-    evpol_error err = {0};
-    if (evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, &err) != 0)
-        fail_msg("evpol_loop_new: %s", err.message);
-    return loop;
 }
 
 /* One pass over what the loop has ready (posted deliveries included). */
@@ -1171,19 +1155,15 @@ static void st_start_batch(void *arg)
         evpol_loop_stop(wk->loop, NULL);
 }
 
-static void st_timeout(void *arg)
-{
-    st_worker *wk = arg;
-    wk->errors++;
-    evpol_loop_stop(wk->loop, NULL);
-}
-
+/* The loop runs until the last exit's callback (or an error) stops it: no
+ * clock of its own, which would fail a slow but correct run on a loaded
+ * machine. A lost exit hangs the program, and the runner's per-program time
+ * limit reports that as the failure of its tests. */
 static void *st_worker_main(void *arg)
 {
     st_worker *wk = arg;
     wk->self = pthread_self();
     evpol_loop_call_soon_threadsafe(wk->loop, st_start_batch, wk, NULL);
-    evpol_loop_call_later(wk->loop, 60000, st_timeout, wk, NULL);
     if (evpol_loop_run(wk->loop, NULL) != 0)
         wk->errors++;
     return NULL;
@@ -1232,7 +1212,7 @@ int main(void)
 {
     assert_int_equal(sigaction(SIGCHLD, NULL, &g_orig_sigchld), 0);
     warm_up_threads();
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         WATCHER_TEST(test_handler_installed_on_first_attach, multiloop,
                      "MUL-1 MUL-5 MUL-6 CW-5 CW-6 CW-8"),
         WATCHER_TEST(test_attach_with_a_loop_installs, multiloop, "MUL-1 MUL-5 CW-5"),
@@ -1261,5 +1241,5 @@ int main(void)
         WATCHER_TEST(test_spawn_context, multiloop, "CW-9"),
         WATCHER_TEST(test_stress_many_children_many_threads, multiloop, "CW-1 MUL-2 MUL-3"),
     };
-    return cmocka_run_group_tests_name("watcher_multiloop", tests, NULL, NULL);
+    return harness_run_group("watcher_multiloop", tests, NULL, NULL);
 }

@@ -29,49 +29,12 @@
 
 /* ---- helpers ---- */
 
-/* The real kernel supports pidfd_open: otherwise the pidfd tests skip. */
-static int have_pidfd(void)
-{
-    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    if (fd < 0)
-        return 0;
-    close(fd);
-    return 1;
-}
-
 #define REQUIRE_PIDFD()                                 \
     do {                                                \
         if (!have_pidfd()) {                            \
             skip();                                     \
         }                                               \
     } while (0)
-
-/* Number of pidfds open in this process; each one must be close-on-exec. */
-static int count_pidfds(int *not_cloexec)
-{
-    DIR *d = opendir("/proc/self/fd");
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char path[300], target[64];
-        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
-        ssize_t len = readlink(path, target, sizeof target - 1);
-        if (len < 0)
-            continue;
-        target[len] = '\0';
-        if (strcmp(target, "anon_inode:[pidfd]") != 0)
-            continue;
-        n++;
-        int flags = fcntl(atoi(e->d_name), F_GETFD);
-        if (not_cloexec && (flags < 0 || !(flags & FD_CLOEXEC)))
-            (*not_cloexec)++;
-    }
-    closedir(d);
-    return n;
-}
 
 /* Run the loop until a warning containing `needle` was logged. */
 typedef struct log_watch {
@@ -102,17 +65,7 @@ static int run_until_logged(evpol_loop *loop, log_capture *cap, const char *need
 
 /* ---- a seam that counts waitpid calls and can refuse pidfd_open ---- */
 
-static atomic_int seam_waitpid_calls, seam_waitpid_returned;
 static atomic_int seam_pidfd_errno;
-
-static pid_t counting_waitpid(pid_t pid, int *status, int options)
-{
-    atomic_fetch_add(&seam_waitpid_calls, 1);
-    pid_t r = evpol_sys_real()->waitpid(pid, status, options);
-    if (r > 0)
-        atomic_fetch_add(&seam_waitpid_returned, 1);
-    return r;
-}
 
 static int refusing_pidfd_open(pid_t pid, unsigned int flags)
 {
@@ -127,291 +80,9 @@ static int refusing_pidfd_open(pid_t pid, unsigned int flags)
 static void install_seam(void)
 {
     evpol_sys s = *evpol_sys_real();
-    s.waitpid = counting_waitpid;
     s.pidfd_open = refusing_pidfd_open;
-    atomic_store(&seam_waitpid_calls, 0);
-    atomic_store(&seam_waitpid_returned, 0);
     atomic_store(&seam_pidfd_errno, 0);
-    assert_ok(evpol_sys_set(&s, NULL));
-}
-
-/* ---- CW-1, CW-3, CW-10: exit codes and the callback thread ---- */
-
-static void test_exit_codes(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    static const int codes[] = {0, 1, 255, 42};
-    enum { N = sizeof codes / sizeof codes[0] };
-    result res[N];
-    int fds[N];
-    memset(res, 0, sizeof res);
-    for (int i = 0; i < N; i++) {
-        res[i].expected_pid = spawn_lone_child(&fds[i], codes[i], 0);
-        res[i].expected_rc = codes[i];
-        evpol_error err = {0};
-        if (register_in_loop(loop, w, res[i].expected_pid, on_exit_cb, &res[i], &err) != 0)
-            fail_msg("add_child_handler: %.150s", err.message);
-    }
-    for (int i = 0; i < N; i++)
-        release_child(fds[i]);
-    for (int i = 0; i < N; i++)
-        assert_true(run_until_count(loop, (volatile int *)&res[i].calls, 1, HANG_GUARD_MS));
-    drain_loop(loop);
-    for (int i = 0; i < N; i++) {
-        assert_int_equal(atomic_load(&res[i].calls), 1);
-        assert_int_equal(res[i].pid, res[i].expected_pid);
-        assert_int_equal(res[i].rc, res[i].expected_rc);
-        assert_true(pthread_equal(res[i].thread, pthread_self()));
-    }
-    assert_int_equal(evpol_watcher_close(w, NULL), 0);
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
-}
-
-/* ---- CW-10: death by signal ---- */
-
-static void test_killed_by_signal(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    result term = {0}, killed = {0};
-    int fd_term, fd_kill;
-    pid_t p_term = spawn_lone_child(&fd_term, 0, SIGTERM);
-    pid_t p_kill = spawn_lone_child(&fd_kill, 0, 0);
-    assert_ok(register_in_loop(loop, w, p_term, on_exit_cb, &term, NULL));
-    assert_ok(register_in_loop(loop, w, p_kill, on_exit_cb, &killed, NULL));
-    release_child(fd_term);
-    assert_int_equal(kill(p_kill, SIGKILL), 0);
-    assert_true(run_until_count(loop, (volatile int *)&term.calls, 1, HANG_GUARD_MS));
-    assert_true(run_until_count(loop, (volatile int *)&killed.calls, 1, HANG_GUARD_MS));
-    close(fd_kill);
-    drain_loop(loop);
-    assert_int_equal(term.pid, p_term);
-    assert_int_equal(term.rc, -SIGTERM);
-    assert_int_equal(killed.pid, p_kill);
-    assert_int_equal(killed.rc, -SIGKILL);
-    assert_int_equal(atomic_load(&term.calls), 1);
-    assert_int_equal(atomic_load(&killed.calls), 1);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
-}
-
-/* ---- CW-1: a child that exited before it was registered ---- */
-
-static void test_exited_before_registration(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    pid_t pid = fork_exit(7);
-    wait_exited_not_reaped(pid);
-    result r = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &r, NULL));
-    assert_true(run_until_count(loop, (volatile int *)&r.calls, 1, HANG_GUARD_MS));
-    drain_loop(loop);
-    assert_int_equal(r.pid, pid);
-    assert_int_equal(r.rc, 7);
-    assert_int_equal(atomic_load(&r.calls), 1);
-    assert_true(pthread_equal(r.thread, pthread_self()));
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
-}
-
-/* ---- CW-3: loops in non-main threads ---- */
-
-enum { LOOP_THREADS = 4, CHILDREN_PER_THREAD = 6 };
-
-typedef struct loop_thread {
-    evpol_watcher *w;
-    evpol_loop *loop;
-    result res[CHILDREN_PER_THREAD];
-    int ok;
-    char failure[256];
-} loop_thread;
-
-static void *loop_thread_main(void *p)
-{
-    loop_thread *lt = p;
-    int fds[CHILDREN_PER_THREAD];
-    evpol_error err = {0};
-    if (evpol_loop_new(EVPOL_BACKEND_DEFAULT, &lt->loop, &err) != 0) {
-        snprintf(lt->failure, sizeof lt->failure, "loop_new: %.150s", err.message);
-        return NULL;
-    }
-    for (int i = 0; i < CHILDREN_PER_THREAD; i++) {
-        lt->res[i].expected_rc = i * 10 + 3;
-        lt->res[i].expected_pid = spawn_lone_child(&fds[i], lt->res[i].expected_rc, 0);
-        if (register_in_loop(lt->loop, lt->w, lt->res[i].expected_pid, on_exit_cb, &lt->res[i],
-                             &err) != 0) {
-            snprintf(lt->failure, sizeof lt->failure, "add_child_handler: %.150s", err.message);
-            return NULL;
-        }
-    }
-    for (int i = 0; i < CHILDREN_PER_THREAD; i++)
-        release_child(fds[i]);
-    for (int i = 0; i < CHILDREN_PER_THREAD; i++)
-        if (!run_until_count(lt->loop, (volatile int *)&lt->res[i].calls, 1, HANG_GUARD_MS)) {
-            snprintf(lt->failure, sizeof lt->failure, "no callback for child %d", i);
-            return NULL;
-        }
-    drain_loop(lt->loop);
-    for (int i = 0; i < CHILDREN_PER_THREAD; i++) {
-        result *r = &lt->res[i];
-        if (atomic_load(&r->calls) != 1 || r->pid != r->expected_pid ||
-            r->rc != r->expected_rc || !pthread_equal(r->thread, pthread_self())) {
-            snprintf(lt->failure, sizeof lt->failure,
-                     "child %d: calls %d pid %ld/%ld rc %d/%d own thread %d", i,
-                     atomic_load(&r->calls), (long)r->pid, (long)r->expected_pid, r->rc,
-                     r->expected_rc, pthread_equal(r->thread, pthread_self()) != 0);
-            return NULL;
-        }
-    }
-    evpol_loop_close(lt->loop, NULL);
-    evpol_loop_unref(lt->loop);
-    lt->loop = NULL;
-    lt->ok = 1;
-    return NULL;
-}
-
-static void test_loops_in_other_threads(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    evpol_watcher *w = new_watcher(kind);
-    loop_thread lts[LOOP_THREADS];
-    pthread_t th[LOOP_THREADS];
-    memset(lts, 0, sizeof lts);
-    for (int i = 0; i < LOOP_THREADS; i++) {
-        lts[i].w = w;
-        assert_int_equal(pthread_create(&th[i], NULL, loop_thread_main, &lts[i]), 0);
-    }
-    for (int i = 0; i < LOOP_THREADS; i++)
-        pthread_join(th[i], NULL);
-    for (int i = 0; i < LOOP_THREADS; i++)
-        if (!lts[i].ok)
-            fail_msg("thread %d: %s", i, lts[i].failure);
-    evpol_watcher_unref(w);
-    assert_no_leaks(before);
-}
-
-/* ---- CW-2: replace ---- */
-
-static void test_replace(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    int fd;
-    pid_t pid = spawn_lone_child(&fd, 5, 0);
-    result first = {0}, second = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &first, NULL));
-    resource_snapshot one = resources_now();
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb2, &second, NULL));
-    /* Still one pidfd for the pid, and no thread. */
-    assert_int_equal(resources_now().fds, one.fds);
-    assert_int_equal(resources_now().threads, before.threads);
-    release_child(fd);
-    assert_true(run_until_count(loop, (volatile int *)&second.calls, 1, HANG_GUARD_MS));
-    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    drain_loop(loop);
-    assert_int_equal(atomic_load(&first.calls), 0);
-    assert_int_equal(atomic_load(&second.calls), 1);
-    assert_int_equal(second.tag, 2);
-    assert_int_equal(second.pid, pid);
-    assert_int_equal(second.rc, 5);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
-}
-
-/* ---- CW-4: remove ---- */
-
-static void test_remove(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    int fd;
-    pid_t pid = spawn_lone_child(&fd, 0, 0);
-    result r = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &r, NULL));
-    assert_int_equal(evpol_watcher_remove_child_handler(w, pid, NULL), 1);
-    assert_int_equal(evpol_watcher_remove_child_handler(w, pid, NULL), 0);
-    release_child(fd);
-    /* The watcher still reaps it: no zombie. */
-    assert_true(run_until_reaped(loop, pid));
-    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    drain_loop(loop);
-    assert_int_equal(atomic_load(&r.calls), 0);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
-}
-
-static void test_remove_unknown(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    evpol_watcher *w = new_watcher(kind);
-    assert_int_equal(evpol_watcher_remove_child_handler(w, 12345678, NULL), 0);
-    assert_int_equal(evpol_watcher_remove_child_handler(w, getpid(), NULL), 0);
-    evpol_error err = {0};
-    assert_int_equal(evpol_watcher_remove_child_handler(w, -3, &err), EVPOL_EINVAL);
-    evpol_watcher_unref(w);
-}
-
-/* A removed handler then registered again is called (the same waiting
- * thread delivers it). */
-static void test_remove_then_add_again(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    int fd;
-    pid_t pid = spawn_lone_child(&fd, 9, 0);
-    result first = {0}, second = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &first, NULL));
-    assert_int_equal(evpol_watcher_remove_child_handler(w, pid, NULL), 1);
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb2, &second, NULL));
-    release_child(fd);
-    assert_true(run_until_count(loop, (volatile int *)&second.calls, 1, HANG_GUARD_MS));
-    drain_loop(loop);
-    assert_int_equal(atomic_load(&first.calls), 0);
-    assert_int_equal(atomic_load(&second.calls), 1);
-    assert_int_equal(second.rc, 9);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
+    install_counting_seam(&s);
 }
 
 /* ---- CW-12: the loop that should run the callback is closed ----
@@ -424,8 +95,7 @@ static void test_closed_loop(void **state)
     evpol_watcher_kind kind = test_watcher_kind(state);
     REQUIRE_PIDFD();
     resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
+    log_capture *cap = capture_new();
     evpol_loop *reader_loop = new_loop();
     evpol_loop *closed_loop = new_loop();
     evpol_watcher *w = new_watcher(kind);
@@ -449,43 +119,7 @@ static void test_closed_loop(void **state)
     evpol_watcher_unref(w);
     evpol_loop_unref(closed_loop);
     free_loop(reader_loop);
-    capture_stop();
-    free(cap);
-    assert_no_leaks(before);
-}
-
-/* ---- CW-11: the child was reaped elsewhere ---- */
-
-static void test_already_reaped(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    pid_t pid = fork_exit(3);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    result r = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &r, NULL));
-    assert_true(run_until_count(loop, (volatile int *)&r.calls, 1, HANG_GUARD_MS));
-    drain_loop(loop);
-    assert_int_equal(atomic_load(&r.calls), 1);
-    assert_int_equal(r.pid, pid);
-    assert_int_equal(r.rc, 255);
-    assert_true(pthread_equal(r.thread, pthread_self()));
-    char needle[128];
-    snprintf(needle, sizeof needle, "Unknown child process pid %ld, will report returncode 255",
-             (long)pid);
-    assert_int_equal(capture_count(cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME, needle), 1);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    capture_stop();
-    free(cap);
+    capture_free(cap);
     assert_no_leaks(before);
 }
 
@@ -494,52 +128,6 @@ static void test_already_reaped(void **state)
  * Close removes every reader and closes every pidfd at once. A child still
  * running is left alone (no thread may wait for it): the test reaps it. */
 
-static void test_close_with_pending(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
-    evpol_loop *loop = new_loop();
-    resource_snapshot with_loop = resources_now();
-    evpol_watcher *w = new_watcher(kind);
-
-    int fds[2];
-    result r[2];
-    memset(r, 0, sizeof r);
-    pid_t pids[2];
-    for (int i = 0; i < 2; i++) {
-        pids[i] = spawn_lone_child(&fds[i], 0, 0);
-        assert_ok(register_in_loop(loop, w, pids[i], on_exit_cb, &r[i], NULL));
-    }
-    assert_int_equal(count_pidfds(NULL), 2);
-    assert_int_equal(evpol_watcher_close(w, NULL), 0);
-    assert_int_equal(capture_count(cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
-                                   "has registered but not finished child processes"),
-                     1);
-    assert_int_equal(evpol_watcher_close(w, NULL), 0); /* second close: harmless */
-    assert_int_equal(capture_count(cap, -1, EVPOL_LOG_CAT_RESOURCE, NULL), 1);
-    /* Pidfds closed by close itself; the pipes to the children remain. */
-    assert_int_equal(count_pidfds(NULL), 0);
-    assert_int_equal(resources_now().fds, with_loop.fds + 2);
-    for (int i = 0; i < 2; i++)
-        release_child(fds[i]);
-    for (int i = 0; i < 2; i++) {
-        int st;
-        assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
-    }
-    drain_loop(loop);
-    for (int i = 0; i < 2; i++)
-        assert_int_equal(atomic_load(&r[i].calls), 0);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    capture_stop();
-    free(cap);
-    assert_no_leaks(before);
-}
-
 /* A child that has already exited when the watcher closes is reaped by
  * close: no zombie, no callback. */
 static void test_close_reaps_exited(void **state)
@@ -547,8 +135,7 @@ static void test_close_reaps_exited(void **state)
     evpol_watcher_kind kind = test_watcher_kind(state);
     REQUIRE_PIDFD();
     resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
+    log_capture *cap = capture_new();
     evpol_loop *loop = new_loop();
     evpol_watcher *w = new_watcher(kind);
 
@@ -565,162 +152,8 @@ static void test_close_reaps_exited(void **state)
 
     evpol_watcher_unref(w);
     free_loop(loop);
-    capture_stop();
-    free(cap);
+    capture_free(cap);
     assert_no_leaks(before);
-}
-
-/* The last unref closes it too; no reader runs on freed memory (ASan/TSan). */
-static void test_unref_with_pending(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    enum { N = 3 };
-    int fds[N];
-    pid_t pids[N];
-    result r[N];
-    memset(r, 0, sizeof r);
-    for (int i = 0; i < N; i++) {
-        pids[i] = spawn_lone_child(&fds[i], 1, 0);
-        assert_ok(register_in_loop(loop, w, pids[i], on_exit_cb, &r[i], NULL));
-    }
-    /* One child exits before the unref, its reader may be ready. */
-    release_child(fds[0]);
-    wait_exited_not_reaped(pids[0]);
-    evpol_watcher_unref(w);
-    assert_int_equal(capture_count(cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
-                                   "has registered but not finished child processes"),
-                     1);
-    assert_true(reaped(pids[0]));
-    for (int i = 1; i < N; i++) {
-        release_child(fds[i]);
-        int st;
-        assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
-    }
-    drain_loop(loop);
-    for (int i = 0; i < N; i++)
-        assert_int_equal(atomic_load(&r[i].calls), 0);
-    free_loop(loop);
-    capture_stop();
-    free(cap);
-    assert_no_leaks(before);
-}
-
-/* Close from another thread while the loop runs and children exit: no
- * callback after close returns, no deadlock. */
-typedef struct closer {
-    evpol_watcher *w;
-    evpol_loop *loop;
-    int *fds;
-    int n;
-    atomic_int *calls;
-    int calls_at_close;
-    volatile int done;
-} closer;
-
-static void *closer_main(void *p)
-{
-    closer *c = p;
-    for (int i = 0; i < c->n; i++)
-        release_child(c->fds[i]);
-    /* Some exits race with the close. */
-    evpol_watcher_close(c->w, NULL);
-    c->calls_at_close = atomic_load(c->calls);
-    __atomic_store_n(&c->done, 1, __ATOMIC_SEQ_CST);
-    return NULL;
-}
-
-static void test_close_from_other_thread(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    enum { N = 8 };
-    int fds[N];
-    pid_t pids[N];
-    atomic_int calls = 0;
-    for (int i = 0; i < N; i++) {
-        pids[i] = spawn_lone_child(&fds[i], 0, 0);
-        assert_ok(register_in_loop(loop, w, pids[i], on_exit_count, &calls, NULL));
-    }
-    closer c = {w, loop, fds, N, &calls, 0, 0};
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, closer_main, &c), 0);
-    assert_true(run_until(loop, &c.done, HANG_GUARD_MS));
-    pthread_join(th, NULL);
-    drain_loop(loop);
-    assert_int_equal(atomic_load(&calls), c.calls_at_close);
-    assert_true(atomic_load(&calls) <= N);
-    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    for (int i = 0; i < N; i++) {
-        if (!reaped(pids[i])) { /* Pidfd leaves running children alone */
-            int st;
-            assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
-        }
-    }
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    capture_stop();
-    free(cap);
-    assert_no_leaks(before);
-}
-
-/* ---- CW-6, CW-8, PFD-5: state checks and errors ---- */
-
-static void test_state_and_errors(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-    evpol_error err = {0};
-
-    assert_int_equal(evpol_watcher_kind_of(w), (int)kind);
-    assert_string_equal(evpol_watcher_name(w), kind == EVPOL_WATCHER_THREADED
-                                                   ? "ThreadedChildWatcher"
-                                                   : "PidfdChildWatcher");
-    assert_int_equal(evpol_watcher_is_active(w), 1);
-    assert_int_equal(evpol_watcher_attach_loop(w, loop, NULL), 0);
-    assert_int_equal(evpol_watcher_attach_loop(w, NULL, NULL), 0);
-    assert_int_equal(evpol_watcher_is_active(w), 1); /* attach changes nothing */
-    assert_int_equal(evpol_watcher_enter(w, NULL), 0);
-    assert_int_equal(evpol_watcher_exit(w, NULL), 0);
-
-    /* No running loop in this thread. */
-    memset(&err, 0, sizeof err);
-    assert_int_equal(evpol_watcher_add_child_handler(w, getpid(), on_exit_cb, NULL, &err),
-                     EVPOL_ERUNTIME);
-    assert_int_equal(err.code, EVPOL_ERUNTIME);
-    /* Invalid pids. */
-    assert_int_equal(evpol_watcher_add_child_handler_on(w, loop, 0, on_exit_cb, NULL, &err),
-                     EVPOL_EINVAL);
-    assert_int_equal(evpol_watcher_add_child_handler_on(w, loop, -1, on_exit_cb, NULL, &err),
-                     EVPOL_EINVAL);
-    assert_int_equal(register_in_loop(loop, w, -5, on_exit_cb, NULL, &err), EVPOL_EINVAL);
-    assert_int_equal(evpol_watcher_add_child_handler_on(w, loop, 1, NULL, NULL, &err),
-                     EVPOL_EINVAL);
-
-    assert_int_equal(evpol_watcher_close(w, NULL), 0);
-    assert_int_equal(evpol_watcher_is_active(w), 0);
-    assert_int_equal(evpol_watcher_close(w, NULL), 0);
-    memset(&err, 0, sizeof err);
-    assert_int_equal(register_in_loop(loop, w, getpid(), on_exit_cb, NULL, &err), EVPOL_ERUNTIME);
-    assert_int_equal(err.code, EVPOL_ERUNTIME);
-    assert_int_equal(evpol_watcher_add_child_handler_on(w, loop, getpid(), on_exit_cb, NULL, &err),
-                     EVPOL_ERUNTIME);
-    evpol_watcher_unref(w);
-    free_loop(loop);
 }
 
 /* ---- PFD-1: a pidfd per child, close-on-exec; no thread, no signal ---- */
@@ -821,43 +254,6 @@ static void test_other_children_untouched(void **state)
 /* ---- PFD-3: one waitpid per exit, whatever the number of pending
  * children ---- */
 
-static void test_constant_work_per_exit(void **state)
-{
-    (void)state;
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    install_seam();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(EVPOL_WATCHER_PIDFD);
-
-    enum { N = 40 };
-    int fds[N];
-    result r[N];
-    memset(r, 0, sizeof r);
-    for (int i = 0; i < N; i++) {
-        r[i].expected_pid = spawn_lone_child(&fds[i], i, 0);
-        assert_ok(register_in_loop(loop, w, r[i].expected_pid, on_exit_cb, &r[i], NULL));
-    }
-    assert_int_equal(atomic_load(&seam_waitpid_calls), 0);
-    release_child(fds[N / 2]);
-    assert_true(run_until_count(loop, (volatile int *)&r[N / 2].calls, 1, HANG_GUARD_MS));
-    assert_int_equal(r[N / 2].rc, N / 2);
-    assert_int_equal(atomic_load(&seam_waitpid_calls), 1);
-    assert_int_equal(atomic_load(&seam_waitpid_returned), 1);
-    for (int i = 0; i < N; i++)
-        if (i != N / 2)
-            release_child(fds[i]);
-    for (int i = 0; i < N; i++)
-        assert_true(run_until_count(loop, (volatile int *)&r[i].calls, 1, HANG_GUARD_MS));
-    assert_int_equal(atomic_load(&seam_waitpid_calls), N);
-    assert_int_equal(atomic_load(&seam_waitpid_returned), N);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_ok(evpol_sys_set(NULL, NULL));
-    assert_no_leaks(before);
-}
-
 /* ---- PFD-4: pidfd_open refused -> ENOTSUP, and AUTO picks Threaded ---- */
 
 static void check_refused(int errnum)
@@ -901,35 +297,6 @@ static void test_pidfd_refused(void **state)
     assert_int_equal(evpol_watcher_kind_of(aw),
                      have_pidfd() ? EVPOL_WATCHER_PIDFD : EVPOL_WATCHER_THREADED);
     evpol_watcher_unref(aw);
-    assert_no_leaks(before);
-}
-
-/* ---- stress: 2,000 children from 4 loops in 4 threads ---- */
-
-static void test_stress(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    REQUIRE_PIDFD();
-    resource_snapshot before = resources_now();
-    evpol_watcher *w = new_watcher(kind);
-    stress_thread sts[STRESS_THREADS];
-    pthread_t th[STRESS_THREADS];
-    memset(sts, 0, sizeof sts);
-    for (int i = 0; i < STRESS_THREADS; i++) {
-        sts[i].w = w;
-        sts[i].slots = calloc(STRESS_PER_THREAD, sizeof(stress_slot));
-        assert_non_null(sts[i].slots);
-        assert_int_equal(pthread_create(&th[i], NULL, stress_main, &sts[i]), 0);
-    }
-    for (int i = 0; i < STRESS_THREADS; i++)
-        pthread_join(th[i], NULL);
-    for (int i = 0; i < STRESS_THREADS; i++) {
-        if (!sts[i].ok)
-            fail_msg("thread %d: %s", i, sts[i].failure);
-        free(sts[i].slots);
-    }
-    evpol_watcher_unref(w);
-    assert_int_equal(count_zombie_children(), 0);
     assert_no_leaks(before);
 }
 
@@ -1033,10 +400,16 @@ static void test_pidfd_reader_refused(void **state)
     assert_no_leaks(before);
 }
 
+static void test_constant_work_per_exit(void **state)
+{
+    (void)state;
+    check_constant_work_per_exit(EVPOL_WATCHER_PIDFD);
+}
+
 int main(void)
 {
     warm_up_threads();
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         WATCHER_TEST(test_exit_codes, pidfd, "CW-1 CW-3 CW-10"),
         WATCHER_TEST(test_killed_by_signal, pidfd, "CW-10"),
         WATCHER_TEST(test_exited_before_registration, pidfd, "CW-1"),
@@ -1061,5 +434,5 @@ int main(void)
         CLAUSE_TEST(test_pidfd_reader_refused, "PFD-1 PFD-6 ERR-1"),
         WATCHER_TEST(test_stress, pidfd, "PFD-3 PFD-6 CW-1 CW-3"),
     };
-    return cmocka_run_group_tests_name("watcher_pidfd", tests, NULL, NULL);
+    return harness_run_group("watcher_pidfd", tests, NULL, NULL);
 }

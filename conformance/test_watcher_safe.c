@@ -10,6 +10,7 @@
  * asserts (they would longjmp out of a running loop): they record what they
  * saw and the test asserts afterwards.
  */
+#include "attached_watcher.h"
 #include "harness.h"
 
 #include <errno.h>
@@ -23,59 +24,6 @@
 
 #define TIMEOUT_MS 10000
 
-static pthread_t main_thread;
-
-
-/* ---- helpers ---- */
-
-typedef struct exit_rec {
-    volatile int count;
-    pid_t pid;
-    int rc;
-    int on_main;
-    evpol_loop *ran_on; /* the running loop when the callback ran */
-} exit_rec;
-
-static void record_exit(pid_t pid, int rc, void *arg)
-{
-    exit_rec *r = arg;
-    r->pid = pid;
-    r->rc = rc;
-    r->on_main = pthread_equal(pthread_self(), main_thread);
-    evpol_loop *l = NULL;
-    r->ran_on = evpol_get_running_loop(&l, NULL) == 0 ? l : NULL;
-    __atomic_add_fetch(&r->count, 1, __ATOMIC_SEQ_CST);
-}
-
-typedef struct fixture {
-    resource_snapshot before;
-    evpol_loop *loop;
-    evpol_watcher *w;
-    evpol_watcher_kind kind;
-} fixture;
-
-static void fx_open(fixture *fx, void **state)
-{
-    fx->kind = test_watcher_kind(state);
-    fx->before = resources_now();
-    assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &fx->loop, NULL));
-    assert_ok(evpol_watcher_new(fx->kind, &fx->w, NULL));
-    assert_int_equal(evpol_watcher_kind_of(fx->w), fx->kind);
-    assert_ok(evpol_watcher_attach_loop(fx->w, fx->loop, NULL));
-}
-
-static void fx_close(fixture *fx)
-{
-    assert_int_equal(evpol_watcher_close(fx->w, NULL), 0);
-    evpol_watcher_unref(fx->w);
-    assert_int_equal(evpol_loop_close(fx->loop, NULL), 0);
-    evpol_loop_unref(fx->loop);
-    assert_no_leaks(fx->before);
-}
-
-/* Release a spawn_waiting_child. Writing a byte (rather than only closing)
- * wakes the child even when a later fork inherited the pipe's write end. */
-/* Block until `pid` has exited, without reaping it (or it was reaped). */
 /* Fork a waiting child and register it inside the spawn context. */
 static pid_t watched_child(evpol_watcher *w, int *wfd, int code, int sig, evpol_child_fn cb,
                            void *arg)
@@ -85,42 +33,6 @@ static pid_t watched_child(evpol_watcher *w, int *wfd, int code, int sig, evpol_
     assert_ok(evpol_watcher_add_child_handler(w, pid, cb, arg, NULL));
     assert_ok(evpol_watcher_exit(w, NULL));
     return pid;
-}
-
-/* Run the loop for one pass over what is ready. */
-static void run_once(evpol_loop *loop)
-{
-    assert_ok(evpol_loop_stop(loop, NULL));
-    assert_ok(evpol_loop_run(loop, NULL));
-}
-
-/* Run `loop` until `pid` is no longer a child waiting to be reaped. */
-typedef struct reap_poll {
-    evpol_loop *loop;
-    pid_t pid;
-    volatile int done;
-} reap_poll;
-static reap_poll the_reap_poll; /* static: a timed-out chain may outlive the test */
-
-static void reap_poll_tick(void *arg)
-{
-    reap_poll *p = arg;
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-    if (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0 && errno == ECHILD) {
-        p->done = 1;
-        return;
-    }
-    evpol_loop_call_later(p->loop, 1, reap_poll_tick, p, NULL);
-}
-
-static int run_until_reaped(evpol_loop *loop, pid_t pid)
-{
-    the_reap_poll.loop = loop;
-    the_reap_poll.pid = pid;
-    the_reap_poll.done = 0;
-    assert_ok(evpol_loop_call_soon_threadsafe(loop, reap_poll_tick, &the_reap_poll, NULL));
-    return run_until(loop, &the_reap_poll.done, TIMEOUT_MS);
 }
 
 static void *sigchld_handler_now(void)
@@ -138,7 +50,7 @@ static void *sigchld_handler_now(void)
 static void test_exit_codes(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     static const struct { int code, sig, rc; } cases[] = {
         {0, 0, 0}, {1, 0, 1}, {255, 0, 255}, {0, SIGKILL, -9}, {0, SIGTERM, -15},
     };
@@ -173,7 +85,7 @@ static void test_many_exit_together(void **state)
     /* Several children exit before the loop looks: their SIGCHLDs coalesce
      * into one wakeup, and every exit is still reported once. */
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     enum { N = 12 };
     exit_rec rec[N];
     pid_t pids[N];
@@ -201,7 +113,7 @@ static void test_many_exit_together(void **state)
 static void test_replace_handler(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     exit_rec first = {0}, second = {0};
     int wfd;
     assert_ok(evpol_watcher_enter(fx.w, NULL));
@@ -222,7 +134,7 @@ static void test_replace_handler(void **state)
 static void test_remove_handler(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     log_capture cap;
     capture_start(&cap);
     exit_rec rec = {0};
@@ -246,7 +158,7 @@ static void test_remove_handler(void **state)
 static void test_attach_switch_reaps_once_on_new_loop(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     evpol_loop *b = NULL;
     assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &b, NULL));
     enum { N = 4 };
@@ -298,7 +210,7 @@ static void test_attach_switch_reaps_once_on_new_loop(void **state)
 static void test_detach_with_pending_warns(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     log_capture cap;
     capture_start(&cap);
     const char *text = "A loop is being detached from a child watcher with pending handlers";
@@ -551,7 +463,7 @@ static void test_close_inside_callback_stops_the_rest(void **state)
     /* Two exits reported by the same SIGCHLD; the first callback closes the
      * watcher, so the second is never called (CW-8: nothing after close). */
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     close_probe p = {fx.w, 0};
     int wfd[2];
     pid_t pids[2];
@@ -639,7 +551,7 @@ static void count_tick_fn(void *arg)
 static void test_register_from_thread_while_loop_reaps(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     static concurrent c;
     memset(&c, 0, sizeof c);
     c.w = fx.w;
@@ -686,7 +598,7 @@ static void test_close_outside_main_thread(void **state)
      * inert, with a resource warning; it goes when the loop closes. */
     void *disposition = sigchld_handler_now();
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     log_capture cap;
     capture_start(&cap);
     exit_rec rec = {0};
@@ -763,7 +675,7 @@ static void stress_spawn(stress *st, int slot)
 static void stress_exit(pid_t pid, int rc, void *arg)
 {
     stress *st = arg;
-    if (!pthread_equal(pthread_self(), main_thread))
+    if (!pthread_equal(pthread_self(), harness_main_thread))
         stress_error(st, "callback off the loop's thread", pid, 0);
     int slot = -1;
     for (int i = 0; i < STRESS_INFLIGHT; i++)
@@ -791,7 +703,7 @@ static void stress_start(void *arg)
 static void test_stress_thousands_of_children(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     static stress st; /* big; callbacks reach it by pointer */
     memset(&st, 0, sizeof st);
     st.w = fx.w;
@@ -829,7 +741,7 @@ static void test_safe_identity(void **state)
 static void test_safe_leaves_unregistered_children(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     pid_t stranger = fork_exit(17);
     wait_exited_not_reaped(stranger);
     exit_rec rec = {0};
@@ -849,7 +761,7 @@ static void test_safe_leaves_unregistered_children(void **state)
 static void test_safe_exited_before_registration(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     pid_t pid = fork_exit(33);
     wait_exited_not_reaped(pid);
     exit_rec rec = {0};
@@ -885,7 +797,7 @@ static void test_safe_registered_from_other_thread(void **state)
     /* Registration from any thread; the callback runs on the attached
      * loop's thread, here the main thread (CW-3). */
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     exit_rec rec[2];
     memset(rec, 0, sizeof rec);
     int wfd;
@@ -932,7 +844,7 @@ static void test_safe_no_loop_reports_on_caller(void **state)
 static void test_safe_child_reaped_elsewhere(void **state)
 {
     fixture fx;
-    fx_open(&fx, state);
+    fx_open(&fx, test_watcher_kind(state));
     log_capture cap;
     capture_start(&cap);
     char msg[128];
@@ -970,37 +882,32 @@ static void test_safe_child_reaped_elsewhere(void **state)
 
 int main(void)
 {
-    main_thread = pthread_self();
     warm_up_threads();
-    const struct CMUnitTest tests[] = {
-        WATCHER_TEST(test_exit_codes, safe, "CW-1 CW-3 CW-10 SAF-1 SAF-3"),
-        WATCHER_TEST(test_exit_codes, fast, "CW-1 CW-3 CW-10 FST-1 FST-3"),
-        WATCHER_TEST(test_many_exit_together, safe, "CW-1 SAF-3"),
-        WATCHER_TEST(test_many_exit_together, fast, "CW-1 FST-1 FST-2"),
-        WATCHER_TEST(test_replace_handler, safe, "CW-2"),
-        WATCHER_TEST(test_replace_handler, fast, "CW-2"),
-        WATCHER_TEST(test_remove_handler, safe, "CW-4"),
-        WATCHER_TEST(test_remove_handler, fast, "CW-4"),
-        WATCHER_TEST(test_attach_switch_reaps_once_on_new_loop, safe, "CW-5 SAF-5"),
-        WATCHER_TEST(test_attach_switch_reaps_once_on_new_loop, fast, "CW-5 FST-3"),
-        WATCHER_TEST(test_detach_with_pending_warns, safe, "CW-5 SAF-4"),
-        WATCHER_TEST(test_detach_with_pending_warns, fast, "CW-5"),
-        WATCHER_TEST(test_is_active_only_while_loop_runs, safe, "CW-6 SAF-2"),
-        WATCHER_TEST(test_is_active_only_while_loop_runs, fast, "CW-6 FST-3"),
-        WATCHER_TEST(test_attach_outside_main_thread_fails, safe, "SAF-1 SAF-2"),
-        WATCHER_TEST(test_attach_outside_main_thread_fails, fast, "FST-3"),
-        WATCHER_TEST(test_close_clears_and_detaches, safe, "CW-8 SAF-7"),
-        WATCHER_TEST(test_close_clears_and_detaches, fast, "CW-8 FST-8"),
-        WATCHER_TEST(test_close_after_loop_closed, safe, "CW-8 CW-12 SAF-6 SAF-7"),
-        WATCHER_TEST(test_close_after_loop_closed, fast, "CW-8 CW-12 FST-5 FST-8"),
-        WATCHER_TEST(test_close_inside_callback_stops_the_rest, safe, "CW-8"),
-        WATCHER_TEST(test_close_inside_callback_stops_the_rest, fast, "CW-8"),
-        WATCHER_TEST(test_register_from_thread_while_loop_reaps, safe, "CW-3 SAF-1 SAF-6"),
-        WATCHER_TEST(test_register_from_thread_while_loop_reaps, fast, "CW-3 CW-9 FST-5"),
-        WATCHER_TEST(test_close_outside_main_thread, safe, "CW-8 SAF-7"),
-        WATCHER_TEST(test_close_outside_main_thread, fast, "CW-8 FST-8"),
-        WATCHER_TEST(test_stress_thousands_of_children, safe, "CW-1 CW-3 SAF-3"),
-        WATCHER_TEST(test_stress_thousands_of_children, fast, "CW-1 CW-3 CW-9 FST-1 FST-2"),
+    const harness_test tests[] = {
+        WATCHER_TESTS(test_exit_codes, W_SAFE | W_FAST,
+            "CW-1 CW-3 CW-10 SAF-1@safe SAF-3@safe FST-1@fast FST-3@fast"),
+        WATCHER_TESTS(test_many_exit_together, W_SAFE | W_FAST,
+            "CW-1 SAF-3@safe FST-1@fast FST-2@fast"),
+        WATCHER_TESTS(test_replace_handler, W_SAFE | W_FAST, "CW-2"),
+        WATCHER_TESTS(test_remove_handler, W_SAFE | W_FAST, "CW-4"),
+        WATCHER_TESTS(test_attach_switch_reaps_once_on_new_loop, W_SAFE | W_FAST,
+            "CW-5 SAF-5@safe FST-3@fast"),
+        WATCHER_TESTS(test_detach_with_pending_warns, W_SAFE | W_FAST, "CW-5 SAF-4@safe"),
+        WATCHER_TESTS(test_is_active_only_while_loop_runs, W_SAFE | W_FAST,
+            "CW-6 SAF-2@safe FST-3@fast"),
+        WATCHER_TESTS(test_attach_outside_main_thread_fails, W_SAFE | W_FAST,
+            "SAF-1@safe SAF-2@safe FST-3@fast"),
+        WATCHER_TESTS(test_close_clears_and_detaches, W_SAFE | W_FAST,
+            "CW-8 SAF-7@safe FST-8@fast"),
+        WATCHER_TESTS(test_close_after_loop_closed, W_SAFE | W_FAST,
+            "CW-8 CW-12 SAF-6@safe SAF-7@safe FST-5@fast FST-8@fast"),
+        WATCHER_TESTS(test_close_inside_callback_stops_the_rest, W_SAFE | W_FAST, "CW-8"),
+        WATCHER_TESTS(test_register_from_thread_while_loop_reaps, W_SAFE | W_FAST,
+            "CW-3 SAF-1@safe SAF-6@safe CW-9@fast FST-5@fast"),
+        WATCHER_TESTS(test_close_outside_main_thread, W_SAFE | W_FAST,
+            "CW-8 SAF-7@safe FST-8@fast"),
+        WATCHER_TESTS(test_stress_thousands_of_children, W_SAFE | W_FAST,
+            "CW-1 CW-3 SAF-3@safe CW-9@fast FST-1@fast FST-2@fast"),
         WATCHER_TEST(test_safe_identity, safe, "CW-9"),
         WATCHER_TEST(test_safe_leaves_unregistered_children, safe, "SAF-3"),
         WATCHER_TEST(test_safe_exited_before_registration, safe, "SAF-6 CW-3"),
@@ -1008,5 +915,5 @@ int main(void)
         WATCHER_TEST(test_safe_no_loop_reports_on_caller, safe, "SAF-6 CW-3"),
         WATCHER_TEST(test_safe_child_reaped_elsewhere, safe, "CW-11"),
     };
-    return cmocka_run_group_tests_name("watcher_safe", tests, NULL, NULL);
+    return harness_run_group("watcher_safe", tests, NULL, NULL);
 }

@@ -22,13 +22,6 @@
 
 /* ---- helpers ---- */
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 static int wait_log(log_capture *cap, int category, const char *needle)
 {
     for (int waited = 0; waited < HANG_GUARD_MS; waited += 5) {
@@ -41,17 +34,7 @@ static int wait_log(log_capture *cap, int category, const char *needle)
 
 /* ---- a counting seam (THR-1, THR-3) ---- */
 
-static atomic_int seam_waitpid_calls, seam_waitpid_returned;
 static atomic_int seam_thread_fail_errno;
-
-static pid_t counting_waitpid(pid_t pid, int *status, int options)
-{
-    atomic_fetch_add(&seam_waitpid_calls, 1);
-    pid_t r = evpol_sys_real()->waitpid(pid, status, options);
-    if (r > 0)
-        atomic_fetch_add(&seam_waitpid_returned, 1);
-    return r;
-}
 
 static int failing_thread_create(pthread_t *t, size_t stack, void *(*fn)(void *), void *arg)
 {
@@ -64,282 +47,9 @@ static int failing_thread_create(pthread_t *t, size_t stack, void *(*fn)(void *)
 static void install_seam(void)
 {
     evpol_sys s = *evpol_sys_real();
-    s.waitpid = counting_waitpid;
     s.thread_create = failing_thread_create;
-    atomic_store(&seam_waitpid_calls, 0);
-    atomic_store(&seam_waitpid_returned, 0);
     atomic_store(&seam_thread_fail_errno, 0);
-    assert_ok(evpol_sys_set(&s, NULL));
-}
-
-/* ---- CW-1, CW-3, CW-10, THR-5: exit codes and the callback thread ---- */
-
-static void test_exit_codes(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    static const int codes[] = {0, 1, 255, 42};
-    enum { N = sizeof codes / sizeof codes[0] };
-    result res[N];
-    int fds[N];
-    memset(res, 0, sizeof res);
-    for (int i = 0; i < N; i++) {
-        res[i].expected_pid = spawn_lone_child(&fds[i], codes[i], 0);
-        res[i].expected_rc = codes[i];
-        evpol_error err = {0};
-        if (register_in_loop(loop, w, res[i].expected_pid, on_exit_cb, &res[i], &err) != 0)
-            fail_msg("add_child_handler: %.150s", err.message);
-    }
-    for (int i = 0; i < N; i++)
-        release_child(fds[i]);
-    for (int i = 0; i < N; i++)
-        assert_true(run_until_count(loop, (volatile int *)&res[i].calls, 1, HANG_GUARD_MS));
-    drain_loop(loop);
-    for (int i = 0; i < N; i++) {
-        assert_int_equal(atomic_load(&res[i].calls), 1);
-        assert_int_equal(res[i].pid, res[i].expected_pid);
-        assert_int_equal(res[i].rc, res[i].expected_rc);
-        assert_true(pthread_equal(res[i].thread, pthread_self()));
-    }
-    assert_int_equal(evpol_watcher_close(w, NULL), 0);
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
-}
-
-/* ---- CW-10: death by signal ---- */
-
-static void test_killed_by_signal(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    result term = {0}, killed = {0};
-    int fd_term, fd_kill;
-    pid_t p_term = spawn_lone_child(&fd_term, 0, SIGTERM);
-    pid_t p_kill = spawn_lone_child(&fd_kill, 0, 0);
-    assert_ok(register_in_loop(loop, w, p_term, on_exit_cb, &term, NULL));
-    assert_ok(register_in_loop(loop, w, p_kill, on_exit_cb, &killed, NULL));
-    release_child(fd_term);
-    assert_int_equal(kill(p_kill, SIGKILL), 0);
-    assert_true(run_until_count(loop, (volatile int *)&term.calls, 1, HANG_GUARD_MS));
-    assert_true(run_until_count(loop, (volatile int *)&killed.calls, 1, HANG_GUARD_MS));
-    close(fd_kill);
-    drain_loop(loop);
-    assert_int_equal(term.pid, p_term);
-    assert_int_equal(term.rc, -SIGTERM);
-    assert_int_equal(killed.pid, p_kill);
-    assert_int_equal(killed.rc, -SIGKILL);
-    assert_int_equal(atomic_load(&term.calls), 1);
-    assert_int_equal(atomic_load(&killed.calls), 1);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
-}
-
-/* ---- CW-1: a child that exited before it was registered ---- */
-
-static void test_exited_before_registration(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    pid_t pid = fork_exit(7);
-    wait_exited_not_reaped(pid);
-    result r = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &r, NULL));
-    assert_true(run_until_count(loop, (volatile int *)&r.calls, 1, HANG_GUARD_MS));
-    drain_loop(loop);
-    assert_int_equal(r.pid, pid);
-    assert_int_equal(r.rc, 7);
-    assert_int_equal(atomic_load(&r.calls), 1);
-    assert_true(pthread_equal(r.thread, pthread_self()));
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
-}
-
-/* ---- THR-2, THR-5, CW-3: loops in non-main threads ---- */
-
-enum { LOOP_THREADS = 4, CHILDREN_PER_THREAD = 6 };
-
-typedef struct loop_thread {
-    evpol_watcher *w;
-    evpol_loop *loop;
-    result res[CHILDREN_PER_THREAD];
-    int ok;
-    char failure[256];
-} loop_thread;
-
-static void *loop_thread_main(void *p)
-{
-    loop_thread *lt = p;
-    int fds[CHILDREN_PER_THREAD];
-    evpol_error err = {0};
-    if (evpol_loop_new(EVPOL_BACKEND_DEFAULT, &lt->loop, &err) != 0) {
-        snprintf(lt->failure, sizeof lt->failure, "loop_new: %.150s", err.message);
-        return NULL;
-    }
-    for (int i = 0; i < CHILDREN_PER_THREAD; i++) {
-        lt->res[i].expected_rc = i * 10 + 3;
-        lt->res[i].expected_pid = spawn_lone_child(&fds[i], lt->res[i].expected_rc, 0);
-        if (register_in_loop(lt->loop, lt->w, lt->res[i].expected_pid, on_exit_cb, &lt->res[i],
-                             &err) != 0) {
-            snprintf(lt->failure, sizeof lt->failure, "add_child_handler: %.150s", err.message);
-            return NULL;
-        }
-    }
-    for (int i = 0; i < CHILDREN_PER_THREAD; i++)
-        release_child(fds[i]);
-    for (int i = 0; i < CHILDREN_PER_THREAD; i++)
-        if (!run_until_count(lt->loop, (volatile int *)&lt->res[i].calls, 1, HANG_GUARD_MS)) {
-            snprintf(lt->failure, sizeof lt->failure, "no callback for child %d", i);
-            return NULL;
-        }
-    drain_loop(lt->loop);
-    for (int i = 0; i < CHILDREN_PER_THREAD; i++) {
-        result *r = &lt->res[i];
-        if (atomic_load(&r->calls) != 1 || r->pid != r->expected_pid ||
-            r->rc != r->expected_rc || !pthread_equal(r->thread, pthread_self())) {
-            snprintf(lt->failure, sizeof lt->failure,
-                     "child %d: calls %d pid %ld/%ld rc %d/%d own thread %d", i,
-                     atomic_load(&r->calls), (long)r->pid, (long)r->expected_pid, r->rc,
-                     r->expected_rc, pthread_equal(r->thread, pthread_self()) != 0);
-            return NULL;
-        }
-    }
-    evpol_loop_close(lt->loop, NULL);
-    evpol_loop_unref(lt->loop);
-    lt->loop = NULL;
-    lt->ok = 1;
-    return NULL;
-}
-
-static void test_loops_in_other_threads(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    resource_snapshot before = resources_now();
-    evpol_watcher *w = new_watcher(kind);
-    loop_thread lts[LOOP_THREADS];
-    pthread_t th[LOOP_THREADS];
-    memset(lts, 0, sizeof lts);
-    for (int i = 0; i < LOOP_THREADS; i++) {
-        lts[i].w = w;
-        assert_int_equal(pthread_create(&th[i], NULL, loop_thread_main, &lts[i]), 0);
-    }
-    for (int i = 0; i < LOOP_THREADS; i++)
-        pthread_join(th[i], NULL);
-    for (int i = 0; i < LOOP_THREADS; i++)
-        if (!lts[i].ok)
-            fail_msg("thread %d: %s", i, lts[i].failure);
-    evpol_watcher_unref(w);
-    assert_no_leaks(before);
-}
-
-/* ---- CW-2: replace ---- */
-
-static void test_replace(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    int fd;
-    pid_t pid = spawn_lone_child(&fd, 5, 0);
-    result first = {0}, second = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &first, NULL));
-    resource_snapshot one = resources_now();
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb2, &second, NULL));
-    /* Still one waiting thread for the pid (THR-1). */
-    assert_int_equal(resources_now().threads, one.threads);
-    release_child(fd);
-    assert_true(run_until_count(loop, (volatile int *)&second.calls, 1, HANG_GUARD_MS));
-    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    drain_loop(loop);
-    assert_int_equal(atomic_load(&first.calls), 0);
-    assert_int_equal(atomic_load(&second.calls), 1);
-    assert_int_equal(second.tag, 2);
-    assert_int_equal(second.pid, pid);
-    assert_int_equal(second.rc, 5);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
-}
-
-/* ---- CW-4: remove ---- */
-
-static void test_remove(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    int fd;
-    pid_t pid = spawn_lone_child(&fd, 0, 0);
-    result r = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &r, NULL));
-    assert_int_equal(evpol_watcher_remove_child_handler(w, pid, NULL), 1);
-    assert_int_equal(evpol_watcher_remove_child_handler(w, pid, NULL), 0);
-    release_child(fd);
-    /* The watcher still reaps it: no zombie. */
-    assert_true(run_until_reaped(loop, pid));
-    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    drain_loop(loop);
-    assert_int_equal(atomic_load(&r.calls), 0);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
-}
-
-static void test_remove_unknown(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    evpol_watcher *w = new_watcher(kind);
-    assert_int_equal(evpol_watcher_remove_child_handler(w, 12345678, NULL), 0);
-    assert_int_equal(evpol_watcher_remove_child_handler(w, getpid(), NULL), 0);
-    evpol_error err = {0};
-    assert_int_equal(evpol_watcher_remove_child_handler(w, -3, &err), EVPOL_EINVAL);
-    evpol_watcher_unref(w);
-}
-
-/* A removed handler then registered again is called (the same waiting
- * thread delivers it). */
-static void test_remove_then_add_again(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    int fd;
-    pid_t pid = spawn_lone_child(&fd, 9, 0);
-    result first = {0}, second = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &first, NULL));
-    assert_int_equal(evpol_watcher_remove_child_handler(w, pid, NULL), 1);
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb2, &second, NULL));
-    release_child(fd);
-    assert_true(run_until_count(loop, (volatile int *)&second.calls, 1, HANG_GUARD_MS));
-    drain_loop(loop);
-    assert_int_equal(atomic_load(&first.calls), 0);
-    assert_int_equal(atomic_load(&second.calls), 1);
-    assert_int_equal(second.rc, 9);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
+    install_counting_seam(&s);
 }
 
 /* ---- CW-12: the loop that should run the callback is closed ---- */
@@ -348,8 +58,7 @@ static void test_closed_loop(void **state)
 {
     evpol_watcher_kind kind = test_watcher_kind(state);
     resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
+    log_capture *cap = capture_new();
     evpol_loop *loop = new_loop();
     evpol_watcher *w = new_watcher(kind);
 
@@ -369,233 +78,11 @@ static void test_closed_loop(void **state)
 
     evpol_watcher_unref(w);
     evpol_loop_unref(loop);
-    capture_stop();
-    free(cap);
-    assert_no_leaks(before);
-}
-
-/* ---- CW-11: the child was reaped elsewhere ---- */
-
-static void test_already_reaped(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    pid_t pid = fork_exit(3);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    result r = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &r, NULL));
-    assert_true(run_until_count(loop, (volatile int *)&r.calls, 1, HANG_GUARD_MS));
-    drain_loop(loop);
-    assert_int_equal(atomic_load(&r.calls), 1);
-    assert_int_equal(r.pid, pid);
-    assert_int_equal(r.rc, 255);
-    assert_true(pthread_equal(r.thread, pthread_self()));
-    char needle[128];
-    snprintf(needle, sizeof needle, "Unknown child process pid %ld, will report returncode 255",
-             (long)pid);
-    assert_int_equal(capture_count(cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME, needle), 1);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    capture_stop();
-    free(cap);
+    capture_free(cap);
     assert_no_leaks(before);
 }
 
 /* ---- THR-6, CW-8: close with children pending ---- */
-
-static void test_close_with_pending(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    int fds[2];
-    result r[2];
-    memset(r, 0, sizeof r);
-    pid_t pids[2];
-    for (int i = 0; i < 2; i++) {
-        pids[i] = spawn_lone_child(&fds[i], 0, 0);
-        assert_ok(register_in_loop(loop, w, pids[i], on_exit_cb, &r[i], NULL));
-    }
-    assert_int_equal(evpol_watcher_close(w, NULL), 0);
-    assert_int_equal(capture_count(cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
-                                   "has registered but not finished child processes"),
-                     1);
-    assert_int_equal(evpol_watcher_close(w, NULL), 0); /* second close: harmless */
-    assert_int_equal(capture_count(cap, -1, EVPOL_LOG_CAT_RESOURCE, NULL), 1);
-    for (int i = 0; i < 2; i++)
-        release_child(fds[i]);
-    /* The waiting threads reap their children, then exit. */
-    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    for (int i = 0; i < 2; i++)
-        assert_true(reaped(pids[i]));
-    drain_loop(loop);
-    for (int i = 0; i < 2; i++)
-        assert_int_equal(atomic_load(&r[i].calls), 0);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    capture_stop();
-    free(cap);
-    assert_no_leaks(before);
-}
-
-/* The last unref closes it too; the waiting threads outlive the watcher's
- * memory without touching it (run under ASan/TSan). */
-static void test_unref_with_pending(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    enum { N = 3 };
-    int fds[N];
-    pid_t pids[N];
-    result r[N];
-    memset(r, 0, sizeof r);
-    for (int i = 0; i < N; i++) {
-        pids[i] = spawn_lone_child(&fds[i], 1, 0);
-        assert_ok(register_in_loop(loop, w, pids[i], on_exit_cb, &r[i], NULL));
-    }
-    evpol_watcher_unref(w);
-    assert_int_equal(capture_count(cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
-                                   "has registered but not finished child processes"),
-                     1);
-    for (int i = 0; i < N; i++)
-        release_child(fds[i]);
-    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    drain_loop(loop);
-    for (int i = 0; i < N; i++) {
-        assert_true(reaped(pids[i]));
-        assert_int_equal(atomic_load(&r[i].calls), 0);
-    }
-    free_loop(loop);
-    capture_stop();
-    free(cap);
-    assert_no_leaks(before);
-}
-
-/* Close from another thread while the loop runs and children exit: no
- * callback after close returns, no deadlock. */
-typedef struct closer {
-    evpol_watcher *w;
-    evpol_loop *loop;
-    int *fds;
-    int n;
-    atomic_int *calls;
-    int calls_at_close;
-    volatile int done;
-} closer;
-
-static void *closer_main(void *p)
-{
-    closer *c = p;
-    for (int i = 0; i < c->n; i++)
-        release_child(c->fds[i]);
-    /* Some exits race with the close. */
-    evpol_watcher_close(c->w, NULL);
-    c->calls_at_close = atomic_load(c->calls);
-    __atomic_store_n(&c->done, 1, __ATOMIC_SEQ_CST);
-    return NULL;
-}
-
-static void test_close_from_other_thread(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    resource_snapshot before = resources_now();
-    log_capture *cap = calloc(1, sizeof *cap);
-    capture_start(cap);
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-
-    enum { N = 8 };
-    int fds[N];
-    pid_t pids[N];
-    atomic_int calls = 0;
-    for (int i = 0; i < N; i++) {
-        pids[i] = spawn_lone_child(&fds[i], 0, 0);
-        assert_ok(register_in_loop(loop, w, pids[i], on_exit_count, &calls, NULL));
-    }
-    closer c = {w, loop, fds, N, &calls, 0, 0};
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, closer_main, &c), 0);
-    assert_true(run_until(loop, &c.done, HANG_GUARD_MS));
-    pthread_join(th, NULL);
-    drain_loop(loop);
-    assert_int_equal(atomic_load(&calls), c.calls_at_close);
-    assert_true(atomic_load(&calls) <= N);
-    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    for (int i = 0; i < N; i++) {
-        if (!reaped(pids[i])) { /* Pidfd leaves running children alone */
-            int st;
-            assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
-        }
-    }
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    capture_stop();
-    free(cap);
-    assert_no_leaks(before);
-}
-
-/* ---- CW-6, CW-8, THR-1: state checks and errors ---- */
-
-static void test_state_and_errors(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
-    evpol_error err = {0};
-
-    assert_int_equal(evpol_watcher_kind_of(w), (int)kind);
-    assert_string_equal(evpol_watcher_name(w), kind == EVPOL_WATCHER_THREADED
-                                                   ? "ThreadedChildWatcher"
-                                                   : "PidfdChildWatcher");
-    assert_int_equal(evpol_watcher_is_active(w), 1);
-    assert_int_equal(evpol_watcher_attach_loop(w, loop, NULL), 0);
-    assert_int_equal(evpol_watcher_attach_loop(w, NULL, NULL), 0);
-    assert_int_equal(evpol_watcher_is_active(w), 1); /* attach changes nothing */
-    assert_int_equal(evpol_watcher_enter(w, NULL), 0);
-    assert_int_equal(evpol_watcher_exit(w, NULL), 0);
-
-    /* No running loop in this thread. */
-    memset(&err, 0, sizeof err);
-    assert_int_equal(evpol_watcher_add_child_handler(w, getpid(), on_exit_cb, NULL, &err),
-                     EVPOL_ERUNTIME);
-    assert_int_equal(err.code, EVPOL_ERUNTIME);
-    /* Invalid pids. */
-    assert_int_equal(evpol_watcher_add_child_handler_on(w, loop, 0, on_exit_cb, NULL, &err),
-                     EVPOL_EINVAL);
-    assert_int_equal(evpol_watcher_add_child_handler_on(w, loop, -1, on_exit_cb, NULL, &err),
-                     EVPOL_EINVAL);
-    assert_int_equal(register_in_loop(loop, w, -5, on_exit_cb, NULL, &err), EVPOL_EINVAL);
-    assert_int_equal(evpol_watcher_add_child_handler_on(w, loop, 1, NULL, NULL, &err),
-                     EVPOL_EINVAL);
-
-    assert_int_equal(evpol_watcher_close(w, NULL), 0);
-    assert_int_equal(evpol_watcher_is_active(w), 0);
-    assert_int_equal(evpol_watcher_close(w, NULL), 0);
-    memset(&err, 0, sizeof err);
-    assert_int_equal(register_in_loop(loop, w, getpid(), on_exit_cb, NULL, &err), EVPOL_ERUNTIME);
-    assert_int_equal(err.code, EVPOL_ERUNTIME);
-    assert_int_equal(evpol_watcher_add_child_handler_on(w, loop, getpid(), on_exit_cb, NULL, &err),
-                     EVPOL_ERUNTIME);
-    evpol_watcher_unref(w);
-    free_loop(loop);
-}
 
 /* ---- THR-1: one waiting thread per child; a failed thread leaves no
  * registration ---- */
@@ -731,77 +218,13 @@ static void test_waiting_threads_never_allocate(void **state)
 static void test_constant_work_per_exit(void **state)
 {
     (void)state;
-    resource_snapshot before = resources_now();
-    install_seam();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(EVPOL_WATCHER_THREADED);
-
-    enum { N = 40 };
-    int fds[N];
-    result r[N];
-    memset(r, 0, sizeof r);
-    for (int i = 0; i < N; i++) {
-        r[i].expected_pid = spawn_lone_child(&fds[i], i, 0);
-        assert_ok(register_in_loop(loop, w, r[i].expected_pid, on_exit_cb, &r[i], NULL));
-    }
-    /* One waitpid per pending child, each blocked on its own pid. */
-    for (int waited = 0; atomic_load(&seam_waitpid_calls) < N && waited < HANG_GUARD_MS;
-         waited += 5)
-        sleep_ms(5);
-    assert_int_equal(atomic_load(&seam_waitpid_calls), N);
-    release_child(fds[N / 2]);
-    assert_true(run_until_count(loop, (volatile int *)&r[N / 2].calls, 1, HANG_GUARD_MS));
-    assert_int_equal(r[N / 2].rc, N / 2);
-    /* The exit cost exactly one completed waitpid and no new call. */
-    assert_int_equal(atomic_load(&seam_waitpid_returned), 1);
-    assert_int_equal(atomic_load(&seam_waitpid_calls), N);
-    for (int i = 0; i < N; i++)
-        if (i != N / 2)
-            release_child(fds[i]);
-    for (int i = 0; i < N; i++)
-        assert_true(run_until_count(loop, (volatile int *)&r[i].calls, 1, HANG_GUARD_MS));
-    assert_int_equal(atomic_load(&seam_waitpid_calls), N);
-    assert_int_equal(atomic_load(&seam_waitpid_returned), N);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    assert_ok(evpol_sys_set(NULL, NULL));
-    assert_no_leaks(before);
-}
-
-/* ---- stress: 2,000 children from 4 loops in 4 threads ---- */
-
-static void test_stress(void **state)
-{
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    resource_snapshot before = resources_now();
-    evpol_watcher *w = new_watcher(kind);
-    stress_thread sts[STRESS_THREADS];
-    pthread_t th[STRESS_THREADS];
-    memset(sts, 0, sizeof sts);
-    for (int i = 0; i < STRESS_THREADS; i++) {
-        sts[i].w = w;
-        sts[i].slots = calloc(STRESS_PER_THREAD, sizeof(stress_slot));
-        assert_non_null(sts[i].slots);
-        assert_int_equal(pthread_create(&th[i], NULL, stress_main, &sts[i]), 0);
-    }
-    for (int i = 0; i < STRESS_THREADS; i++)
-        pthread_join(th[i], NULL);
-    for (int i = 0; i < STRESS_THREADS; i++) {
-        if (!sts[i].ok)
-            fail_msg("thread %d: %s", i, sts[i].failure);
-        free(sts[i].slots);
-    }
-    evpol_watcher_unref(w);
-    assert_int_equal(count_zombie_children(), 0);
-    assert_no_leaks(before);
+    check_constant_work_per_exit(EVPOL_WATCHER_THREADED);
 }
 
 int main(void)
 {
     warm_up_threads();
-    const struct CMUnitTest tests[] = {
+    const harness_test tests[] = {
         WATCHER_TEST(test_exit_codes, threaded, "CW-1 CW-3 CW-10 THR-5"),
         WATCHER_TEST(test_killed_by_signal, threaded, "CW-10"),
         WATCHER_TEST(test_exited_before_registration, threaded, "CW-1"),
@@ -822,5 +245,5 @@ int main(void)
         CLAUSE_TEST(test_constant_work_per_exit, "THR-3"),
         WATCHER_TEST(test_stress, threaded, "THR-1 THR-2 THR-3 THR-5 CW-1"),
     };
-    return cmocka_run_group_tests_name("watcher_threaded", tests, NULL, NULL);
+    return harness_run_group("watcher_threaded", tests, NULL, NULL);
 }

@@ -1276,122 +1276,44 @@ int main(void)
 {
     warm_up_threads();
 
-    const struct CMUnitTest tests[] = {
-        WATCHER_TEST(one_child, threaded, "CW-1 CW-3 CW-10"),
-        WATCHER_TEST(one_child, multiloop, "CW-1 CW-3 CW-10 MUL-3"),
-        WATCHER_TEST(one_child, safe, "CW-1 CW-3 CW-10 SAF-1"),
-        WATCHER_TEST(one_child, fast, "CW-1 CW-3 CW-10"),
-        WATCHER_TEST(one_child, pidfd, "CW-1 CW-3 CW-10"),
-
-        WATCHER_TEST(two_children, threaded, "CW-1 CW-10"),
-        WATCHER_TEST(two_children, multiloop, "CW-1 CW-10"),
-        WATCHER_TEST(two_children, safe, "CW-1 CW-10"),
-        WATCHER_TEST(two_children, fast, "CW-1 CW-10"),
-        WATCHER_TEST(two_children, pidfd, "CW-1 CW-10"),
-
-        WATCHER_TEST(two_children_together, threaded, "CW-1"),
-        WATCHER_TEST(two_children_together, multiloop, "CW-1 MUL-2"),
-        WATCHER_TEST(two_children_together, safe, "CW-1 SAF-3"),
-        WATCHER_TEST(two_children_together, fast, "CW-1 FST-1"),
-        WATCHER_TEST(two_children_together, pidfd, "CW-1"),
-
-        WATCHER_TEST(exit_before_registration, threaded, "CW-1 CW-9"),
-        WATCHER_TEST(exit_before_registration, multiloop, "CW-1 CW-9"),
-        WATCHER_TEST(exit_before_registration, safe, "CW-9 SAF-6"),
-        WATCHER_TEST(exit_before_registration, fast, "CW-9 FST-5"),
-        WATCHER_TEST(exit_before_registration, pidfd, "CW-1 CW-9"),
-
-        WATCHER_TEST(replace_handler, threaded, "CW-2"),
-        WATCHER_TEST(replace_handler, multiloop, "CW-2"),
-        WATCHER_TEST(replace_handler, safe, "CW-2"),
-        WATCHER_TEST(replace_handler, fast, "CW-2"),
-        WATCHER_TEST(replace_handler, pidfd, "CW-2"),
-
-        WATCHER_TEST(remove_handler, threaded, "CW-4"),
-        WATCHER_TEST(remove_handler, multiloop, "CW-4"),
-        WATCHER_TEST(remove_handler, safe, "CW-4"),
-        WATCHER_TEST(remove_handler, fast, "CW-4"),
-        WATCHER_TEST(remove_handler, pidfd, "CW-4"),
-
-        WATCHER_TEST(unknown_status, threaded, "CW-10"),
-        WATCHER_TEST(unknown_status, multiloop, "CW-10"),
-        WATCHER_TEST(unknown_status, safe, "CW-10"),
-        WATCHER_TEST(unknown_status, fast, "CW-10"),
-        WATCHER_TEST(unknown_status, pidfd, "CW-10"),
-
-        WATCHER_TEST(remove_some_handlers, threaded, "CW-4"),
-        WATCHER_TEST(remove_some_handlers, multiloop, "CW-4"),
-        WATCHER_TEST(remove_some_handlers, safe, "CW-4"),
-        WATCHER_TEST(remove_some_handlers, fast, "CW-4"),
-        WATCHER_TEST(remove_some_handlers, pidfd, "CW-4"),
-
-        WATCHER_TEST(reaped_elsewhere, threaded, "CW-11"),
-        WATCHER_TEST(reaped_elsewhere, multiloop, "CW-11"),
-        WATCHER_TEST(reaped_elsewhere, safe, "CW-11"),
-        WATCHER_TEST(reaped_elsewhere, pidfd, "CW-11"),
-        cmocka_unit_test(reaped_elsewhere_fast_is_never_reported),
-
-        WATCHER_TEST(register_reaped_pid, threaded, "CW-11"),
-        WATCHER_TEST(register_reaped_pid, multiloop, "CW-11"),
-        WATCHER_TEST(register_reaped_pid, safe, "CW-11"),
-        WATCHER_TEST(register_reaped_pid, pidfd, "CW-11"),
-
-        WATCHER_TEST(unknown_pid_during_registration, threaded, "CW-9"),
-        WATCHER_TEST(unknown_pid_during_registration, multiloop, "CW-9 MUL-2"),
-        WATCHER_TEST(unknown_pid_during_registration, safe, "CW-9 SAF-3"),
-        WATCHER_TEST(unknown_pid_during_registration, fast, "CW-9 FST-5 FST-6"),
-        WATCHER_TEST(unknown_pid_during_registration, pidfd, "CW-9 PFD-2"),
-
-        WATCHER_TEST(set_loop, safe, "CW-5 SAF-5"),
-        WATCHER_TEST(set_loop, fast, "CW-5"),
-        WATCHER_TEST(set_loop_race, safe, "CW-5 SAF-4 SAF-5"),
-        WATCHER_TEST(set_loop_race, fast, "CW-5"),
-
-        WATCHER_TEST(close_with_pending, threaded, "CW-8 THR-6"),
-        WATCHER_TEST(close_with_pending, multiloop, "CW-8 MUL-4"),
-        WATCHER_TEST(close_with_pending, safe, "CW-8 SAF-7"),
-        WATCHER_TEST(close_with_pending, fast, "CW-8 FST-8"),
-        WATCHER_TEST(close_with_pending, pidfd, "CW-8 PFD-6"),
-
-        WATCHER_TEST(never_waits_for_any_child, multiloop, "MUL-2"),
-        WATCHER_TEST(never_waits_for_any_child, safe, "SAF-3"),
-        WATCHER_TEST(never_waits_for_any_child, pidfd, "PFD-2"),
+    const harness_test tests[] = {
+        WATCHER_TESTS(one_child, W_ALL, "CW-1 CW-3 CW-10 MUL-3@multiloop SAF-1@safe"),
+        WATCHER_TESTS(two_children, W_ALL, "CW-1 CW-10"),
+        WATCHER_TESTS(two_children_together, W_ALL, "CW-1 MUL-2@multiloop SAF-3@safe FST-1@fast"),
+        WATCHER_TESTS(exit_before_registration, W_ALL,
+            "CW-9 CW-1@threaded CW-1@multiloop SAF-6@safe FST-5@fast CW-1@pidfd"),
+        WATCHER_TESTS(replace_handler, W_ALL, "CW-2"),
+        WATCHER_TESTS(remove_handler, W_ALL, "CW-4"),
+        WATCHER_TESTS(unknown_status, W_ALL, "CW-10"),
+        WATCHER_TESTS(remove_some_handlers, W_ALL, "CW-4"),
+        WATCHER_TESTS(reaped_elsewhere, W_THREADED | W_MULTILOOP | W_SAFE | W_PIDFD, "CW-11"),
+        UNTAGGED_TEST(reaped_elsewhere_fast_is_never_reported),
+        WATCHER_TESTS(register_reaped_pid, W_THREADED | W_MULTILOOP | W_SAFE | W_PIDFD, "CW-11"),
+        WATCHER_TESTS(unknown_pid_during_registration, W_ALL,
+            "CW-9 MUL-2@multiloop SAF-3@safe FST-5@fast FST-6@fast PFD-2@pidfd"),
+        WATCHER_TESTS(set_loop, W_SAFE | W_FAST, "CW-5 SAF-5@safe"),
+        WATCHER_TESTS(set_loop_race, W_SAFE | W_FAST, "CW-5 SAF-4@safe SAF-5@safe"),
+        WATCHER_TESTS(close_with_pending, W_ALL,
+            "CW-8 THR-6@threaded MUL-4@multiloop SAF-7@safe FST-8@fast PFD-6@pidfd"),
+        WATCHER_TESTS(never_waits_for_any_child, W_MULTILOOP | W_SAFE | W_PIDFD,
+            "MUL-2@multiloop SAF-3@safe PFD-2@pidfd"),
         WATCHER_TEST(pidfd_no_signals_no_threads, pidfd, "PFD-1 PFD-3 PFD-6"),
         WATCHER_TEST(fast_reaps_until_nothing_left, fast, "FST-1 FST-2"),
         WATCHER_TEST(fast_outside_context, fast, "FST-4 FST-7"),
-
-        WATCHER_TEST(eintr_is_retried, threaded, "CW-10"),
-        WATCHER_TEST(eintr_is_retried, multiloop, "CW-10"),
-        WATCHER_TEST(eintr_is_retried, safe, "CW-10"),
-        WATCHER_TEST(eintr_is_retried, fast, "CW-10"),
-        WATCHER_TEST(eintr_is_retried, pidfd, "CW-10"),
-
-        WATCHER_TEST(status_handler_whole_status, threaded, "CW-2 CW-4 CW-10 CW-11"),
-        WATCHER_TEST(status_handler_whole_status, multiloop, "CW-2 CW-4 CW-10 CW-11"),
-        WATCHER_TEST(status_handler_whole_status, safe, "CW-2 CW-4 CW-10 CW-11"),
-        WATCHER_TEST(status_handler_whole_status, fast, "CW-2 CW-4 CW-10"),
-        WATCHER_TEST(status_handler_whole_status, pidfd, "CW-2 CW-4 CW-10 CW-11"),
-
-        WATCHER_TEST(waitpid_error_is_logged, multiloop, "CW-10 ERR-2"),
-        WATCHER_TEST(waitpid_error_is_logged, safe, "CW-10 ERR-2"),
-        WATCHER_TEST(waitpid_error_is_logged, fast, "CW-10 ERR-2"),
-
-        WATCHER_TEST(spawn_child_exits_before_registration, threaded, "CW-9"),
-        WATCHER_TEST(spawn_child_exits_before_registration, multiloop, "CW-9"),
-        WATCHER_TEST(spawn_child_exits_before_registration, safe, "CW-9"),
-        WATCHER_TEST(spawn_child_exits_before_registration, fast, "CW-9"),
-        WATCHER_TEST(spawn_child_exits_before_registration, pidfd, "CW-9"),
-
+        WATCHER_TESTS(eintr_is_retried, W_ALL, "CW-10"),
+        WATCHER_TESTS(status_handler_whole_status, W_ALL,
+            "CW-2 CW-4 CW-10 CW-11@threaded CW-11@multiloop CW-11@safe CW-11@pidfd"),
+        WATCHER_TESTS(waitpid_error_is_logged, W_MULTILOOP | W_SAFE | W_FAST, "CW-10 ERR-2"),
+        WATCHER_TESTS(spawn_child_exits_before_registration, W_ALL, "CW-9"),
         WATCHER_TEST(threaded_thread_creation_fails, threaded, "THR-1 ERR-1"),
         WATCHER_TEST(threaded_one_thread_per_child, threaded, "THR-1 THR-3"),
         WATCHER_TEST(multiloop_handler_installed_and_restored, multiloop, "MUL-1 MUL-5 MUL-6"),
         WATCHER_TEST(multiloop_handler_changed_outside, multiloop, "MUL-4 MUL-6"),
         WATCHER_TEST(multiloop_thread_creation_fails, multiloop, "MUL-6 ERR-1"),
         WATCHER_TEST(pidfd_unavailable, pidfd, "PFD-4"),
-        WATCHER_TEST(delivery_loop_closed, threaded, "CW-12"),
-        WATCHER_TEST(delivery_loop_closed, multiloop, "CW-12"),
+        WATCHER_TESTS(delivery_loop_closed, W_THREADED | W_MULTILOOP, "CW-12"),
     };
-    int rc = cmocka_run_group_tests_name("watchers_fake", tests, NULL, NULL);
+    int rc = harness_run_group("watchers_fake", tests, NULL, NULL);
     if (F.live)
         fx_release();
     return rc;

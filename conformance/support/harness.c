@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,6 +51,241 @@ const char *test_watcher_slug(evpol_watcher_kind kind)
     }
 }
 
+/* ---- registrations: one line per test, every watcher variant ---- */
+
+static const struct {
+    unsigned bit;
+    const char *slug;
+    const evpol_watcher_kind *kind;
+} harness_variants[] = {
+    {W_THREADED, "threaded", &harness_kind_threaded},
+    {W_MULTILOOP, "multiloop", &harness_kind_multiloop},
+    {W_SAFE, "safe", &harness_kind_safe},
+    {W_FAST, "fast", &harness_kind_fast},
+    {W_PIDFD, "pidfd", &harness_kind_pidfd},
+};
+enum { HARNESS_VARIANTS = sizeof harness_variants / sizeof harness_variants[0] };
+
+/* "fn@slug [TAGS]" where TAGS keeps the tags of every watcher and those
+ * written "ID@slug"; the clause-matrix tool derives the same name from the
+ * source. NULL when out of memory. */
+static char *variant_name(const char *fn, const char *slug, const char *tags)
+{
+    size_t cap = strlen(fn) + strlen(slug) + strlen(tags) + 5, len = 0;
+    char *name = malloc(cap);
+    if (!name)
+        return NULL;
+    len += (size_t)snprintf(name, cap, "%s@%s [", fn, slug);
+    const char *p = tags;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        size_t n = strcspn(p, " ");
+        if (n == 0)
+            break;
+        const char *at = memchr(p, '@', n);
+        size_t id_len = at ? (size_t)(at - p) : n;
+        if (!at || (n - id_len - 1 == strlen(slug) && memcmp(at + 1, slug, strlen(slug)) == 0)) {
+            if (name[len - 1] != '[')
+                name[len++] = ' ';
+            memcpy(name + len, p, id_len);
+            len += id_len;
+        }
+        p += n;
+    }
+    name[len++] = ']';
+    name[len] = '\0';
+    return name;
+}
+
+int harness_run_tests(const char *group, const harness_test *tests, size_t count,
+                      CMFixtureFunction group_setup, CMFixtureFunction group_teardown)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (tests[i].watchers & ~(unsigned)W_ALL) {
+            fprintf(stderr, "%s: %s names an unknown watcher bit\n", group, tests[i].test.name);
+            return 1;
+        }
+        total += tests[i].watchers ? (size_t)__builtin_popcount(tests[i].watchers) : 1;
+    }
+    struct CMUnitTest *run = calloc(total ? total : 1, sizeof *run);
+    char **names = calloc(total ? total : 1, sizeof *names);
+    int rc = 1;
+    if (!run || !names) {
+        fprintf(stderr, "%s: out of memory for %zu tests\n", group, total);
+        goto out;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (!tests[i].watchers) {
+            run[n++] = tests[i].test;
+            continue;
+        }
+        for (size_t v = 0; v < HARNESS_VARIANTS; v++) {
+            if (!(tests[i].watchers & harness_variants[v].bit))
+                continue;
+            names[n] = variant_name(tests[i].test.name, harness_variants[v].slug,
+                                    tests[i].tags ? tests[i].tags : "");
+            if (!names[n]) {
+                fprintf(stderr, "%s: out of memory naming %s\n", group, tests[i].test.name);
+                goto out;
+            }
+            run[n] = tests[i].test;
+            run[n].name = names[n];
+            run[n].initial_state = (void *)harness_variants[v].kind;
+            n++;
+        }
+    }
+    rc = _cmocka_run_group_tests(group, run, n, group_setup, group_teardown);
+out:
+    for (size_t i = 0; names && i < total; i++)
+        free(names[i]);
+    free(names);
+    free(run);
+    return rc;
+}
+
+void check_error(int rc, const evpol_error *err, int code)
+{
+    if (rc != code)
+        fail_msg("expected %d (%s), got %d (%s): %s", code, evpol_strerror(code), rc,
+                 evpol_strerror(rc), err->message);
+    assert_int_equal(err->code, code);
+    assert_true(err->message[0] != '\0');
+}
+
+/* ---- a policy of the user's own ---- */
+
+int stub_policy_get_loop(evpol_policy *self, evpol_loop **out, evpol_error *err)
+{
+    (void)self;
+    (void)out;
+    if (err) {
+        err->code = EVPOL_ERUNTIME;
+        snprintf(err->message, sizeof err->message, "no loop");
+    }
+    return EVPOL_ERUNTIME;
+}
+
+int stub_policy_set_loop(evpol_policy *self, evpol_loop *loop, evpol_error *err)
+{
+    (void)self;
+    (void)loop;
+    (void)err;
+    return 0;
+}
+
+int stub_policy_new_loop(evpol_policy *self, evpol_loop **out, evpol_error *err)
+{
+    (void)self;
+    return evpol_loop_new(EVPOL_BACKEND_DEFAULT, out, err);
+}
+
+/* ---- a custom watcher's methods that do nothing ---- */
+
+int nop_watcher_add(void *self, evpol_loop *loop, pid_t pid, evpol_child_fn cb, void *arg,
+                    evpol_error *err)
+{
+    (void)self;
+    (void)loop;
+    (void)pid;
+    (void)cb;
+    (void)arg;
+    (void)err;
+    return 0;
+}
+
+int nop_watcher_remove(void *self, pid_t pid, evpol_error *err)
+{
+    (void)self;
+    (void)pid;
+    (void)err;
+    return 0;
+}
+
+int nop_watcher_attach(void *self, evpol_loop *loop, evpol_error *err)
+{
+    (void)self;
+    (void)loop;
+    (void)err;
+    return 0;
+}
+
+int nop_watcher_call(void *self, evpol_error *err)
+{
+    (void)self;
+    (void)err;
+    return 0;
+}
+
+int watcher_always_active(void *self)
+{
+    (void)self;
+    return 1;
+}
+
+int watcher_never_active(void *self)
+{
+    (void)self;
+    return 0;
+}
+
+void nop_watcher_destroy(void *self)
+{
+    (void)self;
+}
+
+void nop_libevent_log(int severity, const char *msg)
+{
+    (void)severity;
+    (void)msg;
+}
+
+/* ---- threads, loops, policies ---- */
+
+pthread_t start_thread(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, fn, arg);
+    if (rc != 0)
+        fail_msg("pthread_create: %s", strerror(rc));
+    return t;
+}
+
+void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+evpol_loop *new_loop(void)
+{
+    evpol_loop *loop = NULL;
+    evpol_error err = {0};
+    if (evpol_loop_new(EVPOL_BACKEND_DEFAULT, &loop, &err) != 0)
+        fail_msg("evpol_loop_new: %s", err.message);
+    assert_non_null(loop);
+    return loop;
+}
+
+void reset_policy(void)
+{
+    evpol_error err = {0};
+    if (evpol_set_event_loop_policy(NULL, &err) != 0)
+        fail_msg("evpol_set_event_loop_policy(NULL): %s", err.message);
+}
+
+bool have_pidfd(void)
+{
+    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (fd < 0)
+        return false;
+    close(fd);
+    return true;
+}
+
 /* ---- log capture ---- */
 
 static pthread_mutex_t capture_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -76,6 +312,20 @@ void capture_start(log_capture *cap)
 void capture_stop(void)
 {
     evpol_set_log_hook(NULL, NULL);
+}
+
+log_capture *capture_new(void)
+{
+    log_capture *cap = calloc(1, sizeof *cap);
+    assert_non_null(cap);
+    capture_start(cap);
+    return cap;
+}
+
+void capture_free(log_capture *cap)
+{
+    capture_stop();
+    free(cap);
 }
 
 int capture_count(log_capture *cap, int level, int category, const char *needle)
@@ -136,6 +386,34 @@ int run_until_count(evpol_loop *loop, volatile int *counter, int target, int tim
 int run_until(evpol_loop *loop, volatile int *flag, int timeout_ms)
 {
     return run_until_count(loop, flag, 1, timeout_ms);
+}
+
+typedef struct reap_poll {
+    evpol_loop *loop;
+    pid_t pid;
+    volatile int done;
+} reap_poll;
+static reap_poll the_reap_poll; /* static: a timed-out chain may outlive the caller */
+
+static void reap_poll_tick(void *arg)
+{
+    reap_poll *p = arg;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0 && errno == ECHILD) {
+        p->done = 1;
+        return;
+    }
+    evpol_loop_call_later(p->loop, 1, reap_poll_tick, p, NULL);
+}
+
+int run_until_reaped(evpol_loop *loop, pid_t pid)
+{
+    the_reap_poll.loop = loop;
+    the_reap_poll.pid = pid;
+    the_reap_poll.done = 0;
+    assert_ok(evpol_loop_call_soon_threadsafe(loop, reap_poll_tick, &the_reap_poll, NULL));
+    return run_until(loop, &the_reap_poll.done, 10000);
 }
 
 /* ---- children ---- */
@@ -209,13 +487,6 @@ resource_snapshot resources_now(void)
     s.fds = count_dir("/proc/self/fd") - 1;
     s.threads = count_dir("/proc/self/task");
     return s;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
 }
 
 int wait_threads_at_most(int threads, int timeout_ms)

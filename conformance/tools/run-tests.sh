@@ -3,7 +3,7 @@
 #
 # Runs each cmocka program (and, after --, each plain program: pass = exit 0)
 # one after the other, each under a time limit, then hands the results to
-# build-aux/clause-matrix, which prints the failures, the per-family clause
+# conformance/tools/clause-matrix, which prints the failures, the per-family clause
 # table and the closing line "N passed, N failed", and writes the matrix.
 #
 # Options:
