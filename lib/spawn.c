@@ -85,6 +85,7 @@ void evpol__spawn_orphans_may_exist(void)
 
 static void link_rec_locked(spawn_rec *r)
 {
+    EVPOL__ASSERT_LOCKED(&records_lock);
     r->prev = NULL;
     r->next = records;
     if (records)
@@ -94,6 +95,7 @@ static void link_rec_locked(spawn_rec *r)
 
 static void unlink_rec_locked(spawn_rec *r)
 {
+    EVPOL__ASSERT_LOCKED(&records_lock);
     if (r->prev)
         r->prev->next = r->next;
     else

@@ -23,7 +23,7 @@
  * FST-7 is a warning in the runtime category, as in CPython, which logs it
  * with logger.warning whatever the loop's debug flag.
  */
-#include "watcher-sigchld.h"
+#include "sigchld-internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -42,15 +42,11 @@ static fast_watcher *as_fast(evpol_watcher *w)
     return (fast_watcher *)w;
 }
 
-static evpol__sigchld *as_sigchld(evpol_watcher *w)
-{
-    return (evpol__sigchld *)w;
-}
-
 /* Keep an unknown exit for a registration that may follow. s.lock held.
  * False when there is no memory to keep it. */
 static bool keep_locked(fast_watcher *f, pid_t pid, const evpol_exit_status *exit)
 {
+    EVPOL__ASSERT_LOCKED(&f->s.lock);
     /* A pid reused since an earlier kept exit: the newer status wins. */
     evpol__child *z = evpol__childtab_find(&f->zombies, pid);
     if (z) {
@@ -138,36 +134,15 @@ static int fast_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__
     return 0;
 }
 
-static int fast_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
-{
-    (void)err;
-    return evpol__sigchld_remove(as_sigchld(w), pid);
-}
-
-static int fast_attach(evpol_watcher *w, evpol_loop *loop, evpol_error *err)
-{
-    return evpol__sigchld_attach(as_sigchld(w), loop, err);
-}
-
-static int fast_is_active(evpol_watcher *w)
-{
-    return evpol__sigchld_is_active(as_sigchld(w));
-}
-
-static evpol_loop *fast_get_loop(evpol_watcher *w)
-{
-    return evpol__sigchld_get_loop(as_sigchld(w));
-}
-
 static int fast_close(evpol_watcher *w, evpol_error *err)
 {
     (void)err;
     fast_watcher *f = as_fast(w);
     evpol__sigchld_close(&f->s);
     pthread_mutex_lock(&f->s.lock);
-    evpol__child *kept = evpol__sigchld_drain_locked(&f->zombies);
+    evpol__child *kept = evpol__childtab_drain(&f->zombies);
     pthread_mutex_unlock(&f->s.lock);
-    evpol__sigchld_free_list(kept);
+    evpol__child_list_free(kept);
     return 0;
 }
 
@@ -220,14 +195,14 @@ static int fast_exit(evpol_watcher *w, evpol_error *err)
     /* LCOV_EXCL_STOP */
     f->forks--;
     if (f->forks == 0)
-        dropped = evpol__sigchld_drain_locked(&f->zombies);
+        dropped = evpol__childtab_drain(&f->zombies);
     pthread_mutex_unlock(&f->s.lock);
     if (dropped) {
         char victims[400];
         format_kept(dropped, victims, sizeof victims);
         evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
                    "Caught subprocesses termination from unknown pids: %s", victims);
-        evpol__sigchld_free_list(dropped);
+        evpol__child_list_free(dropped);
     }
     return 0;
 }
@@ -240,18 +215,18 @@ static void fast_destroy(evpol_watcher *w)
     evpol__sys.free(f);
 }
 
-static const struct evpol_watcher_ops fast_ops = {
+static const struct evpol__watcher_ops fast_ops = {
     .name = "FastChildWatcher",
     .kind = EVPOL_WATCHER_FAST,
     .add = fast_add,
-    .remove = fast_remove,
-    .attach = fast_attach,
-    .is_active = fast_is_active,
+    .remove = evpol__sigchld_remove,
+    .attach = evpol__sigchld_attach,
+    .is_active = evpol__sigchld_is_active,
     .close = fast_close,
     .enter = fast_enter,
     .exit = fast_exit,
     .destroy = fast_destroy,
-    .get_loop = fast_get_loop,
+    .get_loop = evpol__sigchld_get_loop,
     .needs_loop = false,
 };
 

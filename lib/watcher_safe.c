@@ -21,48 +21,13 @@
  * the child is still reaped and never left a zombie. A pid reaped by someone
  * else is reported with returncode 255 and the CW-11 warning.
  */
-#include "watcher-sigchld.h"
+#include "sigchld-internal.h"
 
-#include <errno.h>
 #include <stdlib.h>
-#include <sys/wait.h>
-
-typedef struct safe_watcher {
-    evpol__sigchld s; /* first */
-} safe_watcher;
 
 static evpol__sigchld *as_sigchld(evpol_watcher *w)
 {
     return (evpol__sigchld *)w;
-}
-
-/* waitpid(pid, WNOHANG) for one registration. s->lock held, so that one
- * exit is taken by exactly one of add and the SIGCHLD handler. True when
- * the child is gone (c->exit set: decoded, or lost on ECHILD). An error
- * that says nothing about the child is left in *wait_errno (when it is
- * still 0) for the caller to log once the lock is released. */
-static bool poll_child_locked(evpol__child *c, int *wait_errno)
-{
-    int status = 0;
-    pid_t r;
-    do
-        r = evpol__sys.waitpid(c->pid, &status, WNOHANG);
-    while (r < 0 && errno == EINTR);
-    if (r == 0)
-        return false;
-    if (r < 0) {
-        /* Anything but ECHILD says nothing about the child: ask again at
-         * the next SIGCHLD. */
-        if (errno != ECHILD) {
-            if (!*wait_errno)
-                *wait_errno = errno;
-            return false;
-        }
-        evpol__exit_lost(&c->exit);
-        return true;
-    }
-    evpol__exit_decode(c->pid, status, &c->exit);
-    return true;
 }
 
 static evpol__child *safe_reap(evpol__sigchld *s)
@@ -71,24 +36,8 @@ static evpol__child *safe_reap(evpol__sigchld *s)
     pid_t failed_pid = 0;
     int wait_errno = 0;
     pthread_mutex_lock(&s->lock);
-    if (!evpol__watcher_closed(&s->base)) {
-        for (size_t i = 0; i < s->tab.nbuckets; i++) {
-            evpol__child *c = s->tab.buckets[i];
-            while (c) {
-                /* Removing c unlinks only c, so `next` stays valid. */
-                evpol__child *next = c->next;
-                int e = wait_errno;
-                if (poll_child_locked(c, &wait_errno)) {
-                    evpol__childtab_remove(&s->tab, c->pid);
-                    c->next = list;
-                    list = c;
-                } else if (wait_errno != e) {
-                    failed_pid = c->pid;
-                }
-                c = next;
-            }
-        }
-    }
+    if (!evpol__watcher_closed(&s->base))
+        list = evpol__childtab_poll_locked(&s->lock, &s->tab, &failed_pid, &wait_errno);
     pthread_mutex_unlock(&s->lock);
     if (wait_errno)
         evpol__log_waitpid_error(s->base.ops->name, failed_pid, wait_errno);
@@ -109,7 +58,7 @@ static int safe_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
     }
     /* The child may have exited before it was registered (SAF-6). */
-    if (poll_child_locked(c, &wait_errno)) {
+    if (evpol__child_poll_locked(&s->lock, c, &wait_errno)) {
         evpol__childtab_remove(&s->tab, pid);
         done = c;
     }
@@ -118,27 +67,6 @@ static int safe_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__
         evpol__log_waitpid_error(w->ops->name, pid, wait_errno);
     evpol__sigchld_post(s, done);
     return 0;
-}
-
-static int safe_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
-{
-    (void)err;
-    return evpol__sigchld_remove(as_sigchld(w), pid);
-}
-
-static int safe_attach(evpol_watcher *w, evpol_loop *loop, evpol_error *err)
-{
-    return evpol__sigchld_attach(as_sigchld(w), loop, err);
-}
-
-static int safe_is_active(evpol_watcher *w)
-{
-    return evpol__sigchld_is_active(as_sigchld(w));
-}
-
-static evpol_loop *safe_get_loop(evpol_watcher *w)
-{
-    return evpol__sigchld_get_loop(as_sigchld(w));
 }
 
 static int safe_close(evpol_watcher *w, evpol_error *err)
@@ -150,37 +78,36 @@ static int safe_close(evpol_watcher *w, evpol_error *err)
 
 static void safe_destroy(evpol_watcher *w)
 {
-    safe_watcher *sw = (safe_watcher *)w;
-    evpol__sigchld_fini(&sw->s);
-    evpol__sys.free(sw);
+    evpol__sigchld_fini(as_sigchld(w));
+    evpol__sys.free(w);
 }
 
-static const struct evpol_watcher_ops safe_ops = {
+static const struct evpol__watcher_ops safe_ops = {
     .name = "SafeChildWatcher",
     .kind = EVPOL_WATCHER_SAFE,
     .add = safe_add,
-    .remove = safe_remove,
-    .attach = safe_attach,
-    .is_active = safe_is_active,
+    .remove = evpol__sigchld_remove,
+    .attach = evpol__sigchld_attach,
+    .is_active = evpol__sigchld_is_active,
     .close = safe_close,
     /* No enter/exit: the spawn context means nothing to Safe, since
      * add_child_handler polls the pid itself and so cannot miss an exit
      * between spawn and registration. */
     .destroy = safe_destroy,
-    .get_loop = safe_get_loop,
+    .get_loop = evpol__sigchld_get_loop,
     .needs_loop = false,
 };
 
 int evpol__safe_new(evpol_watcher **out, evpol_error *err)
 {
-    safe_watcher *sw = evpol__sys.calloc(1, sizeof *sw);
-    if (!sw)
+    evpol__sigchld *s = evpol__sys.calloc(1, sizeof *s);
+    if (!s)
         return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
-    int rc = evpol__sigchld_init(&sw->s, &safe_ops, safe_reap, err);
+    int rc = evpol__sigchld_init(s, &safe_ops, safe_reap, err);
     if (rc) {
-        evpol__sys.free(sw);
+        evpol__sys.free(s);
         return rc;
     }
-    *out = &sw->s.base;
+    *out = &s->base;
     return 0;
 }

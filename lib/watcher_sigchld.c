@@ -31,7 +31,7 @@
  * and the callback runs on the calling thread. User callbacks never run with
  * a watcher lock held.
  */
-#include "watcher-sigchld.h"
+#include "sigchld-internal.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -49,12 +49,15 @@ static void free_link(void *link)
     evpol__sys.free(link);
 }
 
-static bool is_lost(const evpol__child *c)
+static evpol_loop *get_loop(evpol__sigchld *s)
 {
-    return c->exit.kind == EVPOL_EXIT_LOST;
+    pthread_mutex_lock(&s->lock);
+    evpol_loop *loop = s->loop ? evpol_loop_ref(s->loop) : NULL;
+    pthread_mutex_unlock(&s->lock);
+    return loop;
 }
 
-int evpol__sigchld_init(evpol__sigchld *s, const struct evpol_watcher_ops *ops,
+int evpol__sigchld_init(evpol__sigchld *s, const struct evpol__watcher_ops *ops,
                         evpol__reap_fn reap, evpol_error *err)
 {
     int rc = pthread_mutex_init(&s->lock, NULL);
@@ -98,39 +101,16 @@ void evpol__sigchld_fini(evpol__sigchld *s)
     evpol__watcher_fini(&s->base);
 }
 
-evpol__child *evpol__sigchld_drain_locked(evpol__childtab *t)
-{
-    evpol__child *list = NULL;
-    for (size_t i = 0; i < t->nbuckets; i++) {
-        evpol__child *c = t->buckets[i];
-        while (c) {
-            evpol__child *next = c->next;
-            evpol__childtab_remove(t, c->pid);
-            c->next = list;
-            list = c;
-            c = next;
-        }
-    }
-    return list;
-}
-
-void evpol__sigchld_free_list(evpol__child *list)
-{
-    while (list) {
-        evpol__child *next = list->next;
-        evpol__child_free(list);
-        list = next;
-    }
-}
-
 /* ---- registrations ---- */
 
 evpol__child *evpol__sigchld_register_locked(evpol__sigchld *s, pid_t pid,
                                              const evpol__handler *h)
 {
+    EVPOL__ASSERT_LOCKED(&s->lock);
     evpol__child *c = evpol__childtab_find(&s->tab, pid);
     if (c) {
-        c->h = *h;
+        evpol_loop *no_loop; /* Safe and Fast records hold none */
+        evpol__child_replace(c, h, NULL, &no_loop);
         return c;
     }
     c = evpol__child_new(pid, h, NULL);
@@ -140,23 +120,15 @@ evpol__child *evpol__sigchld_register_locked(evpol__sigchld *s, pid_t pid,
     return c;
 }
 
-int evpol__sigchld_remove(evpol__sigchld *s, pid_t pid)
+int evpol__sigchld_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
 {
+    (void)err;
+    evpol__sigchld *s = (evpol__sigchld *)w;
     evpol_loop *no_loop = NULL; /* Safe and Fast records hold none */
     pthread_mutex_lock(&s->lock);
     int removed = evpol__child_disarm(evpol__childtab_find(&s->tab, pid), &no_loop);
     pthread_mutex_unlock(&s->lock);
     return removed;
-}
-
-size_t evpol__sigchld_pending_locked(evpol__sigchld *s)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < s->tab.nbuckets; i++)
-        for (evpol__child *c = s->tab.buckets[i]; c; c = c->next)
-            if (evpol__child_armed(c))
-                n++;
-    return n;
 }
 
 /* ---- delivery ---- */
@@ -169,7 +141,7 @@ static void run_here(evpol__sigchld *s, evpol_loop *loop, evpol__child *list)
         list = c->next;
         c->next = NULL;
         if (evpol__child_armed(c)) {
-            if (is_lost(c))
+            if (evpol__child_lost(c))
                 evpol__warn_unknown_child(c->pid);
             else
                 evpol__log_debug(loop, "process %ld exited with returncode %d", (long)c->pid,
@@ -184,19 +156,13 @@ void evpol__sigchld_post(evpol__sigchld *s, evpol__child *list)
 {
     if (!list)
         return;
-    evpol_loop *loop = evpol__sigchld_get_loop(s);
-    while (list) {
-        evpol__child *c = list;
-        list = c->next;
-        c->next = NULL;
-        bool armed = evpol__child_armed(c);
-        if (is_lost(c) && armed)
-            evpol__warn_unknown_child(c->pid);
+    evpol_loop *loop = get_loop(s);
+    for (evpol__child *c = list; c; c = c->next) {
         evpol_loop_unref(c->loop);
-        c->loop = loop && armed ? evpol_loop_ref(loop) : NULL;
-        /* Never allocates: the record carries its own post node. */
-        evpol__deliver(&s->base, c);
+        c->loop = loop && evpol__child_armed(c) ? evpol_loop_ref(loop) : NULL;
     }
+    /* Never allocates: each record carries its own post node. */
+    evpol__child_list_deliver(&s->base, list);
     evpol_loop_unref(loop);
 }
 
@@ -278,15 +244,16 @@ static int hook(evpol__sigchld *s, evpol_loop *loop, struct evpol__sigchld_link 
 static void warn_detached_pending(evpol__sigchld *s)
 {
     pthread_mutex_lock(&s->lock);
-    size_t pending = evpol__sigchld_pending_locked(s);
+    size_t pending = evpol__childtab_pending(&s->tab);
     pthread_mutex_unlock(&s->lock);
     if (pending)
         evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
                    "A loop is being detached from a child watcher with pending handlers");
 }
 
-int evpol__sigchld_attach(evpol__sigchld *s, evpol_loop *loop, evpol_error *err)
+int evpol__sigchld_attach(evpol_watcher *w, evpol_loop *loop, evpol_error *err)
 {
+    evpol__sigchld *s = (evpol__sigchld *)w;
     /* Everything that can be known to fail is checked before the old loop
      * is let go, so that a refused attach changes nothing. */
     if (loop && evpol_loop_is_closed(loop) == 1)
@@ -335,9 +302,9 @@ int evpol__sigchld_attach(evpol__sigchld *s, evpol_loop *loop, evpol_error *err)
     return 0;
 }
 
-int evpol__sigchld_is_active(evpol__sigchld *s)
+int evpol__sigchld_is_active(evpol_watcher *w)
 {
-    evpol_loop *loop = evpol__sigchld_get_loop(s);
+    evpol_loop *loop = evpol__sigchld_get_loop(w);
     int active = loop && evpol_loop_is_running(loop) == 1;
     evpol_loop_unref(loop);
     return active;
@@ -352,18 +319,15 @@ void evpol__sigchld_close(evpol__sigchld *s)
     s->loop = NULL;
     size_t pending, running;
     evpol__childtab_reap_exited(&s->tab, &pending, &running);
-    evpol__child *list = evpol__sigchld_drain_locked(&s->tab);
+    evpol__child *list = evpol__childtab_drain(&s->tab);
     pthread_mutex_unlock(&s->lock);
     pthread_mutex_unlock(&s->attach_lock);
     evpol__warn_closed_with_children(&s->base, pending, running);
     evpol_loop_unref(old);
-    evpol__sigchld_free_list(list);
+    evpol__child_list_free(list);
 }
 
-evpol_loop *evpol__sigchld_get_loop(evpol__sigchld *s)
+evpol_loop *evpol__sigchld_get_loop(evpol_watcher *w)
 {
-    pthread_mutex_lock(&s->lock);
-    evpol_loop *loop = s->loop ? evpol_loop_ref(s->loop) : NULL;
-    pthread_mutex_unlock(&s->lock);
-    return loop;
+    return get_loop((evpol__sigchld *)w);
 }

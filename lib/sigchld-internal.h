@@ -1,5 +1,5 @@
 /*
- * watcher-sigchld.h — what SafeChildWatcher and FastChildWatcher share
+ * sigchld-internal.h — what SafeChildWatcher and FastChildWatcher share
  * (CPython's BaseChildWatcher). Private to watcher_sigchld.c,
  * watcher_safe.c and watcher_fast.c.
  *
@@ -9,10 +9,10 @@
  * part owns the attachment (the loop's SIGCHLD handler and its switch from
  * loop to loop, SAF-5), the pid table, activity (SAF-2) and delivery.
  */
-#ifndef EVPOL_WATCHER_SIGCHLD_H
-#define EVPOL_WATCHER_SIGCHLD_H
+#ifndef EVPOL_SIGCHLD_INTERNAL_H
+#define EVPOL_SIGCHLD_INTERNAL_H
 
-#include "evpol-internal.h"
+#include "registry-internal.h"
 
 typedef struct evpol__sigchld evpol__sigchld;
 struct evpol__sigchld_link;
@@ -40,17 +40,21 @@ struct evpol__sigchld {
 };
 
 /* Initialise the shared part of a freshly allocated watcher. */
-int evpol__sigchld_init(evpol__sigchld *s, const struct evpol_watcher_ops *ops,
+int evpol__sigchld_init(evpol__sigchld *s, const struct evpol__watcher_ops *ops,
                         evpol__reap_fn reap, evpol_error *err);
 /* Free the tables and locks and the base (the caller frees the memory). */
 void evpol__sigchld_fini(evpol__sigchld *s);
 
+/* The ops Safe and Fast share, used as they are in both tables. */
 /* ops->attach (CW-5, SAF-4, SAF-5). */
-int evpol__sigchld_attach(evpol__sigchld *s, evpol_loop *loop, evpol_error *err);
+int evpol__sigchld_attach(evpol_watcher *w, evpol_loop *loop, evpol_error *err);
 /* ops->get_loop: the attached loop, referenced, or NULL. */
-evpol_loop *evpol__sigchld_get_loop(evpol__sigchld *s);
+evpol_loop *evpol__sigchld_get_loop(evpol_watcher *w);
 /* ops->is_active (SAF-2, FST-3). */
-int evpol__sigchld_is_active(evpol__sigchld *s);
+int evpol__sigchld_is_active(evpol_watcher *w);
+/* ops->remove (CW-4): the registration stays with no handler so that the
+ * child is still reaped, never left a zombie. */
+int evpol__sigchld_remove(evpol_watcher *w, pid_t pid, evpol_error *err);
 /* The shared half of ops->close: detach from the loop (which may be
  * closed already), reap the children that already exited, warn about the
  * rest (evpol__childtab_reap_exited) and free every registration. */
@@ -60,21 +64,10 @@ void evpol__sigchld_close(evpol__sigchld *s);
  * held; returns the record in the table, or NULL when out of memory. */
 evpol__child *evpol__sigchld_register_locked(evpol__sigchld *s, pid_t pid,
                                              const evpol__handler *h);
-/* ops->remove (CW-4): the registration stays with cb NULL so that the child
- * is still reaped, never left a zombie. */
-int evpol__sigchld_remove(evpol__sigchld *s, pid_t pid);
-/* Number of registrations that still have a callback. s->lock held. */
-size_t evpol__sigchld_pending_locked(evpol__sigchld *s);
-/* Unlink every record of `t` (whose owner's lock is held) and return them
- * as a list; the table stays valid and empty. */
-evpol__child *evpol__sigchld_drain_locked(evpol__childtab *t);
-/* Free a list of records without calling anything. */
-void evpol__sigchld_free_list(evpol__child *list);
-
 /* Hand reaped records to the attached loop's thread (each through
  * evpol__loop_post), or, with no loop attached, call them on the calling
  * thread. Used where the caller may not be on the loop's thread: add and
  * attach. Takes ownership of the list. */
 void evpol__sigchld_post(evpol__sigchld *s, evpol__child *list);
 
-#endif
+#endif /* EVPOL_SIGCHLD_INTERNAL_H */
