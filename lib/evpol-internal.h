@@ -4,16 +4,48 @@
  * Layout of lib/:
  *   error.c      error codes, messages, the log hook, thread helpers
  *   sys.c        the syscall seam (evpol__sys) and its real table
+ *   spawn_clone.c  the real table's spawn (clone fast path, posix_spawnp)
  *   loop.c       evpol_loop on a libevent event_base
  *   policy.c     policies, the process-wide policy, per-thread loops
  *   watcher.c    the watcher interface: validation, dispatch, ref counting,
- *                the callback gate, delivery to loops, custom watchers
- *   childtab.c   pid -> registration table used by the watchers
- *   watcher_threaded.c, watcher_multiloop.c, watcher_safe.c,
- *   watcher_fast.c, watcher_pidfd.c   one file per watcher
- *   watcher_sigchld.c  what Safe and Fast share (SIGCHLD through the
- *                attached loop; CPython's BaseChildWatcher)
+ *                custom watchers
+ *   registry.c   what every built-in watcher does with a registered child:
+ *                the pid table, replace/remove, status decoding, close,
+ *                delivery to loops and the callback gate
+ *                (registry-internal.h)
+ *   watcher_threaded.c, watcher_pidfd.c, watcher_multiloop.c,
+ *   watcher_sigchld.c (Safe and Fast)   how each watcher learns of an exit
  *   spawn.c      evpol_loop_spawn
+ *
+ * The life of an exit. spawn.c (or the program) registers a pid through
+ * watcher.c, which validates and calls the watcher's ops->add; the
+ * watcher file puts a registration in its table (registry.c). From the
+ * kernel on, an exit passes through three files: the watcher's own,
+ * registry.c and loop.c.
+ *   Threaded   watcher_threaded.c: the pid's waiting thread returns from
+ *              waitpid -> registry.c: decode, take the registration out of
+ *              the table, evpol__deliver -> loop.c: evpol__loop_post wakes
+ *              the registering loop, whose thread runs registry.c's
+ *              delivery, which calls the callback through the gate.
+ *   Pidfd      loop.c: the pidfd's reader fires on the registering loop ->
+ *              watcher_pidfd.c: waitpid(pid, WNOHANG), close the pidfd ->
+ *              registry.c: decode, deliver -> loop.c post -> callback.
+ *   MultiLoop  watcher_multiloop.c: the SIGCHLD handler writes to the pipe,
+ *              the reaper thread wakes -> registry.c: one poll round over
+ *              the table (evpol__childtab_poll_locked), deliver -> loop.c
+ *              post -> callback on each registering loop.
+ *   Safe, Fast loop.c: the attached loop's SIGCHLD event fires on its
+ *              thread -> watcher_sigchld.c: the reap (Safe: a poll round in
+ *              registry.c; Fast: waitpid(-1) until nothing is left) ->
+ *              registry.c: the callback through the gate, on that thread.
+ *              An exit found at add or attach is posted through loop.c.
+ * For evpol_loop_spawn the callback at the end is spawn.c's: it hands its
+ * own record (spawn_rec, allocated before the process existed, so that
+ * nothing allocates after the exit) once more to the spawning loop through
+ * loop.c, where on_exit runs (SUB-3). spawn_rec is not a registration:
+ * it is what one watcher callback carries, for any watcher including a
+ * custom one, and outlives the registration when the watcher or the loop
+ * closes first (spawn.c's orphan sweep frees it then).
  */
 #ifndef EVPOL_INTERNAL_H
 #define EVPOL_INTERNAL_H
