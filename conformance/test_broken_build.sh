@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . lib/dist/planted-copy.sh
 
-plant lib/watcher_threaded.c 's/(c->loop = evpol_loop_ref\(loop\);\n)\s*c->h = \*h;\n/$1/'
+plant lib/watcher_threaded.c 's/evpol__child_replace\(c, h, loop, &old_loop\);/evpol__child_replace(c, &c->h, loop, &old_loop);/'
 plant lib/watcher_multiloop.c 's/\} else if \(evpol__sys\.sigaction\(SIGCHLD, &m->saved, NULL\) != 0\)/} else if (0)/'
 
 clean_make -C "$tmp" -s all BUILD=build/broken SANITIZE= >/dev/null

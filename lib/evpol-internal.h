@@ -4,28 +4,84 @@
  * Layout of lib/:
  *   error.c      error codes, messages, the log hook, thread helpers
  *   sys.c        the syscall seam (evpol__sys) and its real table
+ *   spawn_clone.c  the real table's spawn (clone fast path, posix_spawnp)
  *   loop.c       evpol_loop on a libevent event_base
  *   policy.c     policies, the process-wide policy, per-thread loops
  *   watcher.c    the watcher interface: validation, dispatch, ref counting,
- *                the callback gate, delivery to loops, custom watchers
- *   childtab.c   pid -> registration table used by the watchers
- *   watcher_threaded.c, watcher_multiloop.c, watcher_safe.c,
- *   watcher_fast.c, watcher_pidfd.c   one file per watcher
- *   watcher_sigchld.c  what Safe and Fast share (SIGCHLD through the
- *                attached loop; CPython's BaseChildWatcher)
+ *                custom watchers
+ *   registry.c   what every built-in watcher does with a registered child:
+ *                the pid table, replace/remove, status decoding, close,
+ *                delivery to loops and the callback gate
+ *                (registry-internal.h)
+ *   watcher_threaded.c, watcher_pidfd.c, watcher_multiloop.c,
+ *   watcher_sigchld.c (Safe and Fast)   how each watcher learns of an exit
  *   spawn.c      evpol_loop_spawn
+ *
+ * The life of an exit. spawn.c (or the program) registers a pid through
+ * watcher.c, which validates and calls the watcher's ops->add; the
+ * watcher file puts a registration in its table (registry.c). From the
+ * kernel on, an exit passes through three files: the watcher's own,
+ * registry.c and loop.c.
+ *   Threaded   watcher_threaded.c: the pid's waiting thread returns from
+ *              waitpid -> registry.c: decode, take the registration out of
+ *              the table, evpol__deliver -> loop.c: evpol__loop_post wakes
+ *              the registering loop, whose thread runs registry.c's
+ *              delivery, which calls the callback through the gate.
+ *   Pidfd      loop.c: the pidfd's reader fires on the registering loop ->
+ *              watcher_pidfd.c: waitpid(pid, WNOHANG), close the pidfd ->
+ *              registry.c: decode, deliver -> loop.c post -> callback.
+ *   MultiLoop  watcher_multiloop.c: the SIGCHLD handler writes to the pipe,
+ *              the reaper thread wakes -> registry.c: one poll round over
+ *              the table (evpol__childtab_poll_locked), deliver -> loop.c
+ *              post -> callback on each registering loop.
+ *   Safe, Fast loop.c: the attached loop's SIGCHLD event fires on its
+ *              thread -> watcher_sigchld.c: the reap (Safe: a poll round in
+ *              registry.c; Fast: waitpid(-1) until nothing is left) ->
+ *              registry.c: the callback through the gate, on that thread.
+ *              An exit found at add or attach is posted through loop.c.
+ * For evpol_loop_spawn the callback at the end is spawn.c's: it hands its
+ * own record (spawn_rec, allocated before the process existed, so that
+ * nothing allocates after the exit) once more to the spawning loop through
+ * loop.c, where on_exit runs (SUB-3). spawn_rec is not a registration:
+ * it is what one watcher callback carries, for any watcher including a
+ * custom one, and outlives the registration when the watcher or the loop
+ * closes first (spawn.c's orphan sweep frees it then).
  */
 #ifndef EVPOL_INTERNAL_H
 #define EVPOL_INTERNAL_H
 
 #include "evpol.h"
 
+#include <assert.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #define EVPOL_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define EVPOL_HIDDEN __attribute__((visibility("hidden")))
+
+/* EVPOL__ASSERT_LOCKED(m): the precondition of every `_locked` function,
+ * checked when NDEBUG is not defined (libevent's EVLOCK_ASSERT_LOCKED).
+ * glibc records the owner of every mutex type, so the check is "held by
+ * this thread"; elsewhere it can only be "held". */
+#ifdef NDEBUG
+#define EVPOL__ASSERT_LOCKED(m) ((void)0)
+#else
+#define EVPOL__ASSERT_LOCKED(m) assert(evpol__mutex_held(m))
+static inline bool evpol__mutex_held(pthread_mutex_t *m)
+{
+#ifdef __GLIBC__
+    return m->__data.__owner == gettid();
+#else
+    int rc = pthread_mutex_trylock(m);
+    if (rc == 0)
+        pthread_mutex_unlock(m);
+    return rc == EBUSY;
+#endif
+}
+#endif
 
 /* Type tags at the start of each public object, checked by evpol_is_*. */
 enum {
@@ -87,6 +143,10 @@ EVPOL_HIDDEN void evpol__thread_name(char *buf, size_t size);
 extern EVPOL_HIDDEN _Atomic(const evpol_sys *) evpol__sys_table;
 #define evpol__sys (*atomic_load_explicit(&evpol__sys_table, memory_order_acquire))
 
+/* The real table's spawn (spawn_clone.c): the clone fast path, else
+ * posix_spawnp. Returns 0 or an errno value, as evpol_sys.spawn. */
+EVPOL_HIDDEN int evpol__real_spawn(pid_t *pid, const evpol_sys_spawn_request *req);
+
 
 /* ---- loops (loop.c) ---- */
 
@@ -122,8 +182,6 @@ EVPOL_HIDDEN void evpol__reset_running_loop(void);
 
 /* ---- watchers (watcher.c) ---- */
 
-struct evpol__child;
-
 /* What a registration calls: cb (the returncode) or status_cb (the whole
  * status), never both; neither once its handler was removed (CW-4). */
 typedef struct evpol__handler {
@@ -132,22 +190,12 @@ typedef struct evpol__handler {
     void *arg;
 } evpol__handler;
 
-/* The status `pid` exited with, as waitpid reported it (CW-10). A status
- * that is neither an exit nor a death by signal is logged as a warning
- * naming the pid and the raw status. */
-EVPOL_HIDDEN void evpol__exit_decode(pid_t pid, int status, evpol_exit_status *out);
-/* A status reaped elsewhere (CW-11): returncode 255, kind LOST. */
-EVPOL_HIDDEN void evpol__exit_lost(evpol_exit_status *out);
-/* waitpid failed with an error that says nothing about the child (neither
- * ECHILD nor EINTR): one error line with the errno and the pid asked for. */
-EVPOL_HIDDEN void evpol__log_waitpid_error(const char *watcher, pid_t pid, int errnum);
-
 /*
  * Every watcher starts with this base. The generic layer in watcher.c
  * validates arguments, rejects calls on closed watchers, and calls the ops
  * with the watcher's own lock NOT held.
  */
-struct evpol_watcher_ops {
+struct evpol__watcher_ops {
     const char *name;
     evpol_watcher_kind kind;
     /* add: `loop` is the loop to deliver on (referenced by the caller for
@@ -182,7 +230,7 @@ struct evpol_watcher {
     uint32_t magic;
     atomic_int refs;
     atomic_bool closed;
-    const struct evpol_watcher_ops *ops;
+    const struct evpol__watcher_ops *ops;
     /* Open spawn contexts (CW-9), counted here for every watcher so that an
      * exit without enter is an error whatever the watcher. */
     atomic_int contexts;
@@ -191,7 +239,7 @@ struct evpol_watcher {
 };
 
 /* Initialise the base of a freshly allocated watcher (one reference). */
-EVPOL_HIDDEN int evpol__watcher_init(evpol_watcher *w, const struct evpol_watcher_ops *ops,
+EVPOL_HIDDEN int evpol__watcher_init(evpol_watcher *w, const struct evpol__watcher_ops *ops,
                                      evpol_error *err);
 /* Tear down the base; called by each ops->destroy before freeing. */
 EVPOL_HIDDEN void evpol__watcher_fini(evpol_watcher *w);
@@ -200,43 +248,10 @@ EVPOL_HIDDEN bool evpol__watcher_closed(evpol_watcher *w);
  * being destroyed by its last unref): for threads that find the watcher
  * through their own records rather than through a reference they hold. */
 EVPOL_HIDDEN bool evpol__watcher_try_ref(evpol_watcher *w);
-
-/* Call c's handler (which it has) with c->exit on the calling thread
- * through the gate: never after close has returned. Use it for every user
- * callback. */
-EVPOL_HIDDEN void evpol__watcher_invoke(evpol_watcher *w, const struct evpol__child *c);
-
-/* Deliver c's handler with c->exit on c->loop's thread through the gate
- * (THR-5, MUL-3, PFD), taking ownership of `c` (already unlinked from any
- * table; for Pidfd its fd already closed). Holds a watcher reference until
- * done. If the loop is closed (now or before the call runs) the callback is
- * not called and "Loop %p that handles pid %d is closed" is logged (CW-12).
- * A record without a handler is simply freed. Any thread; never allocates. */
-EVPOL_HIDDEN void evpol__deliver(evpol_watcher *w, struct evpol__child *c);
-
-/* The CW-11 warning for a child reaped elsewhere. */
-EVPOL_HIDDEN void evpol__warn_unknown_child(pid_t pid);
-
-/* ---- the shared core of Threaded and Pidfd (wcore.c) ---- */
-
-/* What outlives a call: the lock, the pid table and a pointer to the
- * watcher that close clears. Threads and readers hold core references. */
-typedef struct evpol__wcore evpol__wcore;
-typedef struct evpol__core_watcher {
-    evpol_watcher base;
-    evpol__wcore *core;
-} evpol__core_watcher;
-
-/* A watcher with `ops` and a fresh core (the watcher holds one reference). */
-EVPOL_HIDDEN int evpol__core_watcher_new(const struct evpol_watcher_ops *ops,
-                                         evpol_watcher **out, evpol_error *err);
-EVPOL_HIDDEN evpol__wcore *evpol__core_of(evpol_watcher *w);
-/* ops->destroy and ops->remove for such watchers. */
-EVPOL_HIDDEN void evpol__core_watcher_destroy(evpol_watcher *w);
-EVPOL_HIDDEN int evpol__core_watcher_remove(evpol_watcher *w, pid_t pid, evpol_error *err);
-EVPOL_HIDDEN void evpol__wcore_ref(evpol__wcore *core);
-/* The last unref frees what is left in the table. */
-EVPOL_HIDDEN void evpol__wcore_unref(evpol__wcore *core);
+/* The watcher whose callback this thread is running (set by
+ * evpol__watcher_invoke), so that a callback may close its own watcher
+ * without waiting for itself. */
+EVPOL_HIDDEN extern _Thread_local evpol_watcher *evpol__tls_in_callback;
 
 /* Constructors of the built-in watchers (one file each). */
 EVPOL_HIDDEN int evpol__threaded_new(evpol_watcher **out, evpol_error *err);
@@ -246,96 +261,5 @@ EVPOL_HIDDEN int evpol__fast_new(evpol_watcher **out, evpol_error *err);
 EVPOL_HIDDEN int evpol__pidfd_new(evpol_watcher **out, evpol_error *err);
 /* Does pidfd_open work in this process (through the seam)? */
 EVPOL_HIDDEN bool evpol__pidfd_usable(void);
-
-/* ---- pid table (childtab.c) ---- */
-
-/* One registered child. `loop` holds a reference when non-NULL. A handler
- * without a callback marks a child whose handler was removed but that is
- * still to be reaped, so that no zombie is left (CW-4). */
-typedef struct evpol__child {
-    pid_t pid;
-    evpol__handler h;
-    evpol_loop *loop;
-    int fd;     /* per-watcher use (Pidfd: the pidfd), else -1 */
-    void *data; /* per-watcher use */
-    struct evpol__child *next;
-    evpol_exit_status exit; /* set by whoever reaped the child */
-    /* Used by evpol__deliver. */
-    evpol_watcher *watcher;
-    evpol__post post;
-} evpol__child;
-
-/* Has the record a handler to call (not removed, CW-4)? */
-static inline bool evpol__child_armed(const evpol__child *c)
-{
-    return c->h.cb || c->h.status_cb;
-}
-
-/* A hash table pid -> child. Not locked: its owner locks. */
-typedef struct evpol__childtab {
-    evpol__child **buckets;
-    size_t nbuckets;
-    size_t count;
-} evpol__childtab;
-
-EVPOL_HIDDEN int evpol__childtab_init(evpol__childtab *t);
-/* Calls fn on every entry (which fn then owns), then frees the buckets. */
-EVPOL_HIDDEN void evpol__childtab_fini(evpol__childtab *t, void (*fn)(evpol__child *c));
-EVPOL_HIDDEN evpol__child *evpol__childtab_find(const evpol__childtab *t, pid_t pid);
-/* Insert `c` (whose pid is not in the table) into an initialised table.
- * Never fails: without memory to grow, the chains just get longer. */
-EVPOL_HIDDEN void evpol__childtab_insert(evpol__childtab *t, evpol__child *c);
-/* Unlink and return the entry for pid, or NULL. */
-EVPOL_HIDDEN evpol__child *evpol__childtab_remove(evpol__childtab *t, pid_t pid);
-/* Allocate a child record (fd = -1) with a copy of `h` (NULL: none);
- * takes a loop reference when loop set. */
-EVPOL_HIDDEN evpol__child *evpol__child_new(pid_t pid, const evpol__handler *h,
-                                            evpol_loop *loop);
-/* Drop the loop reference and free. NULL is ignored. */
-EVPOL_HIDDEN void evpol__child_free(evpol__child *c);
-/* remove_child_handler on a registered record (CW-4): 1 when it had a
- * callback, which it no longer has; 0 when it had none. The record stays,
- * so that whatever reaps the child still does and no zombie is left.
- * *old_loop gets the loop reference to drop once the lock is released. */
-EVPOL_HIDDEN int evpol__child_disarm(evpol__child *c, evpol_loop **old_loop);
-
-/* What close does with the registrations it takes (CW-8), for the
- * watchers that reap only on a signal (MultiLoop, Safe, Fast): reap,
- * without a callback, every child that has already exited; count the
- * handlers that will never be called and the children still running,
- * which are left to the program. The table's lock held (no log line). */
-EVPOL_HIDDEN void evpol__childtab_reap_exited(const evpol__childtab *t, size_t *pending,
-                                              size_t *running);
-/* Then, with no lock held: one resource warning saying both, if any. */
-EVPOL_HIDDEN void evpol__warn_closed_with_children(evpol_watcher *w, size_t pending,
-                                                   size_t running);
-
-/* A block kept for reuse; whatever is kept starts with this link. */
-typedef struct evpol__spare {
-    struct evpol__spare *next;
-} evpol__spare;
-
-/* The core's fields (wcore.c), after evpol__childtab. */
-struct evpol__wcore {
-    pthread_mutex_t lock;
-    atomic_int refs;        /* the watcher's, plus one per thread/reader */
-    evpol_watcher *watcher; /* NULL once closed */
-    evpol__childtab tab;    /* pid -> current registration */
-    evpol__spare *spare;    /* Threaded: blocks its waiting threads gave back */
-};
-
-/* What ops->close shares: forget the watcher, warn when registrations were
- * pending (CW-8; `consequence` ends the line, "" for none) and hand each to
- * `release`, which frees it. */
-EVPOL_HIDDEN void evpol__core_watcher_close(evpol_watcher *w, void (*release)(evpol__child *c),
-                                            const char *consequence);
-/* Under core->lock: a reference to the watcher, or NULL once it is closed
- * or being destroyed. */
-EVPOL_HIDDEN evpol_watcher *evpol__wcore_watcher_locked(evpol__wcore *core);
-/* After a child exited and its record `c` left the table with c->exit
- * set: with `w` (from evpol__wcore_watcher_locked, or NULL) warn if the
- * status was lost (CW-11), deliver, and drop `w`; without, just free `c`.
- * No lock held. */
-EVPOL_HIDDEN void evpol__wcore_finish(evpol_watcher *w, evpol__child *c);
 
 #endif /* EVPOL_INTERNAL_H */

@@ -138,6 +138,7 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
 /* Caller holds loop->lock and has checked the loop is open. */
 static void wake_locked(evpol_loop *loop)
 {
+    EVPOL__ASSERT_LOCKED(&loop->lock);
     event_active(loop->wake, EV_READ, 0);
 }
 

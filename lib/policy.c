@@ -104,6 +104,7 @@ static void registry_remove(evpol_policy *p)
  * Caller holds p->lock. */
 static evpol_loop *take_slot_locked(evpol_policy *p, uint64_t thread)
 {
+    EVPOL__ASSERT_LOCKED(&p->lock);
     for (thread_slot **link = &p->slots; *link; link = &(*link)->next) {
         thread_slot *s = *link;
         if (s->thread == thread) {

@@ -13,8 +13,8 @@
  * and no allocation happens once the child has exited.
  *
  * How the process is made lives behind the seam (evpol__sys.spawn; the
- * real one, in sys.c, is posix_spawnp or, when no stream is a pipe, a
- * vfork-style clone that copies only fds 0..2): no fork, so no
+ * real one, in spawn_clone.c, is posix_spawnp or, when no stream is a
+ * pipe, a vfork-style clone that copies only fds 0..2): no fork, so no
  * pthread_atfork handler runs, and an exec failure comes back as the
  * call's errno with the child already reaped, so SUB-4 needs no error pipe
  * and leaves no zombie. Every fd is created O_CLOEXEC and reaches the
@@ -85,6 +85,7 @@ void evpol__spawn_orphans_may_exist(void)
 
 static void link_rec_locked(spawn_rec *r)
 {
+    EVPOL__ASSERT_LOCKED(&records_lock);
     r->prev = NULL;
     r->next = records;
     if (records)
@@ -94,6 +95,7 @@ static void link_rec_locked(spawn_rec *r)
 
 static void unlink_rec_locked(spawn_rec *r)
 {
+    EVPOL__ASSERT_LOCKED(&records_lock);
     if (r->prev)
         r->prev->next = r->next;
     else

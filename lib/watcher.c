@@ -15,13 +15,12 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 /* The watcher whose callback this thread is running, so that a callback may
  * close its own watcher without waiting for itself. */
-static _Thread_local evpol_watcher *tls_in_callback;
+_Thread_local evpol_watcher *evpol__tls_in_callback;
 
-int evpol__watcher_init(evpol_watcher *w, const struct evpol_watcher_ops *ops, evpol_error *err)
+int evpol__watcher_init(evpol_watcher *w, const struct evpol__watcher_ops *ops, evpol_error *err)
 {
     int rc = pthread_rwlock_init(&w->gate, NULL);
     /* LCOV_EXCL_START: cannot fail in glibc (POSIX allows it elsewhere) */
@@ -219,7 +218,7 @@ int evpol_watcher_close(evpol_watcher *w, evpol_error *err)
     int rc = w->ops->close(w, err);
     /* Wait until no callback of this watcher is running (except our own
      * caller's, when a callback closes its own watcher). */
-    if (tls_in_callback != w) {
+    if (evpol__tls_in_callback != w) {
         pthread_rwlock_wrlock(&w->gate);
         pthread_rwlock_unlock(&w->gate);
     }
@@ -249,118 +248,6 @@ int evpol_watcher_exit(evpol_watcher *w, evpol_error *err)
     if (rc != 0)
         atomic_fetch_add(&w->contexts, 1);
     return rc;
-}
-
-/* ---- callbacks and delivery ---- */
-
-void evpol__watcher_invoke(evpol_watcher *w, const evpol__child *c)
-{
-    pthread_rwlock_rdlock(&w->gate);
-    if (!evpol__watcher_closed(w)) {
-        evpol_watcher *outer = tls_in_callback;
-        tls_in_callback = w;
-        if (c->h.status_cb)
-            c->h.status_cb(c->pid, &c->exit, c->h.arg);
-        else
-            c->h.cb(c->pid, c->exit.returncode, c->h.arg);
-        tls_in_callback = outer;
-    }
-    pthread_rwlock_unlock(&w->gate);
-}
-
-void evpol__exit_decode(pid_t pid, int status, evpol_exit_status *out)
-{
-    *out = (evpol_exit_status){.size = sizeof *out, .raw = status};
-    if (WIFEXITED(status)) {
-        out->kind = EVPOL_EXIT_EXITED;
-        out->code = WEXITSTATUS(status);
-        out->returncode = out->code;
-    } else if (WIFSIGNALED(status)) {
-        out->kind = EVPOL_EXIT_KILLED;
-        out->signal = WTERMSIG(status);
-        out->core_dumped = WCOREDUMP(status) != 0;
-        out->returncode = -out->signal;
-    } else {
-        /* asyncio's 255, which alone reads as exit(255) or a lost status. */
-        out->kind = EVPOL_EXIT_UNKNOWN;
-        out->returncode = 255;
-        evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
-                   "pid %ld: wait status 0x%x is neither an exit nor a death by signal, "
-                   "will report returncode 255",
-                   (long)pid, (unsigned)status);
-    }
-}
-
-void evpol__exit_lost(evpol_exit_status *out)
-{
-    *out = (evpol_exit_status){.size = sizeof *out, .kind = EVPOL_EXIT_LOST, .returncode = 255};
-}
-
-void evpol__log_waitpid_error(const char *watcher, pid_t pid, int errnum)
-{
-    /* CPython logs this as "Unknown exception in SIGCHLD handler". */
-    evpol__log(EVPOL_LOG_ERROR, EVPOL_LOG_CAT_RUNTIME,
-               "%s: waitpid(%ld) failed: %s (errno %d); the registration is kept and polled "
-               "again at the next SIGCHLD",
-               watcher, (long)pid, strerror(errnum), errnum);
-}
-
-void evpol__warn_unknown_child(pid_t pid)
-{
-    evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
-               "Unknown child process pid %ld, will report returncode 255", (long)pid);
-}
-
-static void delivery_run(void *p)
-{
-    evpol__child *c = p;
-    evpol_watcher *w = c->watcher;
-    evpol__log_debug(c->loop, "process %ld exited with returncode %d", (long)c->pid,
-                     c->exit.returncode);
-    evpol__watcher_invoke(w, c);
-    evpol__child_free(c);
-    evpol_watcher_unref(w);
-}
-
-static void warn_loop_closed(evpol__child *c)
-{
-    evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME,
-               "Loop %p that handles pid %ld is closed", (void *)c->loop, (long)c->pid);
-}
-
-static void delivery_drop(void *p)
-{
-    evpol__child *c = p;
-    evpol_watcher *w = c->watcher;
-    warn_loop_closed(c);
-    evpol__child_free(c);
-    evpol_watcher_unref(w);
-}
-
-void evpol__deliver(evpol_watcher *w, evpol__child *c)
-{
-    if (!evpol__child_armed(c) || evpol__watcher_closed(w)) {
-        evpol__child_free(c);
-        return;
-    }
-    /* Held until the callback ran or was dropped. */
-    if (!evpol__watcher_try_ref(w)) {
-        evpol__child_free(c);
-        return;
-    }
-    if (!c->loop) {
-        /* No loop to hand it to: call it here. */
-        evpol__watcher_invoke(w, c);
-        evpol__child_free(c);
-        evpol_watcher_unref(w);
-        return;
-    }
-    c->watcher = w;
-    c->post.fn = delivery_run;
-    c->post.drop = delivery_drop;
-    c->post.arg = c;
-    if (evpol__loop_post(c->loop, &c->post, NULL) != 0)
-        delivery_drop(c);
 }
 
 /* ---- custom watchers ---- */
@@ -421,7 +308,7 @@ static void custom_destroy(evpol_watcher *w)
     evpol__sys.free(cw);
 }
 
-static const struct evpol_watcher_ops custom_ops = {
+static const struct evpol__watcher_ops custom_ops = {
     .name = "custom",
     .kind = EVPOL_WATCHER_CUSTOM,
     .add = custom_add,

@@ -48,7 +48,7 @@
  * not exist. The inherited handler may make the parent's reaper poll once
  * for nothing, which is harmless.
  */
-#include "evpol-internal.h"
+#include "registry-internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -155,55 +155,6 @@ static void disconnect_handler(void)
 
 /* ---- reaping ---- */
 
-/* Poll c->pid once; m->lock held. Returns true when the child is gone, with
- * c->exit set (EVPOL_EXIT_LOST when the status was reaped elsewhere). An
- * error that says nothing about the child is left in *wait_errno (when it
- * is still 0), for the caller to log once the lock is released. */
-static bool poll_child_locked(evpol__child *c, int *wait_errno)
-{
-    int status = 0;
-    pid_t r;
-    do
-        r = evpol__sys.waitpid(c->pid, &status, WNOHANG);
-    while (r < 0 && errno == EINTR);
-    if (r == c->pid) {
-        evpol__exit_decode(c->pid, status, &c->exit);
-        return true;
-    }
-    if (r < 0 && errno == ECHILD) {
-        evpol__exit_lost(&c->exit);
-        return true;
-    }
-    /* 0: still running. Another error should not happen for a pid > 0
-     * with WNOHANG; keep the record and look again on the next SIGCHLD. */
-    if (r < 0 && !*wait_errno)
-        *wait_errno = errno;
-    return false;
-}
-
-/* Hand a list of reaped records to their loops (caller holds a watcher
- * reference and no lock). */
-static void deliver_list(evpol_watcher *w, evpol__child *list)
-{
-    while (list) {
-        evpol__child *c = list;
-        list = c->next;
-        c->next = NULL;
-        if (c->exit.kind == EVPOL_EXIT_LOST && evpol__child_armed(c))
-            evpol__warn_unknown_child(c->pid);
-        evpol__deliver(w, c);
-    }
-}
-
-static void free_list(evpol__child *list)
-{
-    while (list) {
-        evpol__child *next = list->next;
-        evpol__child_free(list);
-        list = next;
-    }
-}
-
 /* One poll round over every registered pid (MUL-2). Returns false when the
  * watcher was freed during delivery (the reaper must leave at once). */
 static bool reap_registered(ml_watcher *m)
@@ -212,23 +163,8 @@ static bool reap_registered(ml_watcher *m)
     pid_t failed_pid = 0;
     int wait_errno = 0;
     pthread_mutex_lock(&m->lock);
-    if (!atomic_load(&m->shut)) {
-        for (size_t i = 0; i < m->tab.nbuckets; i++) {
-            evpol__child *next;
-            for (evpol__child *c = m->tab.buckets[i]; c; c = next) {
-                next = c->next;
-                int e = wait_errno;
-                if (!poll_child_locked(c, &wait_errno)) {
-                    if (wait_errno != e)
-                        failed_pid = c->pid;
-                    continue;
-                }
-                evpol__childtab_remove(&m->tab, c->pid);
-                c->next = done;
-                done = c;
-            }
-        }
-    }
+    if (!atomic_load(&m->shut))
+        done = evpol__childtab_poll_locked(&m->lock, &m->tab, &failed_pid, &wait_errno);
     pthread_mutex_unlock(&m->lock);
     if (wait_errno)
         evpol__log_waitpid_error(m->base.ops->name, failed_pid, wait_errno);
@@ -239,10 +175,10 @@ static bool reap_registered(ml_watcher *m)
      * be taken, the last unref is closing the watcher and nothing may be
      * delivered any more. */
     if (!evpol__watcher_try_ref(&m->base)) {
-        free_list(done);
+        evpol__child_list_free(done);
         return true;
     }
-    deliver_list(&m->base, done);
+    evpol__child_list_deliver(&m->base, done);
     /* May be the last reference: the watcher is then closed and freed on
      * this thread (ml_close sees that and sets tls_reaper_orphaned). */
     evpol_watcher_unref(&m->base);
@@ -308,12 +244,8 @@ static int ml_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__ha
     }
     evpol__child *c = evpol__childtab_find(&m->tab, pid);
     if (c) {
-        /* CW-2: swap the registration in place; the loop reference moves
-         * from the fresh record to the kept one. */
-        old_loop = c->loop;
-        c->loop = fresh->loop;
-        fresh->loop = NULL;
-        c->h = *h;
+        /* CW-2: swap the registration in place. */
+        evpol__child_replace(c, h, loop, &old_loop);
     } else {
         evpol__childtab_insert(&m->tab, fresh);
         c = fresh;
@@ -321,7 +253,7 @@ static int ml_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__ha
     }
     /* The child may have exited before it was registered (or before the
      * handler existed): look now, as CPython does. */
-    if (poll_child_locked(c, &wait_errno)) {
+    if (evpol__child_poll_locked(&m->lock, c, &wait_errno)) {
         evpol__childtab_remove(&m->tab, pid);
         done = c;
     }
@@ -333,7 +265,7 @@ static int ml_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__ha
     evpol_loop_unref(old_loop);
     /* Never the callback itself: evpol__deliver posts it to the loop. The
      * caller's reference keeps the watcher alive meanwhile. */
-    deliver_list(w, done);
+    evpol__child_list_deliver(w, done);
     return 0;
 }
 
@@ -539,7 +471,7 @@ static void ml_destroy(evpol_watcher *w)
     evpol__sys.free(m);
 }
 
-static const struct evpol_watcher_ops ml_ops = {
+static const struct evpol__watcher_ops ml_ops = {
     .name = "MultiLoopChildWatcher",
     .kind = EVPOL_WATCHER_MULTILOOP,
     .add = ml_add,

@@ -36,7 +36,7 @@
  * reports ENOTSUP and EVPOL_WATCHER_AUTO picks ThreadedChildWatcher
  * (PFD-4).
  */
-#include "evpol-internal.h"
+#include "registry-internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -115,7 +115,7 @@ static void on_pidfd_readable(int fd, void *arg)
 static int pfd_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__handler *h,
                    evpol_error *err)
 {
-    evpol__wcore *core = evpol__core_of(w);
+    evpol__wcore *core = evpol__wcore_of(w);
     evpol_loop *old_loop = NULL;
     evpol__child *unknown = NULL;
     int rc = 0;
@@ -131,9 +131,7 @@ static int pfd_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__h
     evpol__child *c = evpol__childtab_find(&core->tab, pid);
     if (c) {
         /* CW-2: same pidfd and reader, new callback and delivery loop. */
-        old_loop = c->loop;
-        c->loop = evpol_loop_ref(loop);
-        c->h = *h;
+        evpol__child_replace(c, h, loop, &old_loop);
         goto out;
     }
     int fd = evpol__sys.pidfd_open(pid, 0);
@@ -207,23 +205,23 @@ static void close_pending(evpol__child *c)
 static int pfd_close(evpol_watcher *w, evpol_error *err)
 {
     (void)err;
-    evpol__core_watcher_close(w, close_pending, "; those still running will not be reaped");
+    evpol__wcore_watcher_close(w, close_pending, "; those still running will not be reaped");
     return 0;
 }
 
-static const struct evpol_watcher_ops pfd_ops = {
+static const struct evpol__watcher_ops pfd_ops = {
     .name = "PidfdChildWatcher",
     .kind = EVPOL_WATCHER_PIDFD,
     .add = pfd_add,
-    .remove = evpol__core_watcher_remove, /* no attach: always active */
+    .remove = evpol__wcore_watcher_remove, /* no attach: always active */
     .close = pfd_close,
-    .destroy = evpol__core_watcher_destroy,
+    .destroy = evpol__wcore_watcher_destroy,
     .needs_loop = true,
 };
 
 int evpol__pidfd_new(evpol_watcher **out, evpol_error *err)
 {
-    return evpol__core_watcher_new(&pfd_ops, out, err);
+    return evpol__wcore_watcher_new(&pfd_ops, out, err);
 }
 
 bool evpol__pidfd_usable(void)

@@ -33,7 +33,7 @@
  * a few instructions; waitpid cannot wait without reaping (WNOWAIT is
  * waitid-only), so we accept it as CPython does.
  */
-#include "evpol-internal.h"
+#include "registry-internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -106,7 +106,7 @@ static void *waiter_main(void *p)
 static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__handler *h,
                    evpol_error *err)
 {
-    evpol__wcore *core = evpol__core_of(w);
+    evpol__wcore *core = evpol__wcore_of(w);
     evpol_loop *old_loop = NULL;
     int rc = 0;
 
@@ -119,9 +119,7 @@ static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__h
     if (c) {
         /* CW-2: the thread already waiting for pid delivers whatever
          * registration is current when the child exits. */
-        old_loop = c->loop;
-        c->loop = evpol_loop_ref(loop);
-        c->h = *h;
+        evpol__child_replace(c, h, loop, &old_loop);
         goto out;
     }
     c = evpol__child_new(pid, h, loop);
@@ -168,21 +166,21 @@ static int thr_close(evpol_watcher *w, evpol_error *err)
 {
     (void)err;
     /* Threads still running find no record and only reap. */
-    evpol__core_watcher_close(w, evpol__child_free, "");
+    evpol__wcore_watcher_close(w, evpol__child_free, "");
     return 0;
 }
 
-static const struct evpol_watcher_ops thr_ops = {
+static const struct evpol__watcher_ops thr_ops = {
     .name = "ThreadedChildWatcher",
     .kind = EVPOL_WATCHER_THREADED,
     .add = thr_add,
-    .remove = evpol__core_watcher_remove, /* no attach: always active */
+    .remove = evpol__wcore_watcher_remove, /* no attach: always active */
     .close = thr_close,
-    .destroy = evpol__core_watcher_destroy,
+    .destroy = evpol__wcore_watcher_destroy,
     .needs_loop = true,
 };
 
 int evpol__threaded_new(evpol_watcher **out, evpol_error *err)
 {
-    return evpol__core_watcher_new(&thr_ops, out, err);
+    return evpol__wcore_watcher_new(&thr_ops, out, err);
 }

@@ -7,7 +7,7 @@
 #                                 replay and the scenarios, jailed in a PID
 #                                 namespace; $(COV_REPORTS)/mutation.json, .txt and
 #                                 $(COV_REPORTS)/mutation/index.html
-#   make mutation FILES=lib/watcher_fast.c     one file
+#   make mutation FILES=lib/watcher_sigchld.c     one file
 #   make mutation-ci              the small seeded sample CI runs (the quick
 #                                 conformance programs and the fuzz replay)
 #   make mutation-full            every mutant of every file
