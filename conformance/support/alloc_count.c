@@ -16,6 +16,9 @@ static void (*_Atomic inner_free)(void *) = free;
 static void *(*_Atomic inner_malloc)(size_t) = malloc;
 static void *(*_Atomic inner_realloc)(void *, size_t) = realloc;
 static void (*_Atomic inner_ev_free)(void *) = free;
+/* Read with an explicit atomic_load where they are called: GCC compiles a
+ * call through an _Atomic function pointer as a plain load, which TSan
+ * reports against a test swapping the seam while a Threaded waiter frees. */
 
 /* A block counts while it is held: made by a call that returned it, until
  * the free that takes it back. */
@@ -35,28 +38,28 @@ static void *uncounted(atomic_long *blocks, void *p)
 
 static void *counting_calloc(size_t n, size_t size)
 {
-    return counted(&evpol_blocks, inner_calloc(n, size));
+    return counted(&evpol_blocks, atomic_load(&inner_calloc)(n, size));
 }
 
 static void counting_free(void *p)
 {
-    inner_free(uncounted(&evpol_blocks, p));
+    atomic_load(&inner_free)(uncounted(&evpol_blocks, p));
 }
 
 static void *counting_ev_malloc(size_t size)
 {
-    return counted(&libevent_blocks, inner_malloc(size));
+    return counted(&libevent_blocks, atomic_load(&inner_malloc)(size));
 }
 
 static void *counting_ev_realloc(void *old, size_t size)
 {
-    void *p = inner_realloc(old, size);
+    void *p = atomic_load(&inner_realloc)(old, size);
     return old ? p : counted(&libevent_blocks, p);
 }
 
 static void counting_ev_free(void *p)
 {
-    inner_ev_free(uncounted(&libevent_blocks, p));
+    atomic_load(&inner_ev_free)(uncounted(&libevent_blocks, p));
 }
 
 void alloc_count_start_libevent(void)
