@@ -17,7 +17,11 @@ clean_make -C "$tmp" -s all BUILD=build/broken SANITIZE= >/dev/null
 lib=$tmp/build/broken/libevpol.so.0.1.0
 
 set +e
-clean_make conformance EVPOL_LIB="$lib" BUILD="$tmp/verify" SANITIZE= >"$tmp/out.log" 2>&1
+# The checks below read the conformance programs' clause matrix only, so
+# the scenario step runs one story instead of the suite (it took half of
+# this test's time, near the runner's limit on a loaded machine).
+clean_make conformance EVPOL_LIB="$lib" BUILD="$tmp/verify" SANITIZE= \
+    SCN_ARGS="--only handler-replace-before-exit" >"$tmp/out.log" 2>&1
 rc=$?
 set -e
 tsv=$tmp/verify/reports/clauses.tsv
