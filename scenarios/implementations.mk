@@ -33,7 +33,7 @@ UV_ADAPTER_SRCS := scenarios/libuv/driver.c scenarios/libuv/interp.c
 
 $(UV_ADAPTER): $(UV_ADAPTER_SRCS) scenarios/libuv/interp.h scenarios/steps.h $(SCN_OBJS) | deps implementations-deps
 	@mkdir -p $(@D)
-	$(CC) $(BASE_CFLAGS) -Iscenarios -Iscenarios/libuv $$(pkg-config --cflags libuv) -o $@ $(UV_ADAPTER_SRCS) $(SCN_OBJS) \
+	$(CC) $(BASE_CFLAGS) -Iscenarios -Iscenarios/libuv -Iconformance/support $$(pkg-config --cflags libuv) -o $@ $(UV_ADAPTER_SRCS) $(SCN_OBJS) \
 	    $$(pkg-config --libs libuv) $(LDFLAGS)
 
 implementations: $(SCN_BIN) $(UV_ADAPTER) | implementations-deps

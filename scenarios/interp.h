@@ -38,6 +38,7 @@
 #ifndef EVPOL_SCENARIO_INTERP_H
 #define EVPOL_SCENARIO_INTERP_H
 
+#include "proc_count.h"
 #include "steps.h"
 
 #include <evpol.h>
@@ -168,7 +169,6 @@ void reset_child_locked(int ci);
 int child_state(pid_t pid);
 const char *child_state_name(pid_t pid);
 int list_children(pid_t *out, int cap);
-int count_dir(const char *path);
 void snap_fds(fd_set_snap *s);
 int count_fds(void);
 long rss_kib(void);

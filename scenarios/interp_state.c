@@ -344,20 +344,6 @@ int list_children(pid_t *out, int cap)
     return n;
 }
 
-int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
 void snap_fds(fd_set_snap *s)
 {
     s->n = 0;

@@ -17,7 +17,8 @@ SCN_STEP_HDRS := scenarios/steps.h scenarios/steps_internal.h
 SCN_RUN_SRCS := scenarios/driver.c $(sort $(wildcard scenarios/interp_*.c))
 SCN_RUN_OBJS := $(patsubst scenarios/%.c,$(BUILD)/scenarios/%.o,$(SCN_RUN_SRCS))
 SCN_OBJS     := $(SCN_STEP_OBJS) $(BUILD)/conformance/support/signal_state.o \
-                $(BUILD)/conformance/support/alloc_count.o
+                $(BUILD)/conformance/support/alloc_count.o \
+                $(BUILD)/conformance/support/proc_count.o
 SCN_JOBS     ?= 2
 SCN_ARGS     ?=
 SOAK_SECONDS  ?= 120

@@ -4,8 +4,8 @@
 #include "harness.h"
 #include "signal_state.h"
 #include "alloc_count.h"
+#include "proc_count.h"
 
-#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -465,20 +465,6 @@ pid_t fork_exit(int code)
 }
 
 /* ---- resources ---- */
-
-static int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
 
 resource_snapshot resources_now(void)
 {

@@ -26,10 +26,10 @@
  * children, SIGCHLD disposition. Results: DIR/scenarios.tsv, watcher "uv".
  */
 #include "interp.h"
+#include "proc_count.h"
 
 #include <uv.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -176,19 +176,6 @@ static int is_child(pid_t pid)
 {
     siginfo_t si;
     return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 || errno != ECHILD;
-}
-
-static int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    int n = 0;
-    if (!d)
-        return -1;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
 }
 
 /* The stdin a child gets: its own release pipe, the gate, or -1 (/dev/null). */
