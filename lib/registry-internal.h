@@ -2,17 +2,27 @@
  * registry-internal.h — the registry every built-in watcher keeps its
  * children in (registry.c). Never installed.
  *
- * A registration (evpol__child) is one registered pid. It is in one of
- * four states, told apart by its fields rather than by a tag:
- *   pending      in a watcher's table with a handler (evpol__child_armed);
- *   removed      in the table without a handler: remove_child_handler
- *                (CW-4) cleared it, but the watcher still reaps the child
- *                so that no zombie is left;
- *   exited-kept  out of every table with exit set, on its way to its loop
- *                (or, for Fast, kept for a registration that may follow,
- *                FST-5);
- *   lost         exit.kind == EVPOL_EXIT_LOST: someone else reaped the
- *                child (CW-11, evpol__child_lost).
+ * A registration (evpol__child) is one registered pid. Its `state`
+ * holds two facts, and registry.c alone changes it, at one place per
+ * transition (debug builds assert that the transition is possible):
+ *   the exit     RUNNING (not reaped yet: the record is in its watcher's
+ *                table), EXITED (status recorded in ->exit) or LOST (the
+ *                status was reaped elsewhere, CW-11: returncode 255);
+ *   the handler  kept, or NO_HANDLER: remove_child_handler cleared it
+ *                (CW-4), or a Fast kept exit has none yet.
+ * The four states a reader meets:
+ *   pending      RUNNING with a handler (evpol__child_new,
+ *                evpol__child_replace);
+ *   removed      RUNNING | NO_HANDLER (evpol__child_disarm): the watcher
+ *                still reaps the child so that no zombie is left, and
+ *                then only frees the record (after the CW-11 warning for
+ *                Threaded and Pidfd when the status was lost);
+ *   exited-kept  EXITED (evpol__child_exited), out of every table, on its
+ *                way to its loop; or, for Fast, an exit kept for a
+ *                registration that may follow (FST-5,
+ *                evpol__child_new_kept), NO_HANDLER until claimed
+ *                (evpol__child_claim);
+ *   lost         LOST (evpol__child_lost_exit), out of every table.
  * What every watcher does with a registration is here, once: register or
  * replace (CW-2, evpol__child_replace), remove (CW-4, evpol__child_disarm),
  * decode the status (CW-10), deliver a list of reaped registrations
@@ -42,64 +52,90 @@ EVPOL_HIDDEN void evpol__warn_unknown_child(pid_t pid);
 
 /* ---- registrations ---- */
 
+/* The two facts of a registration's state (above), or-ed together. */
+enum {
+    EVPOL__CHILD_RUNNING = 0,
+    EVPOL__CHILD_EXITED = 1,
+    EVPOL__CHILD_LOST = 2,
+    EVPOL__CHILD_EXIT_MASK = 3,
+    EVPOL__CHILD_NO_HANDLER = 4,
+};
+
 /* One registered child. `loop` holds a reference when non-NULL. */
 typedef struct evpol__child {
     pid_t pid;
+    unsigned state; /* EVPOL__CHILD_*; changed by registry.c only */
     evpol__handler h;
     evpol_loop *loop;
     int fd;     /* per-watcher use (Pidfd: the pidfd), else -1 */
     void *data; /* per-watcher use (Pidfd: its reader's side) */
     struct evpol__child *next;
-    evpol_exit_status exit; /* set by whoever reaped the child */
+    evpol_exit_status exit; /* once EXITED or LOST */
     /* Used by evpol__deliver. */
     evpol_watcher *watcher;
     evpol__post post;
 } evpol__child;
 
-/* Pending (a handler to call) rather than removed (CW-4)? */
+/* Has it a handler to call (not removed, CW-4)? */
 static inline bool evpol__child_armed(const evpol__child *c)
 {
-    return c->h.cb || c->h.status_cb;
+    return !(c->state & EVPOL__CHILD_NO_HANDLER);
 }
 
 /* Was its status reaped elsewhere (CW-11)? */
 static inline bool evpol__child_lost(const evpol__child *c)
 {
-    return c->exit.kind == EVPOL_EXIT_LOST;
+    return (c->state & EVPOL__CHILD_EXIT_MASK) == EVPOL__CHILD_LOST;
 }
 
-/* Allocate a child record (fd = -1) with a copy of `h` (NULL: none);
- * takes a loop reference when loop set. */
+/* A pending registration (RUNNING, fd = -1) with a copy of `h`; takes a
+ * loop reference when loop set. NULL when out of memory. */
 EVPOL_HIDDEN evpol__child *evpol__child_new(pid_t pid, const evpol__handler *h,
                                             evpol_loop *loop);
+/* Fast's kept exit (FST-5): EXITED | NO_HANDLER, with `exit`. */
+EVPOL_HIDDEN evpol__child *evpol__child_new_kept(pid_t pid, const evpol_exit_status *exit);
 /* Drop the loop reference and free. NULL is ignored. */
 EVPOL_HIDDEN void evpol__child_free(evpol__child *c);
-/* A second registration for a registered pid (CW-2): `c` gets `h` and
- * delivers to `loop` (referenced; NULL: none) from now on. *old_loop gets
- * the previous loop reference, to drop once the owner's lock is released. */
+/* A second registration for a registered (RUNNING) pid (CW-2), pending
+ * or removed: `c` is pending with `h` and delivers to `loop` (referenced;
+ * NULL: none) from now on. *old_loop gets the previous loop reference, to
+ * drop once the owner's lock is released. */
 EVPOL_HIDDEN void evpol__child_replace(evpol__child *c, const evpol__handler *h,
                                        evpol_loop *loop, evpol_loop **old_loop);
-/* remove_child_handler on a registered record (CW-4): 1 when it had a
- * callback, which it no longer has; 0 when it had none. The record stays,
- * so that whatever reaps the child still does and no zombie is left.
- * *old_loop gets the loop reference to drop once the lock is released. */
+/* Fast's registration of a kept exit (FST-5): `c` (EXITED | NO_HANDLER)
+ * gets `h`. */
+EVPOL_HIDDEN void evpol__child_claim(evpol__child *c, const evpol__handler *h);
+/* A newer exit for the pid of a kept one (EXITED | NO_HANDLER; the pid
+ * was reused): the newer status wins. */
+EVPOL_HIDDEN void evpol__child_rekeep(evpol__child *c, const evpol_exit_status *exit);
+/* remove_child_handler on a registered (RUNNING) record (CW-4): 1 when it
+ * had a handler, which it no longer has (NO_HANDLER); 0 when it had none
+ * or `c` is NULL. The record stays, so that whatever reaps the child still
+ * does and no zombie is left. *old_loop gets the loop reference to drop
+ * once the lock is released. */
 EVPOL_HIDDEN int evpol__child_disarm(evpol__child *c, evpol_loop **old_loop);
+/* The RUNNING child exited with `exit` (from evpol__exit_decode): EXITED,
+ * the handler fact unchanged. */
+EVPOL_HIDDEN void evpol__child_exited(evpol__child *c, const evpol_exit_status *exit);
+/* Its status was reaped elsewhere (CW-11): RUNNING becomes LOST, the
+ * handler fact unchanged; ->exit says returncode 255. */
+EVPOL_HIDDEN void evpol__child_lost_exit(evpol__child *c);
 
 /* waitpid(c->pid, WNOHANG) for a registration of a watcher that polls
  * (Safe, MultiLoop), under the owner's `lock`, so that one exit is taken by
  * exactly one poller (the loser would see ECHILD and report a false 255).
- * True when the child is gone, with c->exit set (EVPOL_EXIT_LOST when its
- * status was reaped elsewhere, CW-11). An error that says nothing about the
- * child is left in *wait_errno (when it is still 0), for the caller to log
- * with evpol__log_waitpid_error once the lock is released. */
+ * True when the child is gone, EXITED or LOST (its status reaped
+ * elsewhere, CW-11). An error that says nothing about the child is left
+ * in *wait_errno (when it is still 0), for the caller to log with
+ * evpol__log_waitpid_error once the lock is released. */
 EVPOL_HIDDEN bool evpol__child_poll_locked(pthread_mutex_t *lock, evpol__child *c,
                                            int *wait_errno);
 /* Free a list of records linked through ->next without calling anything. */
 EVPOL_HIDDEN void evpol__child_list_free(evpol__child *list);
-/* Hand each record of a list of reaped ones (exit set, out of every table)
- * to its loop with evpol__deliver, after the CW-11 warning for a lost one
- * that still has a handler. Takes ownership of the list; the caller holds
- * a reference to `w` and no lock. */
+/* Hand each record of a list of reaped ones (EXITED or LOST, out of every
+ * table) to its loop with evpol__deliver, after the CW-11 warning for a
+ * lost one that still has a handler. Takes ownership of the list; the
+ * caller holds a reference to `w` and no lock. */
 EVPOL_HIDDEN void evpol__child_list_deliver(evpol_watcher *w, evpol__child *list);
 
 /* ---- the pid table ---- */
@@ -158,10 +194,11 @@ EVPOL_HIDDEN void evpol__watcher_invoke(evpol_watcher *w, const evpol__child *c)
  * A record without a handler is simply freed. Any thread; never allocates. */
 EVPOL_HIDDEN void evpol__deliver(evpol_watcher *w, evpol__child *c);
 
-/* ---- the shared core of Threaded and Pidfd ---- */
+/* ---- the shared core of Threaded, Pidfd and MultiLoop ---- */
 
 /* What outlives a call: the lock, the pid table and a pointer to the
- * watcher that close clears. Threads and readers hold core references. */
+ * watcher that close clears. Threaded's waiters and Pidfd's readers hold
+ * core references; MultiLoop's reaper is joined by close. */
 typedef struct evpol__wcore evpol__wcore;
 typedef struct evpol__wcore_watcher {
     evpol_watcher base;
@@ -181,14 +218,20 @@ struct evpol__wcore {
     evpol__spare *spare;    /* Threaded: blocks its waiting threads gave back */
 };
 
-/* A watcher with `ops` and a fresh core (the watcher holds one reference). */
-EVPOL_HIDDEN int evpol__wcore_watcher_new(const struct evpol__watcher_ops *ops,
+/* A zeroed watcher of `size` bytes (a struct that starts with an
+ * evpol__wcore_watcher) with `ops` and a fresh core (the watcher holds one
+ * reference). */
+EVPOL_HIDDEN int evpol__wcore_watcher_new(const struct evpol__watcher_ops *ops, size_t size,
                                           evpol_watcher **out, evpol_error *err);
 EVPOL_HIDDEN evpol__wcore *evpol__wcore_of(evpol_watcher *w);
 /* ops->destroy and ops->remove for such watchers. */
 EVPOL_HIDDEN void evpol__wcore_watcher_destroy(evpol_watcher *w);
 EVPOL_HIDDEN int evpol__wcore_watcher_remove(evpol_watcher *w, pid_t pid, evpol_error *err);
-/* What ops->close shares: forget the watcher, warn when registrations were
+/* Close's first step: forget the watcher (add then fails, remove finds
+ * nothing, and no thread or reader can reach it) and take the
+ * registrations, which the caller then owns. */
+EVPOL_HIDDEN evpol__childtab evpol__wcore_detach(evpol__wcore *core);
+/* What ops->close shares: evpol__wcore_detach, warn when registrations were
  * pending (CW-8; `consequence` ends the line, "" for none) and hand each to
  * `release`, which frees it. */
 EVPOL_HIDDEN void evpol__wcore_watcher_close(evpol_watcher *w, void (*release)(evpol__child *c),

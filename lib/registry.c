@@ -12,15 +12,18 @@
  *   close             reap the exited, warn about the rest (CW-8)
  *   delivery          to the registering loop without allocating, and the
  *                     callback gate (no callback after close)
- *   the shared core   of Threaded and Pidfd, whose threads and readers
- *                     outlive a call: each holds a reference to the core
- *                     (lock, pid table, and a pointer to the watcher that
- *                     close clears), never to the watcher itself, and
- *                     reaches the watcher only under the core lock, with a
- *                     reference the last unref cannot race with.
+ *   the shared core   of Threaded, Pidfd and MultiLoop, whose threads
+ *                     and readers outlive a call: each reaches the
+ *                     watcher only through the core (lock, pid table, and
+ *                     a pointer to the watcher that close clears), under
+ *                     the core lock, with a reference the last unref
+ *                     cannot race with. Threaded's waiters and Pidfd's
+ *                     readers hold core references; MultiLoop's reaper is
+ *                     joined by close instead.
  */
 #include "registry-internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,16 +76,35 @@ void evpol__warn_unknown_child(pid_t pid)
 
 /* ---- registrations ---- */
 
-evpol__child *evpol__child_new(pid_t pid, const evpol__handler *h, evpol_loop *loop)
+/* The state transitions below are the only writes to c->state. */
+#define EXIT_OF(c) ((c)->state & EVPOL__CHILD_EXIT_MASK)
+
+static evpol__child *child_alloc(pid_t pid, unsigned state)
 {
     evpol__child *c = evpol__sys.calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->pid = pid;
-    if (h)
-        c->h = *h;
-    c->loop = loop ? evpol_loop_ref(loop) : NULL;
+    c->state = state;
     c->fd = -1;
+    return c;
+}
+
+evpol__child *evpol__child_new(pid_t pid, const evpol__handler *h, evpol_loop *loop)
+{
+    evpol__child *c = child_alloc(pid, EVPOL__CHILD_RUNNING);
+    if (!c)
+        return NULL;
+    c->h = *h;
+    c->loop = loop ? evpol_loop_ref(loop) : NULL;
+    return c;
+}
+
+evpol__child *evpol__child_new_kept(pid_t pid, const evpol_exit_status *exit)
+{
+    evpol__child *c = child_alloc(pid, EVPOL__CHILD_EXITED | EVPOL__CHILD_NO_HANDLER);
+    if (c)
+        c->exit = *exit;
     return c;
 }
 
@@ -97,19 +119,50 @@ void evpol__child_free(evpol__child *c)
 void evpol__child_replace(evpol__child *c, const evpol__handler *h, evpol_loop *loop,
                           evpol_loop **old_loop)
 {
+    assert(EXIT_OF(c) == EVPOL__CHILD_RUNNING);
     *old_loop = c->loop;
     c->loop = loop ? evpol_loop_ref(loop) : NULL;
     c->h = *h;
+    c->state = EVPOL__CHILD_RUNNING;
+}
+
+void evpol__child_claim(evpol__child *c, const evpol__handler *h)
+{
+    assert(c->state == (EVPOL__CHILD_EXITED | EVPOL__CHILD_NO_HANDLER));
+    c->h = *h;
+    c->state = EVPOL__CHILD_EXITED;
+}
+
+void evpol__child_rekeep(evpol__child *c, const evpol_exit_status *exit)
+{
+    assert(c->state == (EVPOL__CHILD_EXITED | EVPOL__CHILD_NO_HANDLER));
+    c->exit = *exit;
 }
 
 int evpol__child_disarm(evpol__child *c, evpol_loop **old_loop)
 {
     if (!c || !evpol__child_armed(c))
         return 0;
+    assert(EXIT_OF(c) == EVPOL__CHILD_RUNNING);
     c->h = (evpol__handler){0};
+    c->state |= EVPOL__CHILD_NO_HANDLER;
     *old_loop = c->loop;
     c->loop = NULL;
     return 1;
+}
+
+void evpol__child_exited(evpol__child *c, const evpol_exit_status *exit)
+{
+    assert(EXIT_OF(c) == EVPOL__CHILD_RUNNING);
+    c->exit = *exit;
+    c->state |= EVPOL__CHILD_EXITED;
+}
+
+void evpol__child_lost_exit(evpol__child *c)
+{
+    assert(EXIT_OF(c) == EVPOL__CHILD_RUNNING);
+    evpol__exit_lost(&c->exit);
+    c->state |= EVPOL__CHILD_LOST;
 }
 
 bool evpol__child_poll_locked(pthread_mutex_t *lock, evpol__child *c, int *wait_errno)
@@ -121,11 +174,13 @@ bool evpol__child_poll_locked(pthread_mutex_t *lock, evpol__child *c, int *wait_
         r = evpol__sys.waitpid(c->pid, &status, WNOHANG);
     while (r < 0 && errno == EINTR);
     if (r == c->pid) {
-        evpol__exit_decode(c->pid, status, &c->exit);
+        evpol_exit_status exit;
+        evpol__exit_decode(c->pid, status, &exit);
+        evpol__child_exited(c, &exit);
         return true;
     }
     if (r < 0 && errno == ECHILD) {
-        evpol__exit_lost(&c->exit);
+        evpol__child_lost_exit(c);
         return true;
     }
     /* 0: still running. Any other error says nothing about the child:
@@ -402,12 +457,13 @@ void evpol__deliver(evpol_watcher *w, evpol__child *c)
         delivery_drop(c);
 }
 
-/* ---- the shared core of Threaded and Pidfd ---- */
+/* ---- the shared core of Threaded, Pidfd and MultiLoop ---- */
 
-int evpol__wcore_watcher_new(const struct evpol__watcher_ops *ops, evpol_watcher **out,
-                            evpol_error *err)
+int evpol__wcore_watcher_new(const struct evpol__watcher_ops *ops, size_t size,
+                             evpol_watcher **out, evpol_error *err)
 {
-    evpol__wcore_watcher *cw = evpol__sys.calloc(1, sizeof *cw);
+    assert(size >= sizeof(evpol__wcore_watcher));
+    evpol__wcore_watcher *cw = evpol__sys.calloc(1, size);
     evpol__wcore *core = evpol__sys.calloc(1, sizeof *core);
     if (!cw || !core)
         goto nomem;
@@ -471,8 +527,7 @@ int evpol__wcore_watcher_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
     return removed;
 }
 
-/* Close: forget the watcher and take the pending registrations. */
-static evpol__childtab wcore_detach(evpol__wcore *core)
+evpol__childtab evpol__wcore_detach(evpol__wcore *core)
 {
     pthread_mutex_lock(&core->lock);
     core->watcher = NULL;
@@ -485,7 +540,7 @@ static evpol__childtab wcore_detach(evpol__wcore *core)
 void evpol__wcore_watcher_close(evpol_watcher *w, void (*release)(evpol__child *c),
                                const char *consequence)
 {
-    evpol__childtab pending = wcore_detach(evpol__wcore_of(w));
+    evpol__childtab pending = evpol__wcore_detach(evpol__wcore_of(w));
     if (pending.count)
         evpol__log(EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
                    "%s %p has registered but not finished child processes (%zu pending)%s",

@@ -83,18 +83,13 @@ static ml_watcher *g_owner; /* the active watcher; under g_lock */
  * touching the watcher. */
 static _Thread_local bool tls_reaper_orphaned;
 
+/* The registrations live in the shared core (registry.c): its lock guards
+ * the pid table, and every waitpid on a registered pid is made under it,
+ * so that the reaper and add never both wait for the same pid (the loser
+ * would see ECHILD and report a false 255). It is never held while calling
+ * into a loop or the log hook. What is here is the mechanism. */
 struct ml_watcher {
-    evpol_watcher base; /* first: the ops receive &base */
-
-    /* Guards tab. Every waitpid on a registered pid is made under
-     * it, so the reaper and add never both wait for the same pid (the
-     * loser would see ECHILD and report a false 255). Never held while
-     * calling into a loop or the log hook. */
-    pthread_mutex_t lock;
-    evpol__childtab tab;
-    /* Close has started: set under lock, so that add and remove, which
-     * test it under lock, never touch the table close is freeing. */
-    atomic_bool shut;
+    evpol__wcore_watcher cw; /* first: the ops receive &cw.base */
 
     /* Under g_lock. */
     atomic_bool active; /* handler installed by us and not yet removed */
@@ -159,29 +154,28 @@ static void disconnect_handler(void)
  * watcher was freed during delivery (the reaper must leave at once). */
 static bool reap_registered(ml_watcher *m)
 {
-    evpol__child *done = NULL;
+    evpol__wcore *core = m->cw.core;
     pid_t failed_pid = 0;
     int wait_errno = 0;
-    pthread_mutex_lock(&m->lock);
-    if (!atomic_load(&m->shut))
-        done = evpol__childtab_poll_locked(&m->lock, &m->tab, &failed_pid, &wait_errno);
-    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_lock(&core->lock);
+    /* Once close has begun the table is empty (evpol__wcore_detach). */
+    evpol__child *done =
+        evpol__childtab_poll_locked(&core->lock, &core->tab, &failed_pid, &wait_errno);
+    /* The reference keeps the watcher alive while we deliver; without one,
+     * the last unref is closing the watcher and nothing may be delivered
+     * any more. */
+    evpol_watcher *w = done ? evpol__wcore_watcher_locked(core) : NULL;
+    pthread_mutex_unlock(&core->lock);
     if (wait_errno)
-        evpol__log_waitpid_error(m->base.ops->name, failed_pid, wait_errno);
-    if (!done)
-        return true;
-
-    /* The reference keeps the watcher alive while we deliver; if it cannot
-     * be taken, the last unref is closing the watcher and nothing may be
-     * delivered any more. */
-    if (!evpol__watcher_try_ref(&m->base)) {
+        evpol__log_waitpid_error(m->cw.base.ops->name, failed_pid, wait_errno);
+    if (!w) {
         evpol__child_list_free(done);
         return true;
     }
-    evpol__child_list_deliver(&m->base, done);
+    evpol__child_list_deliver(w, done);
     /* May be the last reference: the watcher is then closed and freed on
      * this thread (ml_close sees that and sets tls_reaper_orphaned). */
-    evpol_watcher_unref(&m->base);
+    evpol_watcher_unref(w);
     return !tls_reaper_orphaned;
 }
 
@@ -227,7 +221,7 @@ static void *reaper_main(void *p)
 static int ml_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__handler *h,
                   evpol_error *err)
 {
-    ml_watcher *m = as_ml(w);
+    evpol__wcore *core = evpol__wcore_of(w);
     /* Allocated before locking; unused (and freed) for a replacement. */
     evpol__child *fresh = evpol__child_new(pid, h, loop);
     if (!fresh)
@@ -236,28 +230,28 @@ static int ml_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__ha
     evpol__child *done = NULL;
     int wait_errno = 0;
 
-    pthread_mutex_lock(&m->lock);
-    if (atomic_load(&m->shut)) {
-        pthread_mutex_unlock(&m->lock);
+    pthread_mutex_lock(&core->lock);
+    if (!core->watcher) {
+        pthread_mutex_unlock(&core->lock);
         evpol__child_free(fresh);
         return evpol__fail(err, EVPOL_ERUNTIME, "add_child_handler: %s is closed", w->ops->name);
     }
-    evpol__child *c = evpol__childtab_find(&m->tab, pid);
+    evpol__child *c = evpol__childtab_find(&core->tab, pid);
     if (c) {
         /* CW-2: swap the registration in place. */
         evpol__child_replace(c, h, loop, &old_loop);
     } else {
-        evpol__childtab_insert(&m->tab, fresh);
+        evpol__childtab_insert(&core->tab, fresh);
         c = fresh;
         fresh = NULL;
     }
     /* The child may have exited before it was registered (or before the
      * handler existed): look now, as CPython does. */
-    if (evpol__child_poll_locked(&m->lock, c, &wait_errno)) {
-        evpol__childtab_remove(&m->tab, pid);
+    if (evpol__child_poll_locked(&core->lock, c, &wait_errno)) {
+        evpol__childtab_remove(&core->tab, pid);
         done = c;
     }
-    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&core->lock);
     if (wait_errno)
         evpol__log_waitpid_error(w->ops->name, pid, wait_errno);
 
@@ -269,18 +263,14 @@ static int ml_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__ha
     return 0;
 }
 
-static int ml_remove(evpol_watcher *w, pid_t pid, evpol_error *err)
+/* Has close begun? */
+static bool ml_closing(ml_watcher *m)
 {
-    (void)err;
-    ml_watcher *m = as_ml(w);
-    evpol_loop *old_loop = NULL;
-    pthread_mutex_lock(&m->lock);
-    /* The reaper still reaps the child. */
-    evpol__child *c = atomic_load(&m->shut) ? NULL : evpol__childtab_find(&m->tab, pid);
-    int removed = evpol__child_disarm(c, &old_loop);
-    pthread_mutex_unlock(&m->lock);
-    evpol_loop_unref(old_loop);
-    return removed;
+    evpol__wcore *core = m->cw.core;
+    pthread_mutex_lock(&core->lock);
+    bool closing = !core->watcher;
+    pthread_mutex_unlock(&core->lock);
+    return closing;
 }
 
 /* Undo a partial activation; g_lock held. */
@@ -305,7 +295,7 @@ static int ml_attach(evpol_watcher *w, evpol_loop *loop, evpol_error *err)
     bool foreign_previous = false;
 
     pthread_mutex_lock(&g_lock);
-    if (atomic_load(&m->shut)) {
+    if (ml_closing(m)) {
         rc = evpol__fail(err, EVPOL_ERUNTIME, "attach_loop: %s is closed", w->ops->name);
         goto out;
     }
@@ -400,9 +390,9 @@ static int ml_close(evpol_watcher *w, evpol_error *err)
     bool changed_outside = false;
     bool join = false;
 
-    pthread_mutex_lock(&m->lock);
-    atomic_store(&m->shut, true);
-    pthread_mutex_unlock(&m->lock);
+    /* From here add fails, remove finds nothing and the reaper's poll
+     * rounds find an empty table: the registrations are close's. */
+    evpol__childtab tab = evpol__wcore_detach(evpol__wcore_of(w));
 
     pthread_mutex_lock(&g_lock);
     if (atomic_load(&m->active)) {
@@ -449,71 +439,34 @@ static int ml_close(evpol_watcher *w, evpol_error *err)
         m->pipe_rd = m->pipe_wr = -1;
     }
 
-    /* The reaper is gone (or never touches the table again), so the table
-     * is ours; the lock only orders us after any add still finishing. */
-    pthread_mutex_lock(&m->lock);
-    evpol__childtab tab = m->tab;
-    m->tab = (evpol__childtab){0};
+    /* Every registration is close's since evpol__wcore_detach. */
     size_t pending, running;
     evpol__childtab_reap_exited(&tab, &pending, &running);
-    pthread_mutex_unlock(&m->lock);
-
     evpol__warn_closed_with_children(w, pending, running);
     evpol__childtab_fini(&tab, evpol__child_free);
     return rc;
-}
-
-static void ml_destroy(evpol_watcher *w)
-{
-    ml_watcher *m = as_ml(w);
-    evpol__watcher_fini(w);
-    pthread_mutex_destroy(&m->lock);
-    evpol__sys.free(m);
 }
 
 static const struct evpol__watcher_ops ml_ops = {
     .name = "MultiLoopChildWatcher",
     .kind = EVPOL_WATCHER_MULTILOOP,
     .add = ml_add,
-    .remove = ml_remove,
+    .remove = evpol__wcore_watcher_remove, /* the reaper still reaps the child */
     .attach = ml_attach,
     .is_active = ml_is_active,
     .close = ml_close,
-    .destroy = ml_destroy,
+    .destroy = evpol__wcore_watcher_destroy,
     .needs_loop = true,
 };
 
 int evpol__multiloop_new(evpol_watcher **out, evpol_error *err)
 {
-    ml_watcher *m = evpol__sys.calloc(1, sizeof *m);
-    if (!m)
-        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
-    int rc = pthread_mutex_init(&m->lock, NULL);
-    /* LCOV_EXCL_START: cannot fail in glibc (POSIX allows it elsewhere) */
-    if (rc) {
-        evpol__sys.free(m);
-        return evpol__fail_sys(err, rc, "cannot create watcher lock");
-    }
-    /* LCOV_EXCL_STOP */
-    if (evpol__childtab_init(&m->tab) != 0) {
-        pthread_mutex_destroy(&m->lock);
-        evpol__sys.free(m);
-        return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
-    }
-    rc = evpol__watcher_init(&m->base, &ml_ops, err);
-    /* LCOV_EXCL_START: evpol__watcher_init fails only when pthread_rwlock_init
-     * does, which glibc's never does */
-    if (rc) {
-        evpol__childtab_fini(&m->tab, NULL);
-        pthread_mutex_destroy(&m->lock);
-        evpol__sys.free(m);
+    int rc = evpol__wcore_watcher_new(&ml_ops, sizeof(ml_watcher), out, err);
+    if (rc)
         return rc;
-    }
-    /* LCOV_EXCL_STOP */
+    ml_watcher *m = as_ml(*out);
     m->pipe_rd = m->pipe_wr = -1;
-    atomic_init(&m->shut, false);
     atomic_init(&m->active, false);
     atomic_init(&m->stopping, false);
-    *out = &m->base;
     return 0;
 }

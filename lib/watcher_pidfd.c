@@ -99,10 +99,13 @@ static void on_pidfd_readable(int fd, void *arg)
     /* A readable pidfd means the process has exited, so 0 (the pid now
      * names another, running child of ours) or ECHILD both mean that
      * someone else reaped it: its status is lost (CW-11). */
-    if (r == c->pid)
-        evpol__exit_decode(c->pid, status, &c->exit);
-    else
-        evpol__exit_lost(&c->exit);
+    if (r == c->pid) {
+        evpol_exit_status exit;
+        evpol__exit_decode(c->pid, status, &exit);
+        evpol__child_exited(c, &exit);
+    } else {
+        evpol__child_lost_exit(c);
+    }
     evpol__childtab_remove(&core->tab, c->pid);
     evpol_watcher *w = evpol__wcore_watcher_locked(core);
     pthread_mutex_unlock(&core->lock);
@@ -187,7 +190,7 @@ out:
     if (unknown) {
         evpol__warn_unknown_child(pid);
         /* The caller holds a reference to w for this call. */
-        evpol__exit_lost(&unknown->exit);
+        evpol__child_lost_exit(unknown);
         evpol__deliver(w, unknown);
     }
     return rc;
@@ -221,7 +224,7 @@ static const struct evpol__watcher_ops pfd_ops = {
 
 int evpol__pidfd_new(evpol_watcher **out, evpol_error *err)
 {
-    return evpol__wcore_watcher_new(&pfd_ops, out, err);
+    return evpol__wcore_watcher_new(&pfd_ops, sizeof(evpol__wcore_watcher), out, err);
 }
 
 bool evpol__pidfd_usable(void)

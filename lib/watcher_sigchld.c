@@ -51,9 +51,8 @@ struct sigchld_link;
 
 /* Reap what has exited, without holding s->lock on entry. Returns the
  * reaped records as a list linked through ->next, each unlinked from every
- * table, with ->exit set (records without a handler are only to be freed;
- * those whose exit is EVPOL_EXIT_LOST had their status reaped elsewhere,
- * CW-11). */
+ * table, EXITED or LOST (registry-internal.h; records without a handler
+ * are only to be freed). */
 typedef evpol__child *(*reap_fn)(sigchld_watcher *s);
 
 struct sigchld_watcher {
@@ -543,13 +542,12 @@ static bool keep_locked(fast_watcher *f, pid_t pid, const evpol_exit_status *exi
     /* A pid reused since an earlier kept exit: the newer status wins. */
     evpol__child *z = evpol__childtab_find(&f->zombies, pid);
     if (z) {
-        z->exit = *exit;
+        evpol__child_rekeep(z, exit);
         return true;
     }
-    z = evpol__child_new(pid, NULL, NULL);
+    z = evpol__child_new_kept(pid, exit);
     if (!z)
         return false;
-    z->exit = *exit;
     evpol__childtab_insert(&f->zombies, z);
     return true;
 }
@@ -583,7 +581,7 @@ static evpol__child *fast_reap(sigchld_watcher *s)
             kept = keep_locked(f, pid, &exit);
         pthread_mutex_unlock(&s->lock);
         if (c) {
-            c->exit = exit;
+            evpol__child_exited(c, &exit);
             c->next = list;
             list = c;
         } else if (kept) {
@@ -613,7 +611,7 @@ static int fast_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__
     evpol__child *done = evpol__childtab_remove(&f->zombies, pid);
     if (done) {
         /* Already reaped while the context was open (FST-5). */
-        done->h = *h;
+        evpol__child_claim(done, h);
         evpol__child *stale = evpol__childtab_remove(&s->tab, pid);
         pthread_mutex_unlock(&s->lock);
         evpol__child_free(stale);

@@ -80,13 +80,9 @@ static void *waiter_main(void *p)
     do
         r = waitpid_fn(pid, &status, 0);
     while (r < 0 && errno == EINTR);
-    /* Anything but our pid means the status is lost, mostly ECHILD: someone
-     * else reaped the child (CW-11). */
     evpol_exit_status exit;
     if (r == pid)
         evpol__exit_decode(pid, status, &exit);
-    else
-        evpol__exit_lost(&exit);
 
     pthread_mutex_lock(&core->lock);
     job->link.next = core->spare;
@@ -96,7 +92,12 @@ static void *waiter_main(void *p)
     pthread_mutex_unlock(&core->lock);
 
     if (c) {
-        c->exit = exit;
+        /* Anything but our pid means the status is lost, mostly ECHILD:
+         * someone else reaped the child (CW-11). */
+        if (r == pid)
+            evpol__child_exited(c, &exit);
+        else
+            evpol__child_lost_exit(c);
         evpol__wcore_finish(w, c);
     }
     evpol__wcore_unref(core);
@@ -182,5 +183,5 @@ static const struct evpol__watcher_ops thr_ops = {
 
 int evpol__threaded_new(evpol_watcher **out, evpol_error *err)
 {
-    return evpol__wcore_watcher_new(&thr_ops, out, err);
+    return evpol__wcore_watcher_new(&thr_ops, sizeof(evpol__wcore_watcher), out, err);
 }
