@@ -10,8 +10,9 @@
  *   watcher.c    the watcher interface: validation, dispatch, ref counting,
  *                custom watchers
  *   registry.c   what every built-in watcher does with a registered child:
- *                the pid table, replace/remove, status decoding, close,
- *                delivery to loops and the callback gate
+ *                its state, the pid table, replace/remove, status
+ *                decoding, close, delivery to loops and the callback gate;
+ *                the core Threaded, Pidfd and MultiLoop share
  *                (registry-internal.h)
  *   watcher_threaded.c, watcher_pidfd.c, watcher_multiloop.c,
  *   watcher_sigchld.c (Safe and Fast)   how each watcher learns of an exit
@@ -19,9 +20,11 @@
  *
  * The life of an exit. spawn.c (or the program) registers a pid through
  * watcher.c, which validates and calls the watcher's ops->add; the
- * watcher file puts a registration in its table (registry.c). From the
- * kernel on, an exit passes through three files: the watcher's own,
- * registry.c and loop.c.
+ * watcher file puts a registration, pending, in its table (registry.c,
+ * whose header lists the states a registration goes through; Threaded,
+ * Pidfd and MultiLoop keep theirs in the shared core, evpol__wcore).
+ * From the kernel on, an exit passes through three files: the watcher's
+ * own, registry.c and loop.c.
  *   Threaded   watcher_threaded.c: the pid's waiting thread returns from
  *              waitpid -> registry.c: decode, take the registration out of
  *              the table, evpol__deliver -> loop.c: evpol__loop_post wakes
@@ -32,8 +35,9 @@
  *              registry.c: decode, deliver -> loop.c post -> callback.
  *   MultiLoop  watcher_multiloop.c: the SIGCHLD handler writes to the pipe,
  *              the reaper thread wakes -> registry.c: one poll round over
- *              the table (evpol__childtab_poll_locked), deliver -> loop.c
- *              post -> callback on each registering loop.
+ *              the core's table (evpol__childtab_poll_locked), the
+ *              watcher reached through the core, deliver -> loop.c post
+ *              -> callback on each registering loop.
  *   Safe, Fast loop.c: the attached loop's SIGCHLD event fires on its
  *              thread -> watcher_sigchld.c: the reap (Safe: a poll round in
  *              registry.c; Fast: waitpid(-1) until nothing is left) ->
@@ -42,10 +46,12 @@
  * For evpol_loop_spawn the callback at the end is spawn.c's: it hands its
  * own record (spawn_rec, allocated before the process existed, so that
  * nothing allocates after the exit) once more to the spawning loop through
- * loop.c, where on_exit runs (SUB-3). spawn_rec is not a registration:
- * it is what one watcher callback carries, for any watcher including a
- * custom one, and outlives the registration when the watcher or the loop
- * closes first (spawn.c's orphan sweep frees it then).
+ * loop.c, where on_exit runs (SUB-3). spawn_rec is not a registration
+ * and has none of its states: it is what one watcher callback carries
+ * (its handler's argument), for any watcher including a custom one, and
+ * outlives the registration when the watcher or the loop closes first
+ * (spawn.c's orphan sweep frees it then: for MultiLoop, as for Threaded
+ * and Pidfd, once the watcher or the delivery loop is closed).
  */
 #ifndef EVPOL_INTERNAL_H
 #define EVPOL_INTERNAL_H
