@@ -220,15 +220,38 @@ void skip_unless_available(evpol_watcher_kind kind)
         skip();
 }
 
+/* The opening most tests here share: the variant's watcher kind (skipped
+ * where unavailable), a resource snapshot, a loop and a watcher. */
+typedef struct watcher_fixture {
+    evpol_watcher_kind kind;
+    resource_snapshot before;
+    evpol_loop *loop;
+    evpol_watcher *w;
+} watcher_fixture;
+
+static watcher_fixture fixture_open(void **state)
+{
+    watcher_fixture f = {.kind = test_watcher_kind(state)};
+    skip_unless_available(f.kind);
+    f.before = resources_now();
+    f.loop = new_loop();
+    f.w = new_watcher(f.kind);
+    return f;
+}
+
+/* Drop the fixture's watcher and loop; nothing the test made may be left. */
+static void fixture_close(watcher_fixture *f)
+{
+    evpol_watcher_unref(f->w);
+    free_loop(f->loop);
+    assert_no_leaks(f->before);
+}
+
 /* ---- exit codes and the callback thread ---- */
 
 void test_exit_codes(void **state)
 {
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    skip_unless_available(kind);
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
+    watcher_fixture f = fixture_open(state);
 
     static const int codes[] = {0, 1, 255, 42};
     enum { N = sizeof codes / sizeof codes[0] };
@@ -239,48 +262,42 @@ void test_exit_codes(void **state)
         res[i].expected_pid = spawn_lone_child(&fds[i], codes[i], 0);
         res[i].expected_rc = codes[i];
         evpol_error err = {0};
-        if (register_in_loop(loop, w, res[i].expected_pid, on_exit_cb, &res[i], &err) != 0)
+        if (register_in_loop(f.loop, f.w, res[i].expected_pid, on_exit_cb, &res[i], &err) != 0)
             fail_msg("add_child_handler: %.150s", err.message);
     }
     for (int i = 0; i < N; i++)
         release_child(fds[i]);
     for (int i = 0; i < N; i++)
-        assert_true(run_until_count(loop, (volatile int *)&res[i].calls, 1, HANG_GUARD_MS));
-    drain_loop(loop);
+        assert_true(run_until_count(f.loop, (volatile int *)&res[i].calls, 1, HANG_GUARD_MS));
+    drain_loop(f.loop);
     for (int i = 0; i < N; i++) {
         assert_int_equal(atomic_load(&res[i].calls), 1);
         assert_int_equal(res[i].pid, res[i].expected_pid);
         assert_int_equal(res[i].rc, res[i].expected_rc);
         assert_true(pthread_equal(res[i].thread, pthread_self()));
     }
-    assert_int_equal(evpol_watcher_close(w, NULL), 0);
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
+    assert_int_equal(evpol_watcher_close(f.w, NULL), 0);
+    fixture_close(&f);
 }
 
 /* ---- death by signal ---- */
 
 void test_killed_by_signal(void **state)
 {
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    skip_unless_available(kind);
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
+    watcher_fixture f = fixture_open(state);
 
     result term = {0}, killed = {0};
     int fd_term, fd_kill;
     pid_t p_term = spawn_lone_child(&fd_term, 0, SIGTERM);
     pid_t p_kill = spawn_lone_child(&fd_kill, 0, 0);
-    assert_ok(register_in_loop(loop, w, p_term, on_exit_cb, &term, NULL));
-    assert_ok(register_in_loop(loop, w, p_kill, on_exit_cb, &killed, NULL));
+    assert_ok(register_in_loop(f.loop, f.w, p_term, on_exit_cb, &term, NULL));
+    assert_ok(register_in_loop(f.loop, f.w, p_kill, on_exit_cb, &killed, NULL));
     release_child(fd_term);
     assert_int_equal(kill(p_kill, SIGKILL), 0);
-    assert_true(run_until_count(loop, (volatile int *)&term.calls, 1, HANG_GUARD_MS));
-    assert_true(run_until_count(loop, (volatile int *)&killed.calls, 1, HANG_GUARD_MS));
+    assert_true(run_until_count(f.loop, (volatile int *)&term.calls, 1, HANG_GUARD_MS));
+    assert_true(run_until_count(f.loop, (volatile int *)&killed.calls, 1, HANG_GUARD_MS));
     close(fd_kill);
-    drain_loop(loop);
+    drain_loop(f.loop);
     assert_int_equal(term.pid, p_term);
     assert_int_equal(term.rc, -SIGTERM);
     assert_int_equal(killed.pid, p_kill);
@@ -288,35 +305,27 @@ void test_killed_by_signal(void **state)
     assert_int_equal(atomic_load(&term.calls), 1);
     assert_int_equal(atomic_load(&killed.calls), 1);
 
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
+    fixture_close(&f);
 }
 
 /* ---- a child that exited before it was registered ---- */
 
 void test_exited_before_registration(void **state)
 {
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    skip_unless_available(kind);
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
+    watcher_fixture f = fixture_open(state);
 
     pid_t pid = fork_exit(7);
     wait_exited_not_reaped(pid);
     result r = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &r, NULL));
-    assert_true(run_until_count(loop, (volatile int *)&r.calls, 1, HANG_GUARD_MS));
-    drain_loop(loop);
+    assert_ok(register_in_loop(f.loop, f.w, pid, on_exit_cb, &r, NULL));
+    assert_true(run_until_count(f.loop, (volatile int *)&r.calls, 1, HANG_GUARD_MS));
+    drain_loop(f.loop);
     assert_int_equal(r.pid, pid);
     assert_int_equal(r.rc, 7);
     assert_int_equal(atomic_load(&r.calls), 1);
     assert_true(pthread_equal(r.thread, pthread_self()));
 
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
+    fixture_close(&f);
 }
 
 /* ---- loops in non-main threads ---- */
@@ -401,28 +410,22 @@ void test_loops_in_other_threads(void **state)
 
 void test_remove(void **state)
 {
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    skip_unless_available(kind);
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
+    watcher_fixture f = fixture_open(state);
 
     int fd;
     pid_t pid = spawn_lone_child(&fd, 0, 0);
     result r = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &r, NULL));
-    assert_int_equal(evpol_watcher_remove_child_handler(w, pid, NULL), 1);
-    assert_int_equal(evpol_watcher_remove_child_handler(w, pid, NULL), 0);
+    assert_ok(register_in_loop(f.loop, f.w, pid, on_exit_cb, &r, NULL));
+    assert_int_equal(evpol_watcher_remove_child_handler(f.w, pid, NULL), 1);
+    assert_int_equal(evpol_watcher_remove_child_handler(f.w, pid, NULL), 0);
     release_child(fd);
     /* The watcher still reaps it: no zombie. */
-    assert_true(run_until_reaped(loop, pid));
-    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    drain_loop(loop);
+    assert_true(run_until_reaped(f.loop, pid));
+    assert_true(wait_threads_at_most(f.before.threads, HANG_GUARD_MS));
+    drain_loop(f.loop);
     assert_int_equal(atomic_load(&r.calls), 0);
 
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
+    fixture_close(&f);
 }
 
 void test_remove_unknown(void **state)
@@ -441,28 +444,22 @@ void test_remove_unknown(void **state)
  * thread delivers it). */
 void test_remove_then_add_again(void **state)
 {
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    skip_unless_available(kind);
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
+    watcher_fixture f = fixture_open(state);
 
     int fd;
     pid_t pid = spawn_lone_child(&fd, 9, 0);
     result first = {0}, second = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &first, NULL));
-    assert_int_equal(evpol_watcher_remove_child_handler(w, pid, NULL), 1);
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb2, &second, NULL));
+    assert_ok(register_in_loop(f.loop, f.w, pid, on_exit_cb, &first, NULL));
+    assert_int_equal(evpol_watcher_remove_child_handler(f.w, pid, NULL), 1);
+    assert_ok(register_in_loop(f.loop, f.w, pid, on_exit_cb2, &second, NULL));
     release_child(fd);
-    assert_true(run_until_count(loop, (volatile int *)&second.calls, 1, HANG_GUARD_MS));
-    drain_loop(loop);
+    assert_true(run_until_count(f.loop, (volatile int *)&second.calls, 1, HANG_GUARD_MS));
+    drain_loop(f.loop);
     assert_int_equal(atomic_load(&first.calls), 0);
     assert_int_equal(atomic_load(&second.calls), 1);
     assert_int_equal(second.rc, 9);
 
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
+    fixture_close(&f);
 }
 
 /* ---- the child was reaped elsewhere ---- */
@@ -640,39 +637,33 @@ void test_stress(void **state)
 
 void test_replace(void **state)
 {
-    evpol_watcher_kind kind = test_watcher_kind(state);
-    skip_unless_available(kind);
-    resource_snapshot before = resources_now();
-    evpol_loop *loop = new_loop();
-    evpol_watcher *w = new_watcher(kind);
+    watcher_fixture f = fixture_open(state);
 
     int fd;
     pid_t pid = spawn_lone_child(&fd, 5, 0);
     result first = {0}, second = {0};
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb, &first, NULL));
+    assert_ok(register_in_loop(f.loop, f.w, pid, on_exit_cb, &first, NULL));
     resource_snapshot one = resources_now();
-    assert_ok(register_in_loop(loop, w, pid, on_exit_cb2, &second, NULL));
-    if (kind == EVPOL_WATCHER_PIDFD) {
+    assert_ok(register_in_loop(f.loop, f.w, pid, on_exit_cb2, &second, NULL));
+    if (f.kind == EVPOL_WATCHER_PIDFD) {
         /* Still one pidfd for the pid, and no thread. */
         assert_int_equal(resources_now().fds, one.fds);
-        assert_int_equal(resources_now().threads, before.threads);
+        assert_int_equal(resources_now().threads, f.before.threads);
     } else {
         /* Still one waiting thread for the pid (THR-1). */
         assert_int_equal(resources_now().threads, one.threads);
     }
     release_child(fd);
-    assert_true(run_until_count(loop, (volatile int *)&second.calls, 1, HANG_GUARD_MS));
-    assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    drain_loop(loop);
+    assert_true(run_until_count(f.loop, (volatile int *)&second.calls, 1, HANG_GUARD_MS));
+    assert_true(wait_threads_at_most(f.before.threads, HANG_GUARD_MS));
+    drain_loop(f.loop);
     assert_int_equal(atomic_load(&first.calls), 0);
     assert_int_equal(atomic_load(&second.calls), 1);
     assert_int_equal(second.tag, 2);
     assert_int_equal(second.pid, pid);
     assert_int_equal(second.rc, 5);
 
-    evpol_watcher_unref(w);
-    free_loop(loop);
-    assert_no_leaks(before);
+    fixture_close(&f);
 }
 
 /* ---- close with children pending ---- */
