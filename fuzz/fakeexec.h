@@ -23,6 +23,11 @@
  * library's posts to a loop are wrapped and counted, so a loop runs again
  * only when something reached it).
  *
+ * The threads the library makes through the seam come from a pool
+ * (fakeexec.c says how a reused thread still looks new to the library):
+ * the fake kernel makes them through fk_set_thread_lower, and the library
+ * gives them back through the seam's thread_join and thread_detach.
+ *
  * The wrapping uses the linker: programs that use this file link the
  * library's objects with
  *     -Wl,--wrap=poll -Wl,--wrap=evpol_loop_add_signal_handler
