@@ -67,6 +67,22 @@ int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout)
     return r;
 }
 
+/* The library's lock assertions (EVPOL__ASSERT_LOCKED, on in these
+ * builds) ask gettid() in every `_locked` function, and glibc makes that a
+ * system call each time: over half of an ops input's system calls. A
+ * thread's id never changes, so ask once per thread (no thread of these
+ * programs forks). */
+pid_t __real_gettid(void);
+pid_t __wrap_gettid(void);
+static _Thread_local pid_t tls_tid;
+
+pid_t __wrap_gettid(void)
+{
+    if (!tls_tid)
+        tls_tid = __real_gettid();
+    return tls_tid;
+}
+
 /* Posts to each loop from the library's other files (deliveries, spawn's
  * exit forwarding), so that settle() knows which loop has work. */
 struct evpol__post;
@@ -956,6 +972,13 @@ void fx_step(const fz_step *st, fz_outcome *out)
 
 /* ---- begin / end ---- */
 
+/* Each loop of a world wraps one of these (evpol_loop_new_from_base), kept
+ * across worlds: a fresh evpol loop every time, but no new event_base
+ * (its epoll and notification fds, libevent's checks of the process's
+ * ids, its allocations), which cost more than a short program. fx_end
+ * checks that closing the loop left the base as it found it. */
+static struct event_base *bases[FZ_NLOOPS];
+
 int fx_begin(int kind, bool auto_sigchld, char *err, size_t size)
 {
     static bool hooked;
@@ -1004,8 +1027,12 @@ int fx_begin(int kind, bool auto_sigchld, char *err, size_t size)
     }
     fk_sigchld_action(&G.start_act);
     for (int l = 0; l < FZ_NLOOPS; l++) {
-        if (evpol_loop_new(EVPOL_BACKEND_DEFAULT, &G.loop[l], &e) != 0) {
-            snprintf(err, size, "evpol_loop_new: %s", e.message);
+        if (!bases[l] && !(bases[l] = event_base_new())) {
+            snprintf(err, size, "event_base_new failed");
+            return -1;
+        }
+        if (evpol_loop_new_from_base(bases[l], &G.loop[l], &e) != 0) {
+            snprintf(err, size, "evpol_loop_new_from_base: %s", e.message);
             return -1;
         }
         atomic_store(&post_loops[l], G.loop[l]);
@@ -1060,6 +1087,17 @@ int fx_end(char *problems, size_t size)
         evpol_loop_close(G.loop[l], NULL);
         evpol_loop_unref(G.loop[l]);
         G.loop[l] = NULL;
+        /* LOOP-1: closing releases every event evpol put on the base, and
+         * only a clean base is used again. */
+        int left = event_base_get_num_events(bases[l], EVENT_BASE_COUNT_ADDED |
+                                                           EVENT_BASE_COUNT_ACTIVE |
+                                                           EVENT_BASE_COUNT_VIRTUAL);
+        if (left != 0) {
+            addp(problems, size, "  L%d closed, but its event_base still holds %d event(s)\n", l,
+                 left);
+            event_base_free(bases[l]);
+            bases[l] = NULL;
+        }
     }
     /* Waiting threads still blocked on fake children wake (ECHILD) and
      * end; none may outlive that (THR-6). */
