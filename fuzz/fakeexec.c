@@ -393,8 +393,56 @@ static int seam_thread_create(pthread_t *thread, size_t stack, void *(*fn)(void 
  * when a thread detaches itself (MultiLoop's orphaned reaper), and a worker
  * whose function did that ends instead of returning to the pool. When every
  * worker is busy, a real thread is made (pool_join and pool_detach pass
- * threads they do not know on to pthread). */
+ * threads they do not know on to pthread).
+ *
+ * Under ThreadSanitizer a reused thread would also carry its history: a
+ * detached function's accesses would happen before everything the next
+ * function on that worker does, and before whatever its creator does after
+ * handing it out, hiding races a fresh thread exposes. So there each
+ * function runs in a fiber of its own (TSan's fiber API: its own
+ * happens-before history on the same OS thread), ordered after its
+ * creator's hand-off and before its joiner's return, as pthread_create
+ * and pthread_join order a thread, and after nothing else. */
 #define POOL_MAX 64
+
+#if defined(__SANITIZE_THREAD__)
+#define FX_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FX_TSAN 1
+#endif
+#endif
+
+#ifdef FX_TSAN
+#include <sanitizer/tsan_interface.h>
+
+/* Run fn in a fiber of its own; `order` is the function's own
+ * synchronization object (created with the job, freed with it). */
+static void *run_isolated(void *(*fn)(void *), void *arg, void *order)
+{
+    void *base = __tsan_get_current_fiber();
+    void *fiber = __tsan_create_fiber(0);
+    __tsan_switch_to_fiber(fiber, __tsan_switch_to_fiber_no_sync);
+    __tsan_acquire(order); /* after the creator's hand-off */
+    void *ret = fn(arg);
+    __tsan_release(order); /* before the joiner's return */
+    __tsan_switch_to_fiber(base, __tsan_switch_to_fiber_no_sync);
+    __tsan_destroy_fiber(fiber);
+    return ret;
+}
+#define ORDER_NEW() malloc(1)
+#define ORDER_RELEASE(o) __tsan_release(o)
+#define ORDER_ACQUIRE(o) __tsan_acquire(o)
+#else
+static void *run_isolated(void *(*fn)(void *), void *arg, void *order)
+{
+    (void)order;
+    return fn(arg);
+}
+#define ORDER_NEW() NULL
+#define ORDER_RELEASE(o) ((void)(o))
+#define ORDER_ACQUIRE(o) ((void)(o))
+#endif
 
 typedef struct pool_worker {
     pthread_t thread;
@@ -407,6 +455,7 @@ typedef struct pool_worker {
     bool detached;
     bool retire;      /* fn detached itself: end instead of taking work */
     void *ret;
+    void *order;      /* TSan: fn's own synchronization object */
 } pool_worker;
 
 static struct {
@@ -415,6 +464,14 @@ static struct {
     int n;
     pool_worker w[POOL_MAX];
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
+
+/* The library let go of w's function and it has returned (lock held). */
+static void job_done(pool_worker *w)
+{
+    w->assigned = false;
+    free(w->order);
+    w->order = NULL;
+}
 
 static void *pool_main(void *p)
 {
@@ -427,18 +484,19 @@ static void *pool_main(void *p)
             pthread_cond_wait(&w->wake, &pool.lock);
         void *(*fn)(void *) = w->fn;
         void *arg = w->arg;
+        void *order = w->order;
         sigset_t mask = w->mask;
         pthread_mutex_unlock(&pool.lock);
         if (memcmp(&mask, &cur, sizeof mask) != 0) {
             pthread_sigmask(SIG_SETMASK, &mask, NULL);
             cur = mask;
         }
-        void *ret = fn(arg);
+        void *ret = run_isolated(fn, arg, order);
         pthread_mutex_lock(&pool.lock);
         w->ret = ret;
         w->finished = true;
         if (w->detached)
-            w->assigned = false;
+            job_done(w);
         pthread_cond_broadcast(&pool.done);
         if (w->retire) {
             /* Never handed out again: its slot stays taken. */
@@ -479,13 +537,15 @@ static int pool_create(pthread_t *thread, size_t stack, void *(*fn)(void *), voi
     w->fn = fn;
     w->arg = arg;
     w->mask = mask;
+    w->order = ORDER_NEW();
+    ORDER_RELEASE(w->order);
     w->finished = w->detached = false;
     w->assigned = true;
     if (fresh) {
         /* Default stack: at least what any caller asks for here. */
         int rc = pthread_create(&w->thread, NULL, pool_main, w);
         if (rc != 0) {
-            w->assigned = false;
+            job_done(w);
             pthread_mutex_unlock(&pool.lock);
             return rc;
         }
@@ -512,9 +572,10 @@ static int pool_join(pthread_t t, void **retval)
     }
     while (!w->finished)
         pthread_cond_wait(&pool.done, &pool.lock);
+    ORDER_ACQUIRE(w->order);
     if (retval)
         *retval = w->ret;
-    w->assigned = false;
+    job_done(w);
     pthread_mutex_unlock(&pool.lock);
     return 0;
 }
@@ -535,7 +596,7 @@ static int pool_detach(pthread_t t)
     if (pthread_equal(t, pthread_self()))
         w->retire = true;
     if (w->finished)
-        w->assigned = false;
+        job_done(w);
     pthread_mutex_unlock(&pool.lock);
     return 0;
 }
