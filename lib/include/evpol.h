@@ -618,9 +618,11 @@ EVPOL_API int evpol_loop_spawn_ex(evpol_loop *loop, const evpol_spawn_options *o
  * filled: evpol_sys_set accepts sizeof(evpol_sys) or an earlier version's
  * size (EVPOL_SYS_SIZE_0_1, the table of 0.1.0, which ends at `free`), and
  * gives the members a smaller table lacks their real functions. So a
- * program built against 0.1.0, which copies evpol_sys_real() into its
- * smaller struct, keeps working and keeps the real thread_join and
- * thread_detach.
+ * program built against 0.1.0 that fills a table of its own (size = its
+ * sizeof) keeps working and keeps the real thread_join and thread_detach.
+ * Not covered: one that copies evpol_sys_real() whole into its smaller
+ * struct and passes it on without setting `size` hands over this
+ * version's size, and evpol_sys_set reads past its struct.
  */
 
 /* evpol_sys_spawn_request.stdio[i] when it is not a descriptor of the
