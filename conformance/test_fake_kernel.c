@@ -18,7 +18,9 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -962,6 +964,159 @@ static void fake_installs_in_seam(void **state)
     fk_reset();
 }
 
+/* ------------------------------------------------------------------ */
+/* The seam's thread members: join and detach go through it             */
+/* ------------------------------------------------------------------ */
+
+/* A lower thread table under the fake (fk_set_thread_lower): real
+ * threads, every call counted, as a fuzzer's pool would see them. */
+static atomic_int lower_creates, lower_joins, lower_detaches;
+
+static int counting_create(pthread_t *t, size_t stack, void *(*fn)(void *), void *arg)
+{
+    atomic_fetch_add(&lower_creates, 1);
+    return evpol_sys_real()->thread_create(t, stack, fn, arg);
+}
+
+static int counting_join(pthread_t t, void **ret)
+{
+    atomic_fetch_add(&lower_joins, 1);
+    return pthread_join(t, ret);
+}
+
+static int counting_detach(pthread_t t)
+{
+    atomic_fetch_add(&lower_detaches, 1);
+    return pthread_detach(t);
+}
+
+static void seam_child_done(pid_t pid, int rc, void *arg)
+{
+    (void)pid;
+    *(int *)arg = rc;
+}
+
+static void stop_loop(void *arg)
+{
+    evpol_loop_stop(arg, NULL);
+}
+
+/* Register a fake child with a Threaded watcher, end it, and run the loop
+ * until its callback has run: the waiting thread made through the seam
+ * ended and reported. */
+static void threaded_round_trip(evpol_loop *loop)
+{
+    evpol_watcher *w = NULL;
+    assert_ok(evpol_watcher_new(EVPOL_WATCHER_THREADED, &w, NULL));
+    pid_t p = fk_new_child();
+    int rc = -1;
+    assert_ok(evpol_watcher_add_child_handler_on(w, loop, p, seam_child_done, &rc, NULL));
+    assert_int_equal(fk_exit(p, 7), 0);
+    assert_true(fk_wait_no_threads(10000));
+    /* The delivery was posted before the thread ended: one run takes it. */
+    assert_ok(evpol_loop_call_soon_threadsafe(loop, stop_loop, loop, NULL));
+    assert_ok(evpol_loop_run(loop, NULL));
+    assert_int_equal(rc, 7);
+    assert_ok(evpol_watcher_close(w, NULL));
+    evpol_watcher_unref(w);
+}
+
+/* MultiLoop: activate on `loop` (its reaper is made through the seam),
+ * then close (the reaper joined). */
+static void multiloop_round_trip(evpol_loop *loop)
+{
+    evpol_watcher *m = NULL;
+    assert_ok(evpol_watcher_new(EVPOL_WATCHER_MULTILOOP, &m, NULL));
+    assert_ok(evpol_watcher_attach_loop(m, loop, NULL));
+    assert_ok(evpol_watcher_close(m, NULL));
+    assert_int_equal(fk_threads_live(), 0);
+    evpol_watcher_unref(m);
+}
+
+static evpol_sys counting_lower;
+
+/* Put the counting table under the fake, counts at zero. */
+static void install_counting_lower(void)
+{
+    counting_lower = *evpol_sys_real();
+    counting_lower.thread_create = counting_create;
+    counting_lower.thread_join = counting_join;
+    counting_lower.thread_detach = counting_detach;
+    atomic_store(&lower_creates, 0);
+    atomic_store(&lower_joins, 0);
+    atomic_store(&lower_detaches, 0);
+    fk_set_thread_lower(&counting_lower);
+}
+
+static void seam_join_detach(void **state)
+{
+    (void)state;
+    install_counting_lower();
+    assert_int_equal(fk_install(), 0);
+    evpol_loop *loop = new_loop();
+
+    /* Threaded detaches its waiter through the seam. */
+    threaded_round_trip(loop);
+    assert_int_equal(atomic_load(&lower_creates), 1);
+    assert_int_equal(atomic_load(&lower_detaches), 1);
+    assert_int_equal(atomic_load(&lower_joins), 0);
+
+    /* MultiLoop joins its reaper through the seam on close. */
+    multiloop_round_trip(loop);
+    assert_int_equal(atomic_load(&lower_creates), 2);
+    assert_int_equal(atomic_load(&lower_joins), 1);
+    assert_int_equal(atomic_load(&lower_detaches), 1);
+
+    evpol_loop_unref(loop);
+    fk_uninstall();
+    fk_set_thread_lower(NULL);
+    fk_reset();
+}
+
+/* Set one member of a table held in bytes (it may be smaller than
+ * evpol_sys). */
+#define SET_MEMBER(bytes, member, value)                                                   \
+    do {                                                                                   \
+        __typeof__(((evpol_sys *)0)->member) v_ = (value);                                 \
+        memcpy((bytes) + offsetof(evpol_sys, member), &v_, sizeof v_);                     \
+    } while (0)
+
+static void seam_old_size_table(void **state)
+{
+    (void)state;
+    /* What a program built against 0.1.0 passes: its smaller table, here on
+     * the heap so that a read past it is an error AddressSanitizer reports. */
+    unsigned char *old = malloc(EVPOL_SYS_SIZE_0_1);
+    assert_non_null(old);
+    memcpy(old, fk_sys(), EVPOL_SYS_SIZE_0_1);
+    evpol_error e = {0};
+    SET_MEMBER(old, size, EVPOL_SYS_SIZE_0_1 + sizeof(void *));
+    check_error(evpol_sys_set((const evpol_sys *)(void *)old, &e), &e, EVPOL_ETYPE);
+    SET_MEMBER(old, size, EVPOL_SYS_SIZE_0_1);
+    SET_MEMBER(old, waitpid, NULL);
+    check_error(evpol_sys_set((const evpol_sys *)(void *)old, &e), &e, EVPOL_ETYPE);
+    SET_MEMBER(old, waitpid, fk_sys()->waitpid);
+
+    fk_reset();
+    install_counting_lower();
+    assert_ok(evpol_sys_set((const evpol_sys *)(void *)old, NULL));
+    free(old); /* the seam keeps its own copy */
+    evpol_loop *loop = new_loop();
+
+    /* The fake's thread_create still runs; the table has no join or
+     * detach, so the library uses the real ones, not the fake's. */
+    threaded_round_trip(loop);
+    multiloop_round_trip(loop);
+    assert_int_equal(atomic_load(&lower_creates), 2);
+    assert_int_equal(atomic_load(&lower_detaches), 0);
+    assert_int_equal(atomic_load(&lower_joins), 0);
+
+    evpol_loop_unref(loop);
+    fk_uninstall();
+    fk_set_thread_lower(NULL);
+    fk_reset();
+}
+
 int main(void)
 {
     const harness_test tests[] = {
@@ -991,6 +1146,8 @@ int main(void)
         UNTAGGED_TEST(fake_passthrough_real_children),
         UNTAGGED_TEST(fake_fd_accounting_and_log),
         UNTAGGED_TEST(fake_installs_in_seam),
+        UNTAGGED_TEST(seam_join_detach),
+        UNTAGGED_TEST(seam_old_size_table),
     };
     return harness_run_group("fake_kernel", tests, NULL, NULL);
 }

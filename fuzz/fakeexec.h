@@ -23,10 +23,16 @@
  * library's posts to a loop are wrapped and counted, so a loop runs again
  * only when something reached it).
  *
+ * The threads the library makes through the seam come from a pool
+ * (fakeexec.c says how a reused thread still looks new to the library):
+ * the fake kernel makes them through fk_set_thread_lower, and the library
+ * gives them back through the seam's thread_join and thread_detach.
+ *
  * The wrapping uses the linker: programs that use this file link the
  * library's objects with
  *     -Wl,--wrap=poll -Wl,--wrap=evpol_loop_add_signal_handler
  *     -Wl,--wrap=evpol_loop_remove_signal_handler -Wl,--wrap=evpol__loop_post
+ *     -Wl,--wrap=gettid
  * (FUZZ_WRAP in fuzz/fuzz.mk, fuzz/oss-fuzz/build.sh). Only calls
  * between separately compiled objects are wrapped, so this sees exactly the
  * watchers' calls. If a watcher stops making them (the library changed), the

@@ -59,6 +59,8 @@ static const evpol_sys real_sys = {
     .pipe2 = pipe2,
     .calloc = calloc,
     .free = free,
+    .thread_join = pthread_join,
+    .thread_detach = pthread_detach,
 };
 
 _Atomic(const evpol_sys *) evpol__sys_table = &real_sys;
@@ -85,16 +87,21 @@ int evpol_sys_set(const evpol_sys *table, evpol_error *err)
         atomic_store_explicit(&evpol__sys_table, &real_sys, memory_order_release);
         return 0;
     }
-    if (table->size != sizeof(evpol_sys))
-        return evpol__fail(err, EVPOL_ETYPE, "evpol_sys table has size %zu, expected %zu",
-                           table->size, sizeof(evpol_sys));
-    if (!table->waitpid || !table->pidfd_open || !table->sigaction || !table->spawn ||
-        !table->kill || !table->thread_create || !table->close || !table->pipe2 ||
-        !table->calloc || !table->free)
+    if (table->size != sizeof(evpol_sys) && table->size != EVPOL_SYS_SIZE_0_1)
+        return evpol__fail(err, EVPOL_ETYPE, "evpol_sys table has size %zu, expected %zu or %zu",
+                           table->size, sizeof(evpol_sys), (size_t)EVPOL_SYS_SIZE_0_1);
+    /* An older, smaller table is read only up to its size; the members it
+     * lacks are the real ones. */
+    evpol_sys full = real_sys;
+    memcpy(&full, table, table->size);
+    full.size = sizeof full;
+    if (!full.waitpid || !full.pidfd_open || !full.sigaction || !full.spawn || !full.kill ||
+        !full.thread_create || !full.close || !full.pipe2 || !full.calloc || !full.free ||
+        !full.thread_join || !full.thread_detach)
         return evpol__fail(err, EVPOL_ETYPE, "evpol_sys table has a NULL member");
     pthread_mutex_lock(&installed_lock);
     installed_table *t = installed;
-    while (t && memcmp(&t->table, table, sizeof *table) != 0)
+    while (t && memcmp(&t->table, &full, sizeof full) != 0)
         t = t->next;
     if (!t) {
         /* The C library's calloc, not the seam's: this is the seam. */
@@ -105,7 +112,7 @@ int evpol_sys_set(const evpol_sys *table, evpol_error *err)
             return evpol__fail(err, EVPOL_ENOMEM, "out of memory");
         }
         /* LCOV_EXCL_STOP */
-        t->table = *table;
+        t->table = full;
         t->next = installed;
         installed = t;
     }

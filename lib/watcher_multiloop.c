@@ -413,7 +413,7 @@ static int ml_close(evpol_watcher *w, evpol_error *err)
         } else if (pthread_equal(pthread_self(), m->reaper)) {
             /* The reaper dropped the last reference while delivering: it
              * cannot wait for itself, and must not touch m once we return. */
-            pthread_detach(m->reaper);
+            evpol__sys.thread_detach(m->reaper);
             tls_reaper_orphaned = true;
         } else {
             join = true;
@@ -431,7 +431,7 @@ static int ml_close(evpol_watcher *w, evpol_error *err)
         /* EAGAIN means the pipe is full, so the reaper wakes anyway. */
         ssize_t n = write(m->pipe_wr, &byte, 1);
         (void)n;
-        pthread_join(m->reaper, NULL);
+        evpol__sys.thread_join(m->reaper, NULL);
     }
     if (m->pipe_rd >= 0) {
         evpol__sys.close(m->pipe_rd);

@@ -156,7 +156,7 @@ static int thr_add(evpol_watcher *w, evpol_loop *loop, pid_t pid, const evpol__h
         rc = evpol__fail_sys(err, terr, "cannot start a thread waiting for pid %ld", (long)pid);
         goto out;
     }
-    pthread_detach(thread);
+    evpol__sys.thread_detach(thread);
 out:
     pthread_mutex_unlock(&core->lock);
     evpol_loop_unref(old_loop);

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -651,6 +652,30 @@ static void *trampoline(void *p)
     return ret;
 }
 
+/* Where threads made through the fake come from (fk_set_thread_lower). */
+static _Atomic(const evpol_sys *) thread_lower;
+
+static const evpol_sys *threads(void)
+{
+    const evpol_sys *t = atomic_load(&thread_lower);
+    return t ? t : real();
+}
+
+void fk_set_thread_lower(const evpol_sys *lower)
+{
+    atomic_store(&thread_lower, lower);
+}
+
+static int fake_thread_join(pthread_t thread, void **retval)
+{
+    return threads()->thread_join(thread, retval);
+}
+
+static int fake_thread_detach(pthread_t thread)
+{
+    return threads()->thread_detach(thread);
+}
+
 static int fake_thread_create(pthread_t *thread, size_t stack_size, void *(*fn)(void *), void *arg)
 {
     lock();
@@ -672,7 +697,7 @@ static int fake_thread_create(pthread_t *thread, size_t stack_size, void *(*fn)(
     /* Counted before the thread can finish. */
     fk.threads_live++;
     unlock();
-    int rc = real()->thread_create(thread, stack_size, trampoline, t);
+    int rc = threads()->thread_create(thread, stack_size, trampoline, t);
     lock();
     if (!rc) {
         fk.threads_created++;
@@ -735,6 +760,8 @@ static const evpol_sys fake_table = {
     .pipe2 = fake_pipe2,
     .calloc = calloc, /* memory is not the kernel's to fake */
     .free = free,
+    .thread_join = fake_thread_join,
+    .thread_detach = fake_thread_detach,
 };
 
 /* ---- installation ---- */

@@ -92,7 +92,8 @@
  * Other calls: spawn makes a fake child (the program is not run; the
  * request's file and argv are only checked) unless fk_set_spawn_real(true),
  * which passes the request to the real kernel; thread_create, pipe2 and
- * close pass through, counted; fk_fail_threads(n) makes the next n thread
+ * close pass through, counted (threads to fk_set_thread_lower's table);
+ * thread_join and thread_detach pass through; fk_fail_threads(n) makes the next n thread
  * creations fail with EAGAIN; fk_fail_spawn(e) the next spawn with errno e;
  * fk_spawn_exits_immediately(code) makes the next spawned child exit before
  * spawn returns (the race between exit and registration).
@@ -125,6 +126,12 @@
  * open (evpol_sys_set is not thread-safe). 0, or the evpol error code when
  * the seam refuses the table. */
 int fk_install(void);
+/* The thread members (thread_create, thread_join, thread_detach) of
+ * `lower` make, join and detach the threads created through the fake (NULL:
+ * the real kernel's); the fake still counts them and runs each under its
+ * trampoline. For a fuzzer's pool of reused threads; `lower` must outlive
+ * every thread it made. */
+void fk_set_thread_lower(const evpol_sys *lower);
 /* Restore the real kernel table. The fake's state is kept (threads still
  * blocked in a fake waitpid keep waiting until fk_exit or fk_reset). */
 void fk_uninstall(void);

@@ -6,7 +6,9 @@
 #   - its soname is the baseline's: a new soname needs a new baseline
 #     (`make abi-baseline`), written on purpose;
 #   - abidiff, limited to the types of the public header, finds nothing
-#     removed or changed. Added functions are compatible: printed, accepted.
+#     removed or changed. Added functions are compatible: printed, accepted;
+#     so are members appended to a struct its `size` versions
+#     (lib/abi/appendable lists them).
 #
 # ABIDW (the abidw command line) comes from the Makefile, so that the baseline
 # and the build are read the same way. Exit 0: compatible; 1: not (or the
@@ -39,6 +41,23 @@ if ! $ABIDW --out-file "$tmp/build.abi" "$lib"; then
     echo "abi-check: abidw could not read $lib" >&2
     exit 1
 fi
+# A struct that its `size` versions may grow at its end (lib/abi/appendable):
+# compare the build with those appended members cut off, at the baseline's
+# size, so that anything else changed in the struct still shows.
+for s in $(sed -e 's/#.*//' "$(dirname "$0")/appendable"); do
+    base_bits=$(sed -n "s/.*<class-decl name='$s' size-in-bits='\([0-9]*\)'.*/\1/p" "$baseline" | head -1)
+    [ -n "$base_bits" ] || continue
+    S=$s B=$base_bits perl -0pi -e '
+        s{(<class-decl name=\x27$ENV{S}\x27 size-in-bits=\x27)(\d+)(\x27.*?</class-decl>)}{
+            my ($head, $body) = ($1, $3);
+            my $cut = 0;
+            $body =~ s{\s*<data-member [^>]*layout-offset-in-bits=\x27(\d+)\x27>.*?</data-member>}{
+                $1 >= $ENV{B} ? do { $cut++; "" } : $&
+            }gse;
+            print STDERR "abi-check: $ENV{S}: $cut member(s) appended after the baseline: accepted\n" if $cut;
+            $head . $ENV{B} . $body
+        }se' "$tmp/build.abi"
+done
 abidiff "$baseline" "$tmp/build.abi" >"$tmp/diff.txt" 2>&1
 rc=$?
 # abidiff's exit status is a bit set: 1 error, 2 usage error, 4 some ABI

@@ -5,6 +5,8 @@
 # and abi-check must:
 #   - pass, listing it, when a public function is added;
 #   - fail when a public function is no longer exported;
+#   - pass when a member is appended to evpol_sys (its size versions it);
+#   - fail when one is inserted before its end;
 #   - fail when a public struct (evpol_spawn_options) changes its layout.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,6 +41,14 @@ rm "$tmp/lib/abi_test_added.c"
 plant lib/evpol.map 's/local:\n/local:\n        evpol_loop_is_closed;\n/'
 expect FAIL "a function removed" 'evpol_loop_is_closed'
 unplant lib/evpol.map
+
+plant lib/include/evpol.h 's/(    int \(\*thread_detach\)\(pthread_t thread\);\n)/$1    int (*abi_test_appended)(void);\n/'
+expect PASS "a member appended to evpol_sys, which its size versions" 'evpol_sys: .* appended after the baseline: accepted'
+unplant lib/include/evpol.h
+
+plant lib/include/evpol.h 's/(typedef struct evpol_sys \{\n    size_t size;[^\n]*\n)/$1    int abi_test_inserted;\n/'
+expect FAIL "a member inserted inside evpol_sys" 'evpol_sys'
+unplant lib/include/evpol.h
 
 plant lib/include/evpol.h 's/(typedef struct evpol_spawn_options \{\n)/$1    int abi_test_first;\n/'
 expect FAIL "a public struct laid out differently" 'evpol_spawn_options'

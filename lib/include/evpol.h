@@ -612,9 +612,17 @@ EVPOL_API int evpol_loop_spawn_ex(evpol_loop *loop, const evpol_spawn_options *o
  * poll, read and close-time write on that same pipe; and the fcntl that
  * moves a spawn pipe end above fd 2 when the caller runs with a standard
  * stream closed. None of them reports anything about a child; they act on
- * pipes the table's pipe2 created. The table cannot grow to take them
- * without breaking programs built against 0.1.0 (they copy
- * evpol_sys_real() with their smaller struct).
+ * pipes the table's pipe2 created.
+ *
+ * The table grows only at its end, and `size` says which version a caller
+ * filled: evpol_sys_set accepts sizeof(evpol_sys) or an earlier version's
+ * size (EVPOL_SYS_SIZE_0_1, the table of 0.1.0, which ends at `free`), and
+ * gives the members a smaller table lacks their real functions. So a
+ * program built against 0.1.0 that fills a table of its own (size = its
+ * sizeof) keeps working and keeps the real thread_join and thread_detach.
+ * Not covered: one that copies evpol_sys_real() whole into its smaller
+ * struct and passes it on without setting `size` hands over this
+ * version's size, and evpol_sys_set reads past its struct.
  */
 
 /* evpol_sys_spawn_request.stdio[i] when it is not a descriptor of the
@@ -672,13 +680,23 @@ typedef struct evpol_sys {
      * wrappers that pass through to it. */
     void *(*calloc)(size_t nmemb, size_t size);
     void (*free)(void *ptr);
+    /* Appended after 0.1.0. pthread_join's and pthread_detach's contracts,
+     * for the threads thread_create made: every thread the library starts
+     * ends through one of them, so that a fake thread_create may hand out
+     * threads of its own (a pool) and learn when the library lets one go. */
+    int (*thread_join)(pthread_t thread, void **retval);
+    int (*thread_detach)(pthread_t thread);
 } evpol_sys;
+
+/* The size of the 0.1.0 table: every member before thread_join. */
+#define EVPOL_SYS_SIZE_0_1 offsetof(evpol_sys, thread_join)
 
 /* Install `table` (copied; each distinct table is kept until the process
  * exits); NULL restores the real kernel. Any thread, but meant for when no
  * watcher is open: a call already in progress finishes with the old table,
- * so the fake would miss it. Errors: ETYPE (size wrong or member NULL),
- * ENOMEM. */
+ * so the fake would miss it. A table of size EVPOL_SYS_SIZE_0_1 gets the
+ * real thread_join and thread_detach. Errors: ETYPE (size neither
+ * sizeof(evpol_sys) nor EVPOL_SYS_SIZE_0_1, or a member NULL), ENOMEM. */
 EVPOL_API int evpol_sys_set(const evpol_sys *table, evpol_error *err);
 /* The real kernel's table, for fakes that pass some calls through. */
 EVPOL_API const evpol_sys *evpol_sys_real(void);
