@@ -18,8 +18,8 @@ import traceback
 import warnings
 
 from steps import ERRCODES, EXC_CODE, NO_SUCH_PROGRAM, WATCHER_CLASS, Scenario
-from translation import (EVPOL_ONLY_VERBS, LOG_TEXTS, ON_LOOP_REASON, TEXT_TRANSLATIONS,
-                         version_has)
+from translation import (ASSERTED_ERRORS, EVPOL_ONLY_VERBS, LOG_TEXTS, ON_LOOP_REASON,
+                         TEXT_TRANSLATIONS, version_has)
 
 
 
@@ -64,6 +64,8 @@ def code_of(exc):
     for cls, code in EXC_CODE:
         if isinstance(exc, cls):
             return code
+    if isinstance(exc, AssertionError) and str(exc) in ASSERTED_ERRORS:
+        return ASSERTED_ERRORS[str(exc)]
     return None
 
 
