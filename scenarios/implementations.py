@@ -336,6 +336,11 @@ def cell_text(c):
     return text + (" (rerun)" if c["rerun"] else "")
 
 
+def has_detail(c):
+    """Whether the cell has a row in the details table (its link's target)."""
+    return not (c["status"] == "pass" and c["verdict"] == "ok" and not c["rerun"])
+
+
 def write_html(path, impls, cells, clauses, ext):
     cols = []
     for label, _ in impls:
@@ -389,8 +394,12 @@ def write_html(path, impls, cells, clauses, ext):
             if not c:
                 row.append("<td></td>")
                 continue
-            row.append("<td class='%s' title='%s'><a href='#%s'>%s</a></td>" % (
-                cell_class(c), E(c["detail"][:200], quote=True), E(anchor(c)), cell_text(c)))
+            if has_detail(c):
+                text = "<a href='#%s'>%s</a>" % (E(anchor(c)), cell_text(c))
+            else:
+                text = cell_text(c)   # a plain pass: nothing more to show
+            row.append("<td class='%s' title='%s'>%s</td>" % (
+                cell_class(c), E(c["detail"][:200], quote=True), text))
         out.append("".join(row) + "</tr>")
     out.append("</table>")
 
@@ -422,7 +431,7 @@ def write_html(path, impls, cells, clauses, ext):
                "<tr><th class=s>cell</th><th>status</th><th class=s>reference / reason</th>"
                "<th class=s>failing step and message</th></tr>")
     for c in cells:
-        if c["status"] == "pass" and c["verdict"] == "ok" and not c["rerun"]:
+        if not has_detail(c):
             continue
         ref = c["reference"]
         link = ref
