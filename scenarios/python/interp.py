@@ -972,8 +972,13 @@ def run_one(path, kind):
 
     # asyncio's subprocess_exec resets only SIGPIPE and SIGXFSZ in the child:
     # the run itself starts with the defaults so its children inherit them.
+    # SIGPIPE stays ignored here, as Python has it (both ways of starting a
+    # child reset it there): a write to a closed pipe then raises, with a
+    # traceback in the run's detail, instead of killing the run silently
+    # (one run on a loaded machine died of SIGPIPE with no message).
     for s in DEFAULT_SIGNALS:
-        signal.signal(s, signal.SIG_DFL)
+        if s != signal.SIGPIPE:
+            signal.signal(s, signal.SIG_DFL)
     sc = Scenario(path)
     run = Run(sc, kind, report)
 
