@@ -27,11 +27,16 @@ before it counts as unexpected: CPython's MultiLoop and Safe watchers race,
 and one unlucky run must not fail the suite. The cell keeps the rerun's
 result and says, in the reports, that it was rerun and what the first run gave.
 
+Implementations run --columns at a time (each runner with its own -j):
+much of a column's time is spent waiting on children and on CPython
+watchers that never deliver, so two columns share the cores well.
+
 The last lines are the summary per implementation (passed, failed, n/a) and
 "matrix: N cells, N unexpected".
 """
 
 import argparse
+import concurrent.futures
 import csv
 import fnmatch
 import glob
@@ -147,6 +152,12 @@ def expectation(rows, impl, watcher, scenario):
     return None
 
 
+def say(line):
+    """One whole line at once: columns run in threads and report as they go."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def run_impl(label, cmd, out_dir, reuse=False):
     if reuse:
         # --reuse: judge the results of the last run again (after editing the
@@ -154,13 +165,15 @@ def run_impl(label, cmd, out_dir, reuse=False):
         path = os.path.join(out_dir, "scenarios.tsv")
         return (read_tsv(path) if os.path.isfile(path) else None), 0.0
     os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "scenarios.tsv")
+    if os.path.isfile(path):
+        os.remove(path)   # a runner that dies must not leave the last run's results
     t0 = time.monotonic()
-    print("== %s: %s" % (label, " ".join(cmd)), flush=True)
+    say("== %s: %s" % (label, " ".join(cmd)))
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        universal_newlines=True)
     tail = p.stdout.strip().splitlines()[-1:] if p.stdout.strip() else ["(no output)"]
-    print("   %s (%.0f s)" % (tail[0], time.monotonic() - t0), flush=True)
-    path = os.path.join(out_dir, "scenarios.tsv")
+    say("   %s: %s (%.0f s)" % (label, tail[0], time.monotonic() - t0))
     if not os.path.isfile(path):
         raise SystemExit("%s wrote no %s; its output:\n%s" % (label, path, p.stdout[-3000:]))
     return read_tsv(path), time.monotonic() - t0
@@ -190,7 +203,8 @@ def main():
     ap.add_argument("--pythons", default="all")
     ap.add_argument("--expectations", default=os.path.join(HERE, "python", "expectations.tsv"))
     ap.add_argument("--spec", default=os.path.join(HERE, "..", "conformance", "SPEC.md"))
-    ap.add_argument("-j", default="2")
+    ap.add_argument("-j", default="2", help="each runner's -j")
+    ap.add_argument("--columns", type=int, default=2, help="implementations run at once")
     ap.add_argument("--reuse", action="store_true",
                     help="judge the last run's results again, without running")
     ap.add_argument("paths", nargs="+")
@@ -201,27 +215,26 @@ def main():
     ext = read_ext(args.spec)
     expect_rows = read_expectations(args.expectations)
 
-    impls = []   # (label, rows)
+    columns = []  # (label, command, reports directory), in the matrix's order
     pythons = {}  # label -> executable, for reruns
     if args.evpol_runner:
-        rows, _ = run_impl("evpol", [args.evpol_runner, "--reports", os.path.join(work, "evpol"),
-                                     "-j", args.j] + args.paths, os.path.join(work, "evpol"),
-                           args.reuse)
-        if rows is not None:
-            impls.append(("evpol", rows))
+        out = os.path.join(work, "evpol")
+        columns.append(("evpol", [args.evpol_runner, "--reports", out, "-j", args.j], out))
     for label, exe in find_pythons(args.pythons):
         pythons[label] = exe
         out = os.path.join(work, label)
-        rows, _ = run_impl(label, [exe, os.path.join(HERE, "python", "runner.py"), "--reports",
-                                   out, "-j", args.j] + args.paths, out, args.reuse)
-        if rows is not None:
-            impls.append((label, rows))
+        columns.append((label, [exe, os.path.join(HERE, "python", "runner.py"), "--reports", out,
+                                "-j", args.j], out))
     if args.libuv_runner:
         out = os.path.join(work, "libuv")
-        rows, _ = run_impl("libuv", [args.libuv_runner, "--reports", out, "-j", args.j]
-                           + args.paths, out, args.reuse)
-        if rows is not None:
-            impls.append(("libuv", rows))
+        columns.append(("libuv", [args.libuv_runner, "--reports", out, "-j", args.j], out))
+    # Several columns at once: a column's runs spend much of their time
+    # waiting (children, CPython watchers that never deliver), and each
+    # runner already bounds its own heavy runs by -j.
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.columns)) as pool:
+        results = list(pool.map(lambda c: run_impl(c[0], c[1] + args.paths, c[2], args.reuse),
+                                columns))
+    impls = [(c[0], rows) for c, (rows, _) in zip(columns, results) if rows is not None]
 
     # The cells.
     cells = []

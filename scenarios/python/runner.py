@@ -147,7 +147,7 @@ def main(argv):
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reports")
-    ap.add_argument("-j", type=int, default=2, help="heavy runs at once (and as many light ones)")
+    ap.add_argument("-j", type=int, default=2, help="heavy runs at once (and twice as many light ones)")
     ap.add_argument("--watchers", default="all")
     ap.add_argument("--only")
     # The files' time limits are sized for evpol's spawn in C; a spawn through
@@ -183,13 +183,13 @@ def main(argv):
     # A heavy run keeps a core busy for its whole length; most light runs
     # spend theirs waiting (for a child, or for a CPython watcher that never
     # delivers: SCN_WAIT_LIMIT). So -j N runs N heavy runs and, beside them,
-    # N light ones: the light runs fill the time the heavy ones leave idle
+    # 2N light ones: the light runs fill the time the heavy ones leave idle
     # without ever putting more than N heavy runs on the cores.
     heavy = [j for j in todo if is_heavy(j["sc"])]
     light = [j for j in todo if not is_heavy(j["sc"])]
     n = max(1, args.j)
     with concurrent.futures.ThreadPoolExecutor(n) as heavy_pool, \
-            concurrent.futures.ThreadPoolExecutor(n) as light_pool:
+            concurrent.futures.ThreadPoolExecutor(2 * n) as light_pool:
         done = [heavy_pool.submit(launch, j, args.timeout_scale, args.v) for j in heavy]
         done += [light_pool.submit(launch, j, args.timeout_scale, args.v) for j in light]
         for f in done:
