@@ -64,23 +64,35 @@ def python_version(exe):
 
 
 def find_pythons(which):
-    """[(label, executable)]: Debian's python3 first, then one per minor version."""
+    """[(label, executable)]: Debian's python3 first, then one per minor
+    version; each interpreter left out is printed with the reason."""
     if which not in ("all", "debian"):
         cands = which.split(",")
     else:
         cands = ["/usr/bin/python3"]
         if which == "all":
             home = os.path.expanduser("~/.pyenv/versions")
-            cands += sorted(glob.glob(os.path.join(home, "3.*", "bin", "python3")),
-                            key=lambda p: [int(x) for x in re.findall(r"\d+", p.split("/")[-3])])
+            for d in sorted(glob.glob(os.path.join(home, "*")),
+                            key=lambda p: [int(x) for x in re.findall(r"\d+", p)]):
+                exe = os.path.join(d, "bin", "python3")
+                if os.path.exists(exe):
+                    cands.append(exe)
+                else:
+                    say("   skipped %s: no python3 (Python 2 has no asyncio)" % d)
     found, seen = [], set()
     for exe in cands:
         v = python_version(exe) if os.access(exe, os.X_OK) else None
-        if v is None or v in seen:
+        if v is None:
+            say("   skipped %s: not a CPython 3 that runs" % exe)
+            continue
+        if v in seen:
+            say("   skipped %s: CPython %s is already a column" % (exe, v))
             continue
         minor = int(v.split(".")[1])
-        # The child watchers exist from 3.8 (Threaded, MultiLoop) to 3.13.
         if not 8 <= minor <= 13:
+            say("   skipped %s: CPython %s; the child watchers the suite drives exist in 3.8 "
+                "to 3.13 (ThreadedChildWatcher and MultiLoopChildWatcher from 3.8, all of "
+                "them gone in 3.14)" % (exe, v))
             continue
         seen.add(v)
         found.append(("cpython-" + v, exe))
