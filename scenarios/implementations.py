@@ -27,11 +27,16 @@ before it counts as unexpected: CPython's MultiLoop and Safe watchers race,
 and one unlucky run must not fail the suite. The cell keeps the rerun's
 result and says, in the reports, that it was rerun and what the first run gave.
 
+Implementations run --columns at a time (each runner with its own -j):
+much of a column's time is spent waiting on children and on CPython
+watchers that never deliver, so two columns share the cores well.
+
 The last lines are the summary per implementation (passed, failed, n/a) and
 "matrix: N cells, N unexpected".
 """
 
 import argparse
+import concurrent.futures
 import csv
 import fnmatch
 import glob
@@ -59,23 +64,35 @@ def python_version(exe):
 
 
 def find_pythons(which):
-    """[(label, executable)]: Debian's python3 first, then one per minor version."""
+    """[(label, executable)]: Debian's python3 first, then one per minor
+    version; each interpreter left out is printed with the reason."""
     if which not in ("all", "debian"):
         cands = which.split(",")
     else:
         cands = ["/usr/bin/python3"]
         if which == "all":
             home = os.path.expanduser("~/.pyenv/versions")
-            cands += sorted(glob.glob(os.path.join(home, "3.*", "bin", "python3")),
-                            key=lambda p: [int(x) for x in re.findall(r"\d+", p.split("/")[-3])])
+            for d in sorted(glob.glob(os.path.join(home, "*")),
+                            key=lambda p: [int(x) for x in re.findall(r"\d+", p)]):
+                exe = os.path.join(d, "bin", "python3")
+                if os.path.exists(exe):
+                    cands.append(exe)
+                else:
+                    say("   skipped %s: no python3 (Python 2 has no asyncio)" % d)
     found, seen = [], set()
     for exe in cands:
         v = python_version(exe) if os.access(exe, os.X_OK) else None
-        if v is None or v in seen:
+        if v is None:
+            say("   skipped %s: not a CPython 3 that runs" % exe)
+            continue
+        if v in seen:
+            say("   skipped %s: CPython %s is already a column" % (exe, v))
             continue
         minor = int(v.split(".")[1])
-        # The child watchers exist from 3.8 (Threaded, MultiLoop) to 3.13.
         if not 8 <= minor <= 13:
+            say("   skipped %s: CPython %s; the child watchers the suite drives exist in 3.8 "
+                "to 3.13 (ThreadedChildWatcher and MultiLoopChildWatcher from 3.8, all of "
+                "them gone in 3.14)" % (exe, v))
             continue
         seen.add(v)
         found.append(("cpython-" + v, exe))
@@ -147,6 +164,12 @@ def expectation(rows, impl, watcher, scenario):
     return None
 
 
+def say(line):
+    """One whole line at once: columns run in threads and report as they go."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def run_impl(label, cmd, out_dir, reuse=False):
     if reuse:
         # --reuse: judge the results of the last run again (after editing the
@@ -154,13 +177,15 @@ def run_impl(label, cmd, out_dir, reuse=False):
         path = os.path.join(out_dir, "scenarios.tsv")
         return (read_tsv(path) if os.path.isfile(path) else None), 0.0
     os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "scenarios.tsv")
+    if os.path.isfile(path):
+        os.remove(path)   # a runner that dies must not leave the last run's results
     t0 = time.monotonic()
-    print("== %s: %s" % (label, " ".join(cmd)), flush=True)
+    say("== %s: %s" % (label, " ".join(cmd)))
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        universal_newlines=True)
     tail = p.stdout.strip().splitlines()[-1:] if p.stdout.strip() else ["(no output)"]
-    print("   %s (%.0f s)" % (tail[0], time.monotonic() - t0), flush=True)
-    path = os.path.join(out_dir, "scenarios.tsv")
+    say("   %s: %s (%.0f s)" % (label, tail[0], time.monotonic() - t0))
     if not os.path.isfile(path):
         raise SystemExit("%s wrote no %s; its output:\n%s" % (label, path, p.stdout[-3000:]))
     return read_tsv(path), time.monotonic() - t0
@@ -190,7 +215,8 @@ def main():
     ap.add_argument("--pythons", default="all")
     ap.add_argument("--expectations", default=os.path.join(HERE, "python", "expectations.tsv"))
     ap.add_argument("--spec", default=os.path.join(HERE, "..", "conformance", "SPEC.md"))
-    ap.add_argument("-j", default="2")
+    ap.add_argument("-j", default="2", help="each runner's -j")
+    ap.add_argument("--columns", type=int, default=2, help="implementations run at once")
     ap.add_argument("--reuse", action="store_true",
                     help="judge the last run's results again, without running")
     ap.add_argument("paths", nargs="+")
@@ -201,27 +227,26 @@ def main():
     ext = read_ext(args.spec)
     expect_rows = read_expectations(args.expectations)
 
-    impls = []   # (label, rows)
+    columns = []  # (label, command, reports directory), in the matrix's order
     pythons = {}  # label -> executable, for reruns
     if args.evpol_runner:
-        rows, _ = run_impl("evpol", [args.evpol_runner, "--reports", os.path.join(work, "evpol"),
-                                     "-j", args.j] + args.paths, os.path.join(work, "evpol"),
-                           args.reuse)
-        if rows is not None:
-            impls.append(("evpol", rows))
+        out = os.path.join(work, "evpol")
+        columns.append(("evpol", [args.evpol_runner, "--reports", out, "-j", args.j], out))
     for label, exe in find_pythons(args.pythons):
         pythons[label] = exe
         out = os.path.join(work, label)
-        rows, _ = run_impl(label, [exe, os.path.join(HERE, "python", "runner.py"), "--reports",
-                                   out, "-j", args.j] + args.paths, out, args.reuse)
-        if rows is not None:
-            impls.append((label, rows))
+        columns.append((label, [exe, os.path.join(HERE, "python", "runner.py"), "--reports", out,
+                                "-j", args.j], out))
     if args.libuv_runner:
         out = os.path.join(work, "libuv")
-        rows, _ = run_impl("libuv", [args.libuv_runner, "--reports", out, "-j", args.j]
-                           + args.paths, out, args.reuse)
-        if rows is not None:
-            impls.append(("libuv", rows))
+        columns.append(("libuv", [args.libuv_runner, "--reports", out, "-j", args.j], out))
+    # Several columns at once: a column's runs spend much of their time
+    # waiting (children, CPython watchers that never deliver), and each
+    # runner already bounds its own heavy runs by -j.
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.columns)) as pool:
+        results = list(pool.map(lambda c: run_impl(c[0], c[1] + args.paths, c[2], args.reuse),
+                                columns))
+    impls = [(c[0], rows) for c, (rows, _) in zip(columns, results) if rows is not None]
 
     # The cells.
     cells = []
@@ -336,6 +361,11 @@ def cell_text(c):
     return text + (" (rerun)" if c["rerun"] else "")
 
 
+def has_detail(c):
+    """Whether the cell has a row in the details table (its link's target)."""
+    return not (c["status"] == "pass" and c["verdict"] == "ok" and not c["rerun"])
+
+
 def write_html(path, impls, cells, clauses, ext):
     cols = []
     for label, _ in impls:
@@ -389,8 +419,12 @@ def write_html(path, impls, cells, clauses, ext):
             if not c:
                 row.append("<td></td>")
                 continue
-            row.append("<td class='%s' title='%s'><a href='#%s'>%s</a></td>" % (
-                cell_class(c), E(c["detail"][:200], quote=True), E(anchor(c)), cell_text(c)))
+            if has_detail(c):
+                text = "<a href='#%s'>%s</a>" % (E(anchor(c)), cell_text(c))
+            else:
+                text = cell_text(c)   # a plain pass: nothing more to show
+            row.append("<td class='%s' title='%s'>%s</td>" % (
+                cell_class(c), E(c["detail"][:200], quote=True), text))
         out.append("".join(row) + "</tr>")
     out.append("</table>")
 
@@ -422,7 +456,7 @@ def write_html(path, impls, cells, clauses, ext):
                "<tr><th class=s>cell</th><th>status</th><th class=s>reference / reason</th>"
                "<th class=s>failing step and message</th></tr>")
     for c in cells:
-        if c["status"] == "pass" and c["verdict"] == "ok" and not c["rerun"]:
+        if not has_detail(c):
             continue
         ref = c["reference"]
         link = ref

@@ -163,8 +163,9 @@ int main(int argc, char **argv)
         }
         const char *why = NULL;
         int fatal = 0;
+        unsigned kind = kind_as(&sc);
         for (size_t k = 0; k < sc.nsteps && !fatal; k++)
-            if (sc.steps[k].kinds & KIND_AS) {
+            if (sc.steps[k].kinds & kind) {
                 why = not_here(&sc.steps[k], &fatal);
                 if (fatal) {
                     char line[256];
@@ -176,11 +177,13 @@ int main(int argc, char **argv)
             }
         if (fatal) {
             /* n/a: decided from the file, nothing to run */
-        } else if (!(scn_kinds(&sc) & KIND_AS)) {
+        } else if (!kind) {
+            /* Neither Threaded nor Pidfd: Threaded's except: reason, if any. */
             snprintf(res.status, sizeof res.status, "skip");
             snprintf(res.detail, sizeof res.detail, "%s",
-                     sc.except & KIND_AS ? sc.except_reason[0]
-                                         : "the scenario is only for the signal-based watchers");
+                     sc.except & SCN_KIND_THREADED
+                         ? sc.except_reason[0]
+                         : "the scenario is only for the signal-based watchers");
         } else {
             fflush(NULL);
             run_one(&sc, &res);

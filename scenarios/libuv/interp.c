@@ -18,8 +18,8 @@
  * nothing). A scenario with a step that would change what happens next and
  * cannot be expressed (registering a pid libuv did not spawn, watcher state,
  * the policy's loops, fork, SIGCHLD replacement) is n/a as a whole, with that
- * step as the reason. Steps marked for some watchers run as for Threaded:
- * like Threaded, libuv delivers each exit to the loop that spawned.
+ * step as the reason. Steps marked for some watchers run as for the watcher
+ * kind_as() names: Threaded, or Pidfd where Threaded is excluded.
  *
  * Each scenario runs in its own process (forked, its own process group, the
  * scenario's time limit), with the C runner's leak checks: fds, threads,
@@ -759,9 +759,18 @@ static int same_sigaction(const struct sigaction *a, const struct sigaction *b)
     return a->sa_handler == b->sa_handler && (a->sa_flags & mask) == (b->sa_flags & mask);
 }
 
+unsigned kind_as(const scn_scenario *sc)
+{
+    unsigned kinds = scn_kinds(sc);
+    if (kinds & SCN_KIND_THREADED)
+        return SCN_KIND_THREADED;
+    return kinds & SCN_KIND_PIDFD;
+}
+
 _Noreturn void run_scenario(const scn_scenario *sc, int report_fd)
 {
     S.report_fd = report_fd;
+    unsigned kind = kind_as(sc);
     /* libuv creates process-wide state (its signal pipe) on first use and
      * keeps it: a throwaway loop makes it before the "before" snapshot. */
     uv_loop_t warm;
@@ -782,7 +791,7 @@ _Noreturn void run_scenario(const scn_scenario *sc, int report_fd)
     pthread_create(&S.actors[0].th, NULL, actor_main, &S.actors[0]);
     for (size_t i = 0; i < sc->nsteps; i++) {
         const scn_step *st = &sc->steps[i];
-        if (!(st->kinds & KIND_AS))
+        if (!(st->kinds & kind))
             continue;
         S.step = st;
         S.stepno = (int)i + 1;

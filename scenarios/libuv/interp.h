@@ -7,7 +7,11 @@
 
 #include "steps.h"
 
-#define KIND_AS SCN_KIND_THREADED /* which [kinds] steps run: see interp.c */
+/* The watcher libuv stands in for, whose [kinds] steps and except: lines
+ * apply to it: Threaded, which like libuv delivers each exit to the loop that
+ * spawned it; or, for a scenario Threaded is excluded from, Pidfd, which like
+ * libuv reaps inside that loop (a paused loop reaps nothing). 0: neither. */
+unsigned kind_as(const scn_scenario *sc);
 
 double now_s(void);
 

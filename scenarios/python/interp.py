@@ -18,8 +18,8 @@ import traceback
 import warnings
 
 from steps import ERRCODES, EXC_CODE, NO_SUCH_PROGRAM, WATCHER_CLASS, Scenario
-from translation import (EVPOL_ONLY_VERBS, LOG_TEXTS, ON_LOOP_REASON, TEXT_TRANSLATIONS,
-                         version_has)
+from translation import (ASSERTED_ERRORS, EVPOL_ONLY_VERBS, LOG_TEXTS, ON_LOOP_REASON,
+                         TEXT_TRANSLATIONS, version_has)
 
 
 
@@ -64,6 +64,8 @@ def code_of(exc):
     for cls, code in EXC_CODE:
         if isinstance(exc, cls):
             return code
+    if isinstance(exc, AssertionError) and str(exc) in ASSERTED_ERRORS:
+        return ASSERTED_ERRORS[str(exc)]
     return None
 
 
@@ -970,8 +972,13 @@ def run_one(path, kind):
 
     # asyncio's subprocess_exec resets only SIGPIPE and SIGXFSZ in the child:
     # the run itself starts with the defaults so its children inherit them.
+    # SIGPIPE stays ignored here, as Python has it (both ways of starting a
+    # child reset it there): a write to a closed pipe then raises, with a
+    # traceback in the run's detail, instead of killing the run silently
+    # (one run on a loaded machine died of SIGPIPE with no message).
     for s in DEFAULT_SIGNALS:
-        signal.signal(s, signal.SIG_DFL)
+        if s != signal.SIGPIPE:
+            signal.signal(s, signal.SIG_DFL)
     sc = Scenario(path)
     run = Run(sc, kind, report)
 

@@ -130,6 +130,13 @@ def launch(job, scale, verbose):
     return job
 
 
+def is_heavy(sc):
+    """Many children (each spawned through Python's subprocess machinery, a
+    fork and an exec) or a long time limit: a run that is mostly CPU."""
+    most = max((len(st.children) for st in sc.steps if st.children is not None), default=0)
+    return sc.timeout > 60 or most > 100
+
+
 def tsv(s):
     return re.sub(r"[\t\r\n]+", " ", s or "")
 
@@ -140,7 +147,7 @@ def main(argv):
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reports")
-    ap.add_argument("-j", type=int, default=2)
+    ap.add_argument("-j", type=int, default=2, help="heavy runs at once (and twice as many light ones)")
     ap.add_argument("--watchers", default="all")
     ap.add_argument("--only")
     # The files' time limits are sized for evpol's spawn in C; a spawn through
@@ -173,8 +180,20 @@ def main(argv):
     # The longest runs first, so the tail of the suite is short.
     todo.sort(key=lambda j: -len(j["sc"].steps) - 100 * (j["sc"].timeout > 60))
     t0 = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(max(1, args.j)) as pool:
-        list(pool.map(lambda j: launch(j, args.timeout_scale, args.v), todo))
+    # A heavy run keeps a core busy for its whole length; most light runs
+    # spend theirs waiting (for a child, or for a CPython watcher that never
+    # delivers: SCN_WAIT_LIMIT). So -j N runs N heavy runs and, beside them,
+    # 2N light ones: the light runs fill the time the heavy ones leave idle
+    # without ever putting more than N heavy runs on the cores.
+    heavy = [j for j in todo if is_heavy(j["sc"])]
+    light = [j for j in todo if not is_heavy(j["sc"])]
+    n = max(1, args.j)
+    with concurrent.futures.ThreadPoolExecutor(n) as heavy_pool, \
+            concurrent.futures.ThreadPoolExecutor(2 * n) as light_pool:
+        done = [heavy_pool.submit(launch, j, args.timeout_scale, args.v) for j in heavy]
+        done += [light_pool.submit(launch, j, args.timeout_scale, args.v) for j in light]
+        for f in done:
+            f.result()
     counts = {"pass": 0, "fail": 0, "na": 0}
     for j in jobs:
         counts[j["status"]] += 1
