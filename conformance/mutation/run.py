@@ -3,7 +3,7 @@
 
     run.py [--files "lib/a.c ..."] [--sample N] [--seed S] [--jobs 2]
            [--tier full|ci] [--sanitize] [--floor PCT] [--reports DIR]
-           [--work DIR]
+           [--work DIR] [--keys FILE]
 
 For each mutant (generate.py) in the sample: write it into a worker's copy
 of the tree, rebuild (one object, the shared library and the fuzz replay
@@ -340,8 +340,8 @@ def report_text(mutants, results, out_path, args):
         if m["key"] in results:
             per[m["file"]].append(results[m["key"]]["status"])
     for f in sorted(per):
-        k, n, s = score(per[f])
-        lines.append("  %-28s %4d / %-4d %5.1f%%" % (f, k, n, s))
+        fk, fn, fs = score(per[f])
+        lines.append("  %-28s %4d / %-4d %5.1f%%" % (f, fk, fn, fs))
     lines.append("")
     lines.append("per clause family (mutants killed by a test tagged with it):")
     fam = collections.Counter()
@@ -380,6 +380,9 @@ def main():
     ap.add_argument("--floor", type=float, default=0.0)
     ap.add_argument("--reports", default="build/reports")
     ap.add_argument("--work", default="build/mutation")
+    ap.add_argument("--keys", default="",
+                    help="a file of mutant keys, one a line: run only those (a rerun of the "
+                         "survivors of mutation.txt after closing gaps)")
     args = ap.parse_args()
     os.chdir(ROOT)
     check_jail()
@@ -389,6 +392,14 @@ def main():
                          stdout=subprocess.PIPE, check=True, text=True)
     mutants = json.loads(gen.stdout)
     args.total = len(mutants)
+    if args.keys:
+        with open(args.keys, encoding="utf-8") as f:
+            wanted = {line.strip() for line in f if line.strip()}
+        mutants = [m for m in mutants if m["key"] in wanted]
+        unknown = wanted - {m["key"] for m in mutants}
+        if unknown:
+            sys.exit("mutation: %s: no such mutant in %s: %s"
+                     % (args.keys, " ".join(args.files), " ".join(sorted(unknown))))
     if args.sample and args.sample < len(mutants):
         mutants = random.Random(args.seed).sample(mutants, args.sample)
     mutants.sort(key=lambda m: (m["file"], m["offset"], m["replacement"]))
