@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -2360,6 +2361,39 @@ static void test_spawn_success_without_pid(void **state)
     capture_stop();
 }
 
+/* The general path (a stdio stream is a descriptor of the parent) builds
+ * glibc's file actions and attributes, which glibc allocates with its own
+ * malloc, outside the seam's count: every spawn must release them, or each
+ * one leaks. The main arena's bytes in use (mallinfo2) count them; the
+ * spawns run on this thread, which allocates from the main arena. */
+static void test_general_path_releases_what_glibc_allocates(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+    char *argv[] = {"/bin/true", NULL};
+    char *envp[] = {NULL};
+    evpol_sys_spawn_request req = {
+        .file = argv[0], .argv = argv, .envp = envp, .cwd = "/",
+        .stdio = {EVPOL_SYS_STDIO_DEVNULL, fds[1], EVPOL_SYS_STDIO_INHERIT},
+    };
+    enum { WARM_UP = 2, SPAWNS = 20 };
+    size_t in_use_before = 0;
+    for (int i = 0; i < WARM_UP + SPAWNS; i++) {
+        if (i == WARM_UP)
+            in_use_before = mallinfo2().uordblks;
+        pid_t pid = -1;
+        assert_int_equal(evpol_sys_real()->spawn(&pid, &req), 0);
+        assert_true(pid > 0);
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    assert_int_equal(mallinfo2().uordblks, in_use_before);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -2408,6 +2442,7 @@ int main(void)
         CLAUSE_TEST(test_pipe_end_cannot_be_moved, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_limit_lowered_before_file_actions, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_spawn_success_without_pid, "SUB-1 ERR-1"),
+        CLAUSE_TEST(test_general_path_releases_what_glibc_allocates, "SUB-1"),
     };
     return harness_run_group("spawn", tests, group_setup, NULL);
 }
