@@ -880,7 +880,15 @@ static void test_debug_flag(void **state)
     capture_start(cap);
     use_loop(loop);
     capture_stop();
-    assert_true(capture_count(cap, EVPOL_LOG_DEBUG, EVPOL_LOG_CAT_DEBUG, NULL) >= 1);
+    /* Each step of the loop's life that use_loop took, naming the loop. */
+    const char *const steps[] = {"loop %p running", "loop %p stopped",
+                                 "stop requested for loop %p", "on loop %p"};
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        char line[64];
+        snprintf(line, sizeof line, steps[i], (void *)loop);
+        if (capture_count(cap, EVPOL_LOG_DEBUG, EVPOL_LOG_CAT_DEBUG, line) < 1)
+            fail_msg("no debug line \"%s\"", line);
+    }
 
     /* Another loop without the flag stays quiet meanwhile. */
     evpol_loop *quiet = new_loop();
