@@ -2,7 +2,7 @@
 """run.py — mutation testing of evpol: build each mutant, run the suites on it.
 
     run.py [--files "lib/a.c ..."] [--sample N] [--seed S] [--jobs 2]
-           [--tier full|ci] [--sanitize] [--floor PCT] [--reports DIR]
+           [--tier full|conformance|ci] [--sanitize] [--floor PCT] [--reports DIR]
            [--work DIR] [--keys FILE]
 
 For each mutant (generate.py) in the sample: write it into a worker's copy
@@ -14,12 +14,13 @@ first, stopping at the first failure:
   the conformance programs (in the order of their baseline durations), the
   fuzz-corpus replay, the scenario suite without, then with, its thousand-
   children scenarios (tier "ci": the conformance programs but the four that
-  wait on real children for seconds, the replay, no scenario).
+  wait on real children for seconds, the replay, no scenario; tier
+  "conformance": every conformance program and the replay, no scenario).
 
 A program that fails, crashes or outlives its limit (a hang) kills the
-mutant. With --sanitize, a survivor is run again against the ASan+UBSan and
-TSan builds of the conformance programs (reads out of bounds, use after
-free and data races that the plain build cannot see).
+mutant. With --sanitize, a survivor is run again against the TSan and the
+ASan+UBSan builds of the conformance programs (data races, reads out of
+bounds and use after free that the plain build cannot see).
 
 Every run is jailed: each program runs in a PID namespace of its own
 (unshare --pid --fork --mount-proc), so a mutant that signals pid 0 or -1
@@ -56,7 +57,9 @@ BUILD = "build/default"
 REAL_KERNEL_WATCHER_PROGRAMS = ("test_watcher_threaded", "test_watcher_multiloop",
                                 "test_watcher_pidfd", "test_watcher_safe")
 MIN_LIMIT = 20.0
-SANITIZERS = ("address,undefined", "thread")
+# TSan first: a deleted lock, the survivor of the plain build seen most,
+# shows in its first program ("unlock of an unlocked mutex").
+SANITIZERS = ("thread", "address,undefined")
 
 _print_lock = threading.Lock()
 
@@ -375,7 +378,7 @@ def main():
     ap.add_argument("--sample", type=int, default=0)
     ap.add_argument("--seed", default="1")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--tier", choices=("full", "ci"), default="full")
+    ap.add_argument("--tier", choices=("full", "conformance", "ci"), default="full")
     ap.add_argument("--sanitize", action="store_true")
     ap.add_argument("--floor", type=float, default=0.0)
     ap.add_argument("--reports", default="build/reports")
