@@ -560,6 +560,31 @@ static void test_signal_handlers_main_thread_only(void **state)
     sigaction(SIGUSR1, &saved, NULL);
 }
 
+/* The first and the last signal number are signals like any other (the
+ * ones just outside are refused: test_errors). */
+static void test_signal_numbers_at_the_edges(void **state)
+{
+    (void)state;
+    evpol_loop *loop = new_loop();
+    const int edges[] = {1, NSIG - 1};
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++) {
+        /* If a bug left the signal at its default action, raise would
+         * end the program. */
+        struct sigaction ign = {.sa_handler = SIG_IGN}, saved;
+        sigemptyset(&ign.sa_mask);
+        assert_int_equal(sigaction(edges[i], &ign, &saved), 0);
+        sig_seen seen = {.loop = loop};
+        assert_ok(evpol_loop_add_signal_handler(loop, edges[i], on_signal, &seen, NULL));
+        assert_int_equal(raise(edges[i]), 0);
+        assert_int_equal(run_until(loop, &seen.count, TIMEOUT_MS), 1);
+        assert_int_equal(seen.signum, edges[i]);
+        assert_int_equal(evpol_loop_remove_signal_handler(loop, edges[i], NULL), 1);
+        assert_int_equal(sigaction(edges[i], &saved, NULL), 0);
+    }
+    assert_ok(evpol_loop_close(loop, NULL));
+    evpol_loop_unref(loop);
+}
+
 /* ------------------------------------------------------------------ */
 /* LOOP-5: readers                                                     */
 /* ------------------------------------------------------------------ */
@@ -1168,6 +1193,7 @@ int main(void)
         CLAUSE_TEST(test_call_soon_threadsafe_order_and_close, "LOOP-3 LOOP-2"),
         CLAUSE_TEST(test_dropped_call_freed_through_seam, "LOOP-3"),
         CLAUSE_TEST(test_signal_handlers_main_thread_only, "LOOP-4"),
+        CLAUSE_TEST(test_signal_numbers_at_the_edges, "LOOP-4"),
         CLAUSE_TEST(test_reader_on_pipe, "LOOP-5"),
         CLAUSE_TEST(test_readers_on_low_and_high_fds, "LOOP-5"),
         CLAUSE_TEST(test_running_loop_per_thread, "LOOP-6"),
