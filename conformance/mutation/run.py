@@ -2,7 +2,7 @@
 """run.py — mutation testing of evpol: build each mutant, run the suites on it.
 
     run.py [--files "lib/a.c ..."] [--sample N] [--seed S] [--jobs 2]
-           [--tier full|conformance|ci] [--sanitize] [--floor PCT] [--reports DIR]
+           [--tier full|conformance|ci] [--sanitize [SANS]] [--floor PCT] [--reports DIR]
            [--work DIR] [--keys FILE]
 
 For each mutant (generate.py) in the sample: write it into a worker's copy
@@ -20,7 +20,8 @@ first, stopping at the first failure:
 A program that fails, crashes or outlives its limit (a hang) kills the
 mutant. With --sanitize, a survivor is run again against the TSan and the
 ASan+UBSan builds of the conformance programs (data races, reads out of
-bounds and use after free that the plain build cannot see).
+bounds and use after free that the plain build cannot see); --sanitize
+thread runs only the TSan build.
 
 Every run is jailed: each program runs in a PID namespace of its own
 (unshare --pid --fork --mount-proc), so a mutant that signals pid 0 or -1
@@ -253,7 +254,7 @@ def run_mutant(w, m, suite, sanitize, scn_clauses):
                 return {"status": "Killed", "reason": "%s failed" % name,
                         "killers": killers(name, out, scn_clauses)}
         if sanitize:
-            for san in SANITIZERS:
+            for san in sanitize:
                 r = w.make("tests", san=san, timeout=1800)
                 if r.returncode != 0:
                     continue
@@ -379,7 +380,9 @@ def main():
     ap.add_argument("--seed", default="1")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--tier", choices=("full", "conformance", "ci"), default="full")
-    ap.add_argument("--sanitize", action="store_true")
+    ap.add_argument("--sanitize", nargs="?", const=" ".join(SANITIZERS), default="",
+                    help="the sanitizer builds survivors run again against, space-separated "
+                         "(default: %s)" % " ".join(SANITIZERS))
     ap.add_argument("--floor", type=float, default=0.0)
     ap.add_argument("--reports", default="build/reports")
     ap.add_argument("--work", default="build/mutation")
@@ -420,7 +423,12 @@ def main():
                         *fuzz_bins)
     if r.returncode != 0:
         sys.exit("mutation: the unmutated tree does not build:\n" + r.stdout[-3000:])
-    for san in SANITIZERS if args.sanitize else ():
+    args.sanitize = args.sanitize.split()
+    unknown = [s for s in args.sanitize if s not in SANITIZERS]
+    if unknown:
+        sys.exit("mutation: --sanitize: no %s build (there are: %s)"
+                 % (" ".join(unknown), " ".join(SANITIZERS)))
+    for san in args.sanitize:
         r = workers[0].make("-j%d" % args.jobs, "tests", san=san)
         if r.returncode != 0:
             sys.exit("mutation: the %s build does not build:\n%s" % (san, r.stdout[-3000:]))
