@@ -8,6 +8,7 @@
  * Every test leaves the process-wide policy reset (NULL) so that tests are
  * independent.
  */
+#include "alloc_count.h"
 #include "harness.h"
 
 #include <errno.h>
@@ -1107,6 +1108,8 @@ typedef struct fork_report {
     int is_loop;
     int deprecations;
     int new_loop_runs;    /* the new loop can run a callback */
+    long blocks_released; /* evpol's blocks the fork freed in the child */
+    int fresh_policy_rc;  /* a policy made and released after the fork */
 } fork_report;
 
 static void child_ran(void *arg)
@@ -1117,10 +1120,13 @@ static void child_ran(void *arg)
 }
 
 /* In the child: no cmocka calls (their state belongs to the parent). */
-static void child_report_and_exit(int fd)
+static void child_report_and_exit(int fd, long blocks_at_fork)
 {
     fork_report r;
     memset(&r, 0, sizeof r);
+    /* The policies' per-thread slots are freed by the fork's child
+     * handler, the loops they held forgotten. */
+    r.blocks_released = blocks_at_fork - alloc_count_evpol();
     evpol_loop *loop = NULL;
     r.running_rc = evpol_get_running_loop(&loop, NULL);
     log_capture *cap = calloc(1, sizeof *cap);
@@ -1144,6 +1150,12 @@ static void child_report_and_exit(int fd)
             evpol_loop_run(nl, NULL) == 0)
             r.new_loop_runs = s.ran;
     }
+    /* Every lock the fork took is free again in the child: making and
+     * releasing a policy takes the list of policies' lock (a hang here
+     * fails the test too). */
+    evpol_policy *fresh = NULL;
+    r.fresh_policy_rc = evpol_policy_new_default(&fresh, NULL);
+    evpol_policy_unref(fresh);
     ssize_t n = write(fd, &r, sizeof r);
     _exit(n == (ssize_t)sizeof r ? 0 : 4);
 }
@@ -1158,9 +1170,10 @@ typedef struct fork_ctx {
 static void fork_from_callback(void *arg)
 {
     fork_ctx *fc = arg;
+    long blocks = alloc_count_evpol();
     pid_t pid = fork();
     if (pid == 0)
-        child_report_and_exit(fc->report_fd);
+        child_report_and_exit(fc->report_fd, blocks);
     fc->child = pid;
     fc->fork_errno = pid < 0 ? errno : 0;
     evpol_loop_stop(fc->loop, NULL);
@@ -1216,7 +1229,9 @@ static void fork_while_running(evpol_loop *loop, fork_result *res)
     evpol_set_event_loop(NULL, NULL);
 }
 
-static void check_fork_result(const fork_result *res)
+/* `slots`: the threads with a loop set in the process-wide policy when
+ * the fork happened. */
+static void check_fork_result(const fork_result *res, long slots)
 {
     assert_int_equal(res->ok_setup, 1);
     assert_int_equal(res->got, (ssize_t)sizeof res->report);
@@ -1234,6 +1249,8 @@ static void check_fork_result(const fork_result *res)
     assert_int_equal(res->report.top_rc, 0);
     assert_true(res->report.top_loop == res->report.new_loop);
     assert_int_equal(res->report.new_loop_runs, 1);
+    assert_int_equal(res->report.blocks_released, slots);
+    assert_int_equal(res->report.fresh_policy_rc, 0);
     /* The parent is unaffected. */
     assert_true(res->parent_seen_after == res->parent_loop);
     assert_int_equal(res->parent_running_after, 0);
@@ -1262,7 +1279,7 @@ static void test_fork_resets_loops(void **state)
     assert_ok(evpol_new_event_loop(&loop, NULL));
     fork_result res;
     fork_while_running(loop, &res);
-    check_fork_result(&res);
+    check_fork_result(&res, 1);
     evpol_loop_unref(loop);
 
     /* From another thread, while the main thread has its own loop: the
@@ -1274,7 +1291,7 @@ static void test_fork_resets_loops(void **state)
     memset(&tres, 0, sizeof tres);
     pthread_t t = start_thread(fork_thread_fn, &tres);
     pthread_join(t, NULL);
-    check_fork_result(&tres);
+    check_fork_result(&tres, 2);
     assert_true(tres.report.new_loop != (uintptr_t)main_loop);
     evpol_loop *seen = NULL;
     assert_ok(evpol_get_event_loop(&seen, NULL));
