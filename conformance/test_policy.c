@@ -1540,6 +1540,29 @@ static void *set_many_loops(void *arg)
     return NULL;
 }
 
+/* POL-15 closes the previous watcher, but setting the watcher already set
+ * again replaces nothing: it stays open. */
+static void test_set_same_child_watcher_keeps_it_open(void **state)
+{
+    (void)state;
+    reset_policy();
+    log_capture *cap = capture_new(); /* the deprecation warnings */
+    evpol_policy *p = NULL;
+    assert_ok(evpol_policy_new_default(&p, NULL));
+    evpol_watcher *w = NULL;
+    assert_ok(evpol_watcher_new(EVPOL_WATCHER_THREADED, &w, NULL));
+    assert_ok(evpol_policy_set_child_watcher(p, w, NULL));
+    assert_ok(evpol_policy_set_child_watcher(p, w, NULL));
+    assert_int_equal(evpol_watcher_is_active(w), 1);
+    evpol_watcher *got = NULL;
+    assert_ok(evpol_policy_get_child_watcher(p, &got, NULL));
+    assert_ptr_equal(got, w);
+    capture_free(cap);
+    evpol_policy_unref(p);
+    assert_ok(evpol_watcher_close(w, NULL));
+    evpol_watcher_unref(w);
+}
+
 static void test_thread_exit_with_loops_in_many_policies(void **state)
 {
     (void)state;
@@ -1602,6 +1625,7 @@ int main(void)
         CLAUSE_TEST(test_nameless_thread_in_error, "POL-11"),
         CLAUSE_TEST(test_override_failures_reach_caller, "POL-8 POL-9 POL-10 POL-13 POL-14"),
         CLAUSE_TEST(test_thread_exit_with_loops_in_many_policies, "POL-6"),
+        CLAUSE_TEST(test_set_same_child_watcher_keeps_it_open, "POL-15"),
         CLAUSE_TEST(test_no_thread_key_left, "POL-6 POL-11"),
     };
     return harness_run_group("policy", tests, NULL, NULL);
