@@ -1906,6 +1906,45 @@ static void test_policy_without_watcher(void **state)
     assert_no_leaks(before);
 }
 
+/* SUB-1 with POL-8: a policy whose get_child_watcher override supplies
+ * the watcher (an override owns its storage): spawn registers with it. */
+static int own_watcher_get(evpol_policy *self, evpol_watcher **out, evpol_error *err)
+{
+    (void)err;
+    *out = evpol_policy_user_data(self);
+    return 0;
+}
+
+static void test_policy_overriding_get_child_watcher(void **state)
+{
+    (void)state;
+    capture_start(&cap);
+    resource_snapshot before = resources_now();
+    evpol_watcher *w = NULL;
+    assert_ok(evpol_watcher_new(EVPOL_WATCHER_THREADED, &w, NULL));
+    evpol_policy_methods m = {.size = sizeof m, .get_child_watcher = own_watcher_get};
+    evpol_policy *p = NULL;
+    assert_ok(evpol_policy_new_custom(&m, w, &p, NULL));
+    assert_ok(evpol_set_event_loop_policy(p, NULL));
+    evpol_loop *loop = new_loop();
+
+    char *argv[] = {"/bin/sh", "-c", "exit 7", NULL};
+    exit_rec e = {0};
+    evpol_spawn_options o = sh_options(argv, &e);
+    evpol_spawn_result res;
+    pid_t pid = spawn_ok(loop, &o, &res);
+    run_to_exit(loop, &e, 7);
+    assert_int_equal(e.pid, pid);
+
+    close_loop(loop);
+    assert_ok(evpol_set_event_loop_policy(NULL, NULL));
+    evpol_policy_unref(p);
+    assert_ok(evpol_watcher_close(w, NULL));
+    evpol_watcher_unref(w);
+    capture_stop();
+    assert_no_leaks(before);
+}
+
 /* ---- a custom watcher the test drives by hand ---- */
 
 enum { HAND_KEEP, HAND_CLOSE_LOOP_AND_CALL, HAND_NESTED_SPAWN };
@@ -2435,6 +2474,7 @@ int main(void)
         CLAUSE_TEST(test_loop_closed_before_exit, "CW-12 SUB-3"),
         CLAUSE_TEST(test_invalid_arguments, "ERR-1 SUB-1"),
         CLAUSE_TEST(test_policy_without_watcher, "SUB-1 ERR-1"),
+        CLAUSE_TEST(test_policy_overriding_get_child_watcher, "SUB-1 POL-8"),
         CLAUSE_TEST(test_custom_watcher_exit_dropped_by_closed_loop, "SUB-3 CW-12"),
         CLAUSE_TEST(test_custom_watcher_context_refusals, "CW-9 CW-4 SUB-1"),
         CLAUSE_TEST(test_custom_watcher_loop_closed_during_registration, "CW-12 SUB-3"),
