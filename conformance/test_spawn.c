@@ -1928,13 +1928,16 @@ static void test_policy_overriding_get_child_watcher(void **state)
     assert_ok(evpol_set_event_loop_policy(p, NULL));
     evpol_loop *loop = new_loop();
 
+    /* The whole status: the override's Threaded watcher reports it. */
     char *argv[] = {"/bin/sh", "-c", "exit 7", NULL};
-    exit_rec e = {0};
-    evpol_spawn_options o = sh_options(argv, &e);
+    status_rec st = {0};
+    evpol_spawn_options o = sh_options(argv, NULL);
+    o.on_exit = NULL;
+    o.arg = &st;
     evpol_spawn_result res;
-    pid_t pid = spawn_ok(loop, &o, &res);
-    run_to_exit(loop, &e, 7);
-    assert_int_equal(e.pid, pid);
+    assert_ok(evpol_loop_spawn_ex(loop, &o, record_status, &res, NULL));
+    assert_true(run_until(loop, &st.calls, TIMEOUT_MS));
+    assert_status(&st, res.pid, EVPOL_EXIT_EXITED, 7, 0, false, 7 << 8, 7);
 
     close_loop(loop);
     assert_ok(evpol_set_event_loop_policy(NULL, NULL));
