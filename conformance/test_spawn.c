@@ -1632,8 +1632,8 @@ static void test_spawn_inside_context(void **state)
 
 /* SUB-3, issue 13: evpol_loop_spawn_ex with a custom watcher, whose method
  * table takes only returncode callbacks: the status is derived from the
- * returncode it reports (exit 255 reads as exited 255, a kill as killed
- * with no core flag); a status handler registered on it directly is
+ * returncode it reports (exit 0 and exit 255 read as exited, a kill as
+ * killed with no core flag); a status handler registered on it directly is
  * ENOTSUP. */
 static void test_spawn_ex_custom_watcher(void **state)
 {
@@ -1642,12 +1642,14 @@ static void test_spawn_ex_custom_watcher(void **state)
     evpol_loop *loop;
     evpol_watcher *w = begin_recording(&loop, &before);
 
+    char *a_0[] = {"/bin/sh", "-c", "exit 0", NULL};
     char *a_255[] = {"/bin/sh", "-c", "exit 255", NULL};
     char *a_kill[] = {"/bin/sh", "-c", "kill -KILL $$", NULL};
-    char **argvs[] = {a_255, a_kill};
-    status_rec st[2] = {{0}};
-    pid_t pids[2];
-    for (int i = 0; i < 2; i++) {
+    char **argvs[] = {a_0, a_255, a_kill};
+    enum { N = sizeof argvs / sizeof argvs[0] };
+    status_rec st[N] = {{0}};
+    pid_t pids[N];
+    for (int i = 0; i < N; i++) {
         evpol_spawn_options o = sh_options(argvs[i], NULL);
         o.on_exit = NULL;
         o.arg = &st[i];
@@ -1657,10 +1659,11 @@ static void test_spawn_ex_custom_watcher(void **state)
             fail_msg("evpol_loop_spawn_ex: %s", err.message);
         pids[i] = res.pid;
     }
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < N; i++)
         assert_true(run_until(loop, &st[i].calls, TIMEOUT_MS));
-    assert_status(&st[0], pids[0], EVPOL_EXIT_EXITED, 255, 0, false, 0xff00, 255);
-    assert_status(&st[1], pids[1], EVPOL_EXIT_KILLED, 0, SIGKILL, false, SIGKILL, -SIGKILL);
+    assert_status(&st[0], pids[0], EVPOL_EXIT_EXITED, 0, 0, false, 0, 0);
+    assert_status(&st[1], pids[1], EVPOL_EXIT_EXITED, 255, 0, false, 0xff00, 255);
+    assert_status(&st[2], pids[2], EVPOL_EXIT_KILLED, 0, SIGKILL, false, SIGKILL, -SIGKILL);
 
     evpol_error err = {0};
     status_rec unused = {0};
