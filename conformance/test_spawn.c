@@ -2406,6 +2406,43 @@ static void test_spawn_success_without_pid(void **state)
     capture_stop();
 }
 
+/* The first spawn after any loop closed sweeps the records whose callback
+ * can no longer come. A child still running then, under a watcher that
+ * delivers on an open loop, keeps its record: it reports its own exit,
+ * once, and the child spawned by the sweeping call reports its own. */
+/* `/bin/sh -c script` spawned on `loop`, stdin as `in`, its exit recorded
+ * in `e`. */
+static evpol_spawn_result spawn_script(evpol_loop *loop, const char *script, int in, exit_rec *e)
+{
+    char *argv[] = {"/bin/sh", "-c", (char *)script, NULL};
+    evpol_spawn_options o = sh_options(argv, e);
+    o.stdio[0] = in;
+    evpol_spawn_result res;
+    spawn_ok(loop, &o, &res);
+    return res;
+}
+
+static void test_pending_child_kept_by_sweep(void **state)
+{
+    (void)state;
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
+    exit_rec waiting = {0}, sweeper = {0};
+    evpol_spawn_result waiting_res =
+        spawn_script(loop, "read x; exit 3", EVPOL_STDIO_PIPE, &waiting);
+    bump_release_epoch();
+    evpol_spawn_result sweeper_res = spawn_script(loop, "exit 5", EVPOL_STDIO_INHERIT, &sweeper);
+    run_to_exit(loop, &sweeper, 5);
+    assert_int_equal(sweeper.pid, sweeper_res.pid);
+
+    close(waiting_res.stdio_fd[0]); /* EOF: the read fails, exit 3 */
+    run_to_exit(loop, &waiting, 3);
+    assert_int_equal(waiting.pid, waiting_res.pid);
+    assert_int_equal(atomic_load(&waiting.calls), 1);
+    assert_int_equal(atomic_load(&sweeper.calls), 1);
+    end_default(loop, before);
+}
+
 /* The general path (a stdio stream is a descriptor of the parent) builds
  * glibc's file actions and attributes, which glibc allocates with its own
  * malloc, outside the seam's count: every spawn must release them, or each
@@ -2488,6 +2525,7 @@ int main(void)
         CLAUSE_TEST(test_pipe_end_cannot_be_moved, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_limit_lowered_before_file_actions, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_spawn_success_without_pid, "SUB-1 ERR-1"),
+        CLAUSE_TEST(test_pending_child_kept_by_sweep, "SUB-3 CW-8"),
         CLAUSE_TEST(test_general_path_releases_what_glibc_allocates, "SUB-1"),
     };
     return harness_run_group("spawn", tests, group_setup, NULL);
