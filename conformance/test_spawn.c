@@ -629,6 +629,8 @@ static void test_stdio_with_standard_fds_closed(void **state)
     close(0);
     close(1);
     int rc = evpol_loop_spawn(loop, &o, &res, &err);
+    /* The child's end, moved above fd 2, left nothing open at fd 1. */
+    bool fd1_left_open = fcntl(1, F_GETFD) != -1;
     /* The parent's end took fd 0: move it out of the way, then restore the
      * standard fds before any assertion can print. */
     int parent_end = -1;
@@ -643,6 +645,7 @@ static void test_stdio_with_standard_fds_closed(void **state)
     if (rc != 0)
         fail_msg("evpol_loop_spawn: %s", err.message);
     assert_int_equal(res.stdio_fd[2], 0); /* what the test set out to cause */
+    assert_false(fd1_left_open);
     assert_true(parent_end >= 0);
     char out[64];
     read_all(parent_end, out, sizeof out);
