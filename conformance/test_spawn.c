@@ -1921,13 +1921,21 @@ static int own_watcher_get(evpol_policy *self, evpol_watcher **out, evpol_error 
     return 0;
 }
 
+/* Warnings captured, a Threaded watcher of the test's own. */
+static evpol_watcher *begin_threaded(resource_snapshot *before)
+{
+    capture_start(&cap);
+    *before = resources_now();
+    evpol_watcher *w = NULL;
+    assert_ok(evpol_watcher_new(EVPOL_WATCHER_THREADED, &w, NULL));
+    return w;
+}
+
 static void test_policy_overriding_get_child_watcher(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    resource_snapshot before = resources_now();
-    evpol_watcher *w = NULL;
-    assert_ok(evpol_watcher_new(EVPOL_WATCHER_THREADED, &w, NULL));
+    resource_snapshot before;
+    evpol_watcher *w = begin_threaded(&before);
     evpol_policy_methods m = {.size = sizeof m, .get_child_watcher = own_watcher_get};
     evpol_policy *p = NULL;
     assert_ok(evpol_policy_new_custom(&m, w, &p, NULL));
@@ -2479,6 +2487,62 @@ static void test_general_path_releases_what_glibc_allocates(void **state)
     close(fds[1]);
 }
 
+/* Positive is all a pid from the seam has to be: 1 included (a fake
+ * kernel's first process). Here the seam spawns a real child and calls it
+ * pid 1; the spawn accepts it and the exit comes back under it. */
+static atomic_int real_pid_of_one;
+
+static int spawn_as_pid_one(pid_t *pid, const evpol_sys_spawn_request *req)
+{
+    pid_t real = -1;
+    int e = evpol_sys_real()->spawn(&real, req);
+    if (e == 0) {
+        atomic_store(&real_pid_of_one, real);
+        *pid = 1;
+    }
+    return e;
+}
+
+static pid_t waitpid_as_pid_one(pid_t pid, int *status, int options)
+{
+    if (pid != 1)
+        return evpol_sys_real()->waitpid(pid, status, options);
+    pid_t r = evpol_sys_real()->waitpid(atomic_load(&real_pid_of_one), status, options);
+    return r > 0 ? 1 : r;
+}
+
+static void test_seam_pid_one_is_a_process(void **state)
+{
+    (void)state;
+    resource_snapshot before;
+    evpol_watcher *thr = begin_threaded(&before);
+    use_watcher(thr);
+    evpol_loop *loop = new_loop();
+    evpol_sys t = *evpol_sys_real();
+    t.spawn = spawn_as_pid_one;
+    t.waitpid = waitpid_as_pid_one;
+    assert_ok(evpol_sys_set(&t, NULL));
+    char *argv[] = {"/bin/sh", "-c", "exit 6", NULL};
+    exit_rec e = {0};
+    evpol_spawn_options o = sh_options(argv, &e);
+    evpol_spawn_result res;
+    evpol_error err = {0};
+    int rc = evpol_loop_spawn(loop, &o, &res, &err);
+    int ran = rc == 0 && run_until(loop, (volatile int *)&e.calls, TIMEOUT_MS);
+    assert_ok(evpol_sys_set(NULL, NULL));
+    if (rc != 0)
+        fail_msg("evpol_loop_spawn: %s", err.message);
+    assert_true(ran);
+    assert_int_equal(res.pid, 1);
+    assert_int_equal(e.pid, 1);
+    assert_int_equal(e.rc, 6);
+    close_loop(loop);
+    reset_policy_and_watcher();
+    evpol_watcher_unref(thr);
+    capture_stop();
+    assert_no_leaks(before);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -2528,6 +2592,7 @@ int main(void)
         CLAUSE_TEST(test_pipe_end_cannot_be_moved, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_limit_lowered_before_file_actions, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_spawn_success_without_pid, "SUB-1 ERR-1"),
+        CLAUSE_TEST(test_seam_pid_one_is_a_process, "SUB-1 SUB-3"),
         CLAUSE_TEST(test_pending_child_kept_by_sweep, "SUB-3 CW-8"),
         CLAUSE_TEST(test_general_path_releases_what_glibc_allocates, "SUB-1"),
     };
