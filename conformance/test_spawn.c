@@ -2454,6 +2454,26 @@ static void test_pending_child_kept_by_sweep(void **state)
     end_default(loop, before);
 }
 
+/* LOOP-7: with the loop's debug flag set, a spawn on it and the exit it
+ * reports are logged, naming the process. */
+static void test_debug_logs_spawn_and_exit(void **state)
+{
+    (void)state;
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
+    assert_ok(evpol_loop_set_debug(loop, true, NULL));
+    exit_rec e = {0};
+    evpol_spawn_result res = spawn_script(loop, "exit 2", EVPOL_STDIO_INHERIT, &e);
+    run_to_exit(loop, &e, 2);
+    char line[128];
+    snprintf(line, sizeof line, "spawned process %ld (/bin/sh) on loop %p", (long)res.pid,
+             (void *)loop);
+    assert_int_equal(capture_count(&cap, EVPOL_LOG_DEBUG, EVPOL_LOG_CAT_DEBUG, line), 1);
+    snprintf(line, sizeof line, "spawned process %ld exited with returncode 2", (long)res.pid);
+    assert_int_equal(capture_count(&cap, EVPOL_LOG_DEBUG, EVPOL_LOG_CAT_DEBUG, line), 1);
+    end_default(loop, before);
+}
+
 /* The general path (a stdio stream is a descriptor of the parent) builds
  * glibc's file actions and attributes, which glibc allocates with its own
  * malloc, outside the seam's count: every spawn must release them, or each
@@ -2594,6 +2614,7 @@ int main(void)
         CLAUSE_TEST(test_spawn_success_without_pid, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_seam_pid_one_is_a_process, "SUB-1 SUB-3"),
         CLAUSE_TEST(test_pending_child_kept_by_sweep, "SUB-3 CW-8"),
+        CLAUSE_TEST(test_debug_logs_spawn_and_exit, "LOOP-7 SUB-1"),
         CLAUSE_TEST(test_general_path_releases_what_glibc_allocates, "SUB-1"),
     };
     return harness_run_group("spawn", tests, group_setup, NULL);
