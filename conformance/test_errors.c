@@ -206,7 +206,8 @@ static void test_loop_functions_bad_input(void **state)
     /* Out-of-range arguments on a good loop. */
     EXPECT(evpol_loop_call_soon_threadsafe(loop, NULL, NULL, E), EVPOL_EINVAL);
     EXPECT(evpol_loop_call_later(loop, 1, NULL, NULL, E), EVPOL_EINVAL);
-    const int bad_signals[] = {0, -1, -SIGUSR1, NSIG, 100000, INT_MAX, INT_MIN};
+    /* SIGKILL and SIGSTOP cannot be caught: a handler for them is refused too. */
+    const int bad_signals[] = {0, -1, -SIGUSR1, NSIG, 100000, INT_MAX, INT_MIN, SIGKILL, SIGSTOP};
     for (size_t i = 0; i < sizeof bad_signals / sizeof bad_signals[0]; i++) {
         EXPECT(evpol_loop_add_signal_handler(loop, bad_signals[i], noop_signal, NULL, E),
                EVPOL_EINVAL);

@@ -7,6 +7,7 @@
  * joining them. Hang guards (call_later, run_until) are generous and never
  * timing assertions.
  */
+#include "alloc_count.h"
 #include "harness.h"
 
 #include <errno.h>
@@ -559,6 +560,31 @@ static void test_signal_handlers_main_thread_only(void **state)
     sigaction(SIGUSR1, &saved, NULL);
 }
 
+/* The first and the last signal number are signals like any other (the
+ * ones just outside are refused: test_errors). */
+static void test_signal_numbers_at_the_edges(void **state)
+{
+    (void)state;
+    evpol_loop *loop = new_loop();
+    const int edges[] = {1, NSIG - 1};
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++) {
+        /* If a bug left the signal at its default action, raise would
+         * end the program. */
+        struct sigaction ign = {.sa_handler = SIG_IGN}, saved;
+        sigemptyset(&ign.sa_mask);
+        assert_int_equal(sigaction(edges[i], &ign, &saved), 0);
+        sig_seen seen = {.loop = loop};
+        assert_ok(evpol_loop_add_signal_handler(loop, edges[i], on_signal, &seen, NULL));
+        assert_int_equal(raise(edges[i]), 0);
+        assert_int_equal(run_until(loop, &seen.count, TIMEOUT_MS), 1);
+        assert_int_equal(seen.signum, edges[i]);
+        assert_int_equal(evpol_loop_remove_signal_handler(loop, edges[i], NULL), 1);
+        assert_int_equal(sigaction(edges[i], &saved, NULL), 0);
+    }
+    assert_ok(evpol_loop_close(loop, NULL));
+    evpol_loop_unref(loop);
+}
+
 /* ------------------------------------------------------------------ */
 /* LOOP-5: readers                                                     */
 /* ------------------------------------------------------------------ */
@@ -653,6 +679,50 @@ static void test_reader_on_pipe(void **state)
     assert_int_equal(fcntl(fds[0], F_GETFD), FD_CLOEXEC);
     close(fds[0]);
     close(fds[1]);
+    assert_no_leaks(before);
+}
+
+/* The loop finds a reader by its fd in an index as long as the highest fd
+ * it was given: a reader on a high fd grows it, and the readers already in
+ * it must survive the move while the old index is released. */
+static void test_readers_on_low_and_high_fds(void **state)
+{
+    (void)state;
+    resource_snapshot before = resources_now();
+    long blocks_before = alloc_count_evpol();
+    evpol_loop *loop = new_loop();
+    int low[2], high[2];
+    assert_int_equal(pipe2(low, O_CLOEXEC | O_NONBLOCK), 0);
+    assert_int_equal(pipe2(high, O_CLOEXEC | O_NONBLOCK), 0);
+    int high_fd = fcntl(high[0], F_DUPFD_CLOEXEC, 300);
+    assert_true(high_fd >= 300);
+    close(high[0]);
+    high[0] = high_fd;
+
+    reader_seen low_seen = {.loop = loop, .fd = -1, .stop = 1};
+    reader_seen high_seen = {.loop = loop, .fd = -1, .stop = 1};
+    assert_ok(evpol_loop_add_reader(loop, low[0], on_readable, &low_seen, NULL));
+    assert_ok(evpol_loop_add_reader(loop, high[0], on_readable, &high_seen, NULL));
+
+    assert_int_equal(write(low[1], "l", 1), 1);
+    assert_int_equal(run_until(loop, &low_seen.count, TIMEOUT_MS), 1);
+    assert_int_equal(low_seen.fd, low[0]);
+    assert_int_equal(high_seen.count, 0);
+    assert_int_equal(write(high[1], "h", 1), 1);
+    assert_int_equal(run_until(loop, &high_seen.count, TIMEOUT_MS), 1);
+    assert_int_equal(high_seen.fd, high[0]);
+    assert_int_equal(low_seen.count, 1);
+
+    assert_int_equal(evpol_loop_remove_reader(loop, low[0], NULL), 1);
+    assert_int_equal(evpol_loop_remove_reader(loop, high[0], NULL), 1);
+    assert_int_equal(evpol_loop_remove_reader(loop, high[0] + 1, NULL), 0);
+    assert_ok(evpol_loop_close(loop, NULL));
+    evpol_loop_unref(loop);
+    assert_int_equal(alloc_count_evpol(), blocks_before);
+    for (int i = 0; i < 2; i++) {
+        close(low[i]);
+        close(high[i]);
+    }
     assert_no_leaks(before);
 }
 
@@ -835,7 +905,15 @@ static void test_debug_flag(void **state)
     capture_start(cap);
     use_loop(loop);
     capture_stop();
-    assert_true(capture_count(cap, EVPOL_LOG_DEBUG, EVPOL_LOG_CAT_DEBUG, NULL) >= 1);
+    /* Each step of the loop's life that use_loop took, naming the loop. */
+    const char *const steps[] = {"loop %p running", "loop %p stopped",
+                                 "stop requested for loop %p", "on loop %p"};
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        char line[64];
+        snprintf(line, sizeof line, steps[i], (void *)loop);
+        if (capture_count(cap, EVPOL_LOG_DEBUG, EVPOL_LOG_CAT_DEBUG, line) < 1)
+            fail_msg("no debug line \"%s\"", line);
+    }
 
     /* Another loop without the flag stays quiet meanwhile. */
     evpol_loop *quiet = new_loop();
@@ -1115,7 +1193,9 @@ int main(void)
         CLAUSE_TEST(test_call_soon_threadsafe_order_and_close, "LOOP-3 LOOP-2"),
         CLAUSE_TEST(test_dropped_call_freed_through_seam, "LOOP-3"),
         CLAUSE_TEST(test_signal_handlers_main_thread_only, "LOOP-4"),
+        CLAUSE_TEST(test_signal_numbers_at_the_edges, "LOOP-4"),
         CLAUSE_TEST(test_reader_on_pipe, "LOOP-5"),
+        CLAUSE_TEST(test_readers_on_low_and_high_fds, "LOOP-5"),
         CLAUSE_TEST(test_running_loop_per_thread, "LOOP-6"),
         CLAUSE_TEST(test_eight_loops_in_eight_threads, "LOOP-6 LOOP-2"),
         CLAUSE_TEST(test_debug_flag, "LOOP-7"),

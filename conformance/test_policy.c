@@ -8,6 +8,7 @@
  * Every test leaves the process-wide policy reset (NULL) so that tests are
  * independent.
  */
+#include "alloc_count.h"
 #include "harness.h"
 
 #include <errno.h>
@@ -1107,6 +1108,8 @@ typedef struct fork_report {
     int is_loop;
     int deprecations;
     int new_loop_runs;    /* the new loop can run a callback */
+    long blocks_released; /* evpol's blocks the fork freed in the child */
+    int fresh_policy_rc;  /* a policy made and released after the fork */
 } fork_report;
 
 static void child_ran(void *arg)
@@ -1117,10 +1120,13 @@ static void child_ran(void *arg)
 }
 
 /* In the child: no cmocka calls (their state belongs to the parent). */
-static void child_report_and_exit(int fd)
+static void child_report_and_exit(int fd, long blocks_at_fork)
 {
     fork_report r;
     memset(&r, 0, sizeof r);
+    /* The policies' per-thread slots are freed by the fork's child
+     * handler, the loops they held forgotten. */
+    r.blocks_released = blocks_at_fork - alloc_count_evpol();
     evpol_loop *loop = NULL;
     r.running_rc = evpol_get_running_loop(&loop, NULL);
     log_capture *cap = calloc(1, sizeof *cap);
@@ -1144,6 +1150,12 @@ static void child_report_and_exit(int fd)
             evpol_loop_run(nl, NULL) == 0)
             r.new_loop_runs = s.ran;
     }
+    /* Every lock the fork took is free again in the child: making and
+     * releasing a policy takes the list of policies' lock (a hang here
+     * fails the test too). */
+    evpol_policy *fresh = NULL;
+    r.fresh_policy_rc = evpol_policy_new_default(&fresh, NULL);
+    evpol_policy_unref(fresh);
     ssize_t n = write(fd, &r, sizeof r);
     _exit(n == (ssize_t)sizeof r ? 0 : 4);
 }
@@ -1158,9 +1170,10 @@ typedef struct fork_ctx {
 static void fork_from_callback(void *arg)
 {
     fork_ctx *fc = arg;
+    long blocks = alloc_count_evpol();
     pid_t pid = fork();
     if (pid == 0)
-        child_report_and_exit(fc->report_fd);
+        child_report_and_exit(fc->report_fd, blocks);
     fc->child = pid;
     fc->fork_errno = pid < 0 ? errno : 0;
     evpol_loop_stop(fc->loop, NULL);
@@ -1216,7 +1229,9 @@ static void fork_while_running(evpol_loop *loop, fork_result *res)
     evpol_set_event_loop(NULL, NULL);
 }
 
-static void check_fork_result(const fork_result *res)
+/* `slots`: the threads with a loop set in the process-wide policy when
+ * the fork happened. */
+static void check_fork_result(const fork_result *res, long slots)
 {
     assert_int_equal(res->ok_setup, 1);
     assert_int_equal(res->got, (ssize_t)sizeof res->report);
@@ -1234,6 +1249,8 @@ static void check_fork_result(const fork_result *res)
     assert_int_equal(res->report.top_rc, 0);
     assert_true(res->report.top_loop == res->report.new_loop);
     assert_int_equal(res->report.new_loop_runs, 1);
+    assert_int_equal(res->report.blocks_released, slots);
+    assert_int_equal(res->report.fresh_policy_rc, 0);
     /* The parent is unaffected. */
     assert_true(res->parent_seen_after == res->parent_loop);
     assert_int_equal(res->parent_running_after, 0);
@@ -1262,7 +1279,7 @@ static void test_fork_resets_loops(void **state)
     assert_ok(evpol_new_event_loop(&loop, NULL));
     fork_result res;
     fork_while_running(loop, &res);
-    check_fork_result(&res);
+    check_fork_result(&res, 1);
     evpol_loop_unref(loop);
 
     /* From another thread, while the main thread has its own loop: the
@@ -1274,7 +1291,7 @@ static void test_fork_resets_loops(void **state)
     memset(&tres, 0, sizeof tres);
     pthread_t t = start_thread(fork_thread_fn, &tres);
     pthread_join(t, NULL);
-    check_fork_result(&tres);
+    check_fork_result(&tres, 2);
     assert_true(tres.report.new_loop != (uintptr_t)main_loop);
     evpol_loop *seen = NULL;
     assert_ok(evpol_get_event_loop(&seen, NULL));
@@ -1523,6 +1540,29 @@ static void *set_many_loops(void *arg)
     return NULL;
 }
 
+/* POL-15 closes the previous watcher, but setting the watcher already set
+ * again replaces nothing: it stays open. */
+static void test_set_same_child_watcher_keeps_it_open(void **state)
+{
+    (void)state;
+    reset_policy();
+    log_capture *cap = capture_new(); /* the deprecation warnings */
+    evpol_policy *p = NULL;
+    assert_ok(evpol_policy_new_default(&p, NULL));
+    evpol_watcher *w = NULL;
+    assert_ok(evpol_watcher_new(EVPOL_WATCHER_THREADED, &w, NULL));
+    assert_ok(evpol_policy_set_child_watcher(p, w, NULL));
+    assert_ok(evpol_policy_set_child_watcher(p, w, NULL));
+    assert_int_equal(evpol_watcher_is_active(w), 1);
+    evpol_watcher *got = NULL;
+    assert_ok(evpol_policy_get_child_watcher(p, &got, NULL));
+    assert_ptr_equal(got, w);
+    capture_free(cap);
+    evpol_policy_unref(p);
+    assert_ok(evpol_watcher_close(w, NULL));
+    evpol_watcher_unref(w);
+}
+
 static void test_thread_exit_with_loops_in_many_policies(void **state)
 {
     (void)state;
@@ -1585,6 +1625,7 @@ int main(void)
         CLAUSE_TEST(test_nameless_thread_in_error, "POL-11"),
         CLAUSE_TEST(test_override_failures_reach_caller, "POL-8 POL-9 POL-10 POL-13 POL-14"),
         CLAUSE_TEST(test_thread_exit_with_loops_in_many_policies, "POL-6"),
+        CLAUSE_TEST(test_set_same_child_watcher_keeps_it_open, "POL-15"),
         CLAUSE_TEST(test_no_thread_key_left, "POL-6 POL-11"),
     };
     return harness_run_group("policy", tests, NULL, NULL);

@@ -15,18 +15,28 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef SYS_close_range
+#define SYS_close_range 436 /* the same number on every architecture */
+#endif
 
 #define TIMEOUT_MS 10000
 
@@ -628,6 +638,8 @@ static void test_stdio_with_standard_fds_closed(void **state)
     close(0);
     close(1);
     int rc = evpol_loop_spawn(loop, &o, &res, &err);
+    /* The child's end, moved above fd 2, left nothing open at fd 1. */
+    bool fd1_left_open = fcntl(1, F_GETFD) != -1;
     /* The parent's end took fd 0: move it out of the way, then restore the
      * standard fds before any assertion can print. */
     int parent_end = -1;
@@ -642,6 +654,7 @@ static void test_stdio_with_standard_fds_closed(void **state)
     if (rc != 0)
         fail_msg("evpol_loop_spawn: %s", err.message);
     assert_int_equal(res.stdio_fd[2], 0); /* what the test set out to cause */
+    assert_false(fd1_left_open);
     assert_true(parent_end >= 0);
     char out[64];
     read_all(parent_end, out, sizeof out);
@@ -1631,8 +1644,8 @@ static void test_spawn_inside_context(void **state)
 
 /* SUB-3, issue 13: evpol_loop_spawn_ex with a custom watcher, whose method
  * table takes only returncode callbacks: the status is derived from the
- * returncode it reports (exit 255 reads as exited 255, a kill as killed
- * with no core flag); a status handler registered on it directly is
+ * returncode it reports (exit 0 and exit 255 read as exited, a kill as
+ * killed with no core flag); a status handler registered on it directly is
  * ENOTSUP. */
 static void test_spawn_ex_custom_watcher(void **state)
 {
@@ -1641,12 +1654,14 @@ static void test_spawn_ex_custom_watcher(void **state)
     evpol_loop *loop;
     evpol_watcher *w = begin_recording(&loop, &before);
 
+    char *a_0[] = {"/bin/sh", "-c", "exit 0", NULL};
     char *a_255[] = {"/bin/sh", "-c", "exit 255", NULL};
     char *a_kill[] = {"/bin/sh", "-c", "kill -KILL $$", NULL};
-    char **argvs[] = {a_255, a_kill};
-    status_rec st[2] = {{0}};
-    pid_t pids[2];
-    for (int i = 0; i < 2; i++) {
+    char **argvs[] = {a_0, a_255, a_kill};
+    enum { N = sizeof argvs / sizeof argvs[0] };
+    status_rec st[N] = {{0}};
+    pid_t pids[N];
+    for (int i = 0; i < N; i++) {
         evpol_spawn_options o = sh_options(argvs[i], NULL);
         o.on_exit = NULL;
         o.arg = &st[i];
@@ -1656,10 +1671,11 @@ static void test_spawn_ex_custom_watcher(void **state)
             fail_msg("evpol_loop_spawn_ex: %s", err.message);
         pids[i] = res.pid;
     }
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < N; i++)
         assert_true(run_until(loop, &st[i].calls, TIMEOUT_MS));
-    assert_status(&st[0], pids[0], EVPOL_EXIT_EXITED, 255, 0, false, 0xff00, 255);
-    assert_status(&st[1], pids[1], EVPOL_EXIT_KILLED, 0, SIGKILL, false, SIGKILL, -SIGKILL);
+    assert_status(&st[0], pids[0], EVPOL_EXIT_EXITED, 0, 0, false, 0, 0);
+    assert_status(&st[1], pids[1], EVPOL_EXIT_EXITED, 255, 0, false, 0xff00, 255);
+    assert_status(&st[2], pids[2], EVPOL_EXIT_KILLED, 0, SIGKILL, false, SIGKILL, -SIGKILL);
 
     evpol_error err = {0};
     status_rec unused = {0};
@@ -1901,6 +1917,56 @@ static void test_policy_without_watcher(void **state)
     close_loop(loop);
     assert_ok(evpol_set_event_loop_policy(NULL, NULL));
     evpol_policy_unref(p);
+    capture_stop();
+    assert_no_leaks(before);
+}
+
+/* SUB-1 with POL-8: a policy whose get_child_watcher override supplies
+ * the watcher (an override owns its storage): spawn registers with it. */
+static int own_watcher_get(evpol_policy *self, evpol_watcher **out, evpol_error *err)
+{
+    (void)err;
+    *out = evpol_policy_user_data(self);
+    return 0;
+}
+
+/* Warnings captured, a Threaded watcher of the test's own. */
+static evpol_watcher *begin_threaded(resource_snapshot *before)
+{
+    capture_start(&cap);
+    *before = resources_now();
+    evpol_watcher *w = NULL;
+    assert_ok(evpol_watcher_new(EVPOL_WATCHER_THREADED, &w, NULL));
+    return w;
+}
+
+static void test_policy_overriding_get_child_watcher(void **state)
+{
+    (void)state;
+    resource_snapshot before;
+    evpol_watcher *w = begin_threaded(&before);
+    evpol_policy_methods m = {.size = sizeof m, .get_child_watcher = own_watcher_get};
+    evpol_policy *p = NULL;
+    assert_ok(evpol_policy_new_custom(&m, w, &p, NULL));
+    assert_ok(evpol_set_event_loop_policy(p, NULL));
+    evpol_loop *loop = new_loop();
+
+    /* The whole status: the override's Threaded watcher reports it. */
+    char *argv[] = {"/bin/sh", "-c", "exit 7", NULL};
+    status_rec st = {0};
+    evpol_spawn_options o = sh_options(argv, NULL);
+    o.on_exit = NULL;
+    o.arg = &st;
+    evpol_spawn_result res;
+    assert_ok(evpol_loop_spawn_ex(loop, &o, record_status, &res, NULL));
+    assert_true(run_until(loop, &st.calls, TIMEOUT_MS));
+    assert_status(&st, res.pid, EVPOL_EXIT_EXITED, 7, 0, false, 7 << 8, 7);
+
+    close_loop(loop);
+    assert_ok(evpol_set_event_loop_policy(NULL, NULL));
+    evpol_policy_unref(p);
+    assert_ok(evpol_watcher_close(w, NULL));
+    evpol_watcher_unref(w);
     capture_stop();
     assert_no_leaks(before);
 }
@@ -2360,6 +2426,255 @@ static void test_spawn_success_without_pid(void **state)
     capture_stop();
 }
 
+/* The first spawn after any loop closed sweeps the records whose callback
+ * can no longer come. A child still running then, under a watcher that
+ * delivers on an open loop, keeps its record: it reports its own exit,
+ * once, and the child spawned by the sweeping call reports its own. */
+/* `/bin/sh -c script` spawned on `loop`, stdin as `in`, its exit recorded
+ * in `e`. */
+static evpol_spawn_result spawn_script(evpol_loop *loop, const char *script, int in, exit_rec *e)
+{
+    char *argv[] = {"/bin/sh", "-c", (char *)script, NULL};
+    evpol_spawn_options o = sh_options(argv, e);
+    o.stdio[0] = in;
+    evpol_spawn_result res;
+    spawn_ok(loop, &o, &res);
+    return res;
+}
+
+static void test_pending_child_kept_by_sweep(void **state)
+{
+    (void)state;
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
+    exit_rec waiting = {0}, sweeper = {0};
+    evpol_spawn_result waiting_res =
+        spawn_script(loop, "read x; exit 3", EVPOL_STDIO_PIPE, &waiting);
+    bump_release_epoch();
+    evpol_spawn_result sweeper_res = spawn_script(loop, "exit 5", EVPOL_STDIO_INHERIT, &sweeper);
+    run_to_exit(loop, &sweeper, 5);
+    assert_int_equal(sweeper.pid, sweeper_res.pid);
+
+    close(waiting_res.stdio_fd[0]); /* EOF: the read fails, exit 3 */
+    run_to_exit(loop, &waiting, 3);
+    assert_int_equal(waiting.pid, waiting_res.pid);
+    assert_int_equal(atomic_load(&waiting.calls), 1);
+    assert_int_equal(atomic_load(&sweeper.calls), 1);
+    end_default(loop, before);
+}
+
+/* LOOP-7: with the loop's debug flag set, a spawn on it and the exit it
+ * reports are logged, naming the process. */
+static void test_debug_logs_spawn_and_exit(void **state)
+{
+    (void)state;
+    resource_snapshot before;
+    evpol_loop *loop = begin_default(&before);
+    assert_ok(evpol_loop_set_debug(loop, true, NULL));
+    exit_rec e = {0};
+    evpol_spawn_result res = spawn_script(loop, "exit 2", EVPOL_STDIO_INHERIT, &e);
+    run_to_exit(loop, &e, 2);
+    char line[128];
+    snprintf(line, sizeof line, "spawned process %ld (/bin/sh) on loop %p", (long)res.pid,
+             (void *)loop);
+    assert_int_equal(capture_count(&cap, EVPOL_LOG_DEBUG, EVPOL_LOG_CAT_DEBUG, line), 1);
+    snprintf(line, sizeof line, "spawned process %ld exited with returncode 2", (long)res.pid);
+    assert_int_equal(capture_count(&cap, EVPOL_LOG_DEBUG, EVPOL_LOG_CAT_DEBUG, line), 1);
+    end_default(loop, before);
+}
+
+/* The general path (a stdio stream is a descriptor of the parent) builds
+ * glibc's file actions and attributes, which glibc allocates with its own
+ * malloc, outside the seam's count: every spawn must release them, or each
+ * one leaks. The main arena's bytes in use (mallinfo2) count them; the
+ * spawns run on this thread, which allocates from the main arena. */
+static void test_general_path_releases_what_glibc_allocates(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+    char *argv[] = {"/bin/true", NULL};
+    char *envp[] = {NULL};
+    evpol_sys_spawn_request req = {
+        .file = argv[0], .argv = argv, .envp = envp, .cwd = "/",
+        .stdio = {EVPOL_SYS_STDIO_DEVNULL, fds[1], EVPOL_SYS_STDIO_INHERIT},
+    };
+    enum { WARM_UP = 2, SPAWNS = 20 };
+    size_t in_use_before = 0;
+    for (int i = 0; i < WARM_UP + SPAWNS; i++) {
+        if (i == WARM_UP)
+            in_use_before = mallinfo2().uordblks;
+        pid_t pid = -1;
+        assert_int_equal(evpol_sys_real()->spawn(&pid, &req), 0);
+        assert_true(pid > 0);
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    assert_int_equal(mallinfo2().uordblks, in_use_before);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* The fast path (no stdio stream is a descriptor of the parent) runs the
+ * child on a stack it maps for the spawn: the mapping goes when the spawn
+ * returns, or every spawn would leave 68 KiB of address space behind. */
+static int count_mappings(void)
+{
+    FILE *f = fopen("/proc/self/maps", "re");
+    assert_non_null(f);
+    int n = 0;
+    for (int c; (c = getc(f)) != EOF;)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+static void test_fast_path_unmaps_child_stack(void **state)
+{
+    (void)state;
+    char *argv[] = {"/bin/true", NULL};
+    char *envp[] = {NULL};
+    evpol_sys_spawn_request req = {
+        .file = argv[0], .argv = argv, .envp = envp,
+        .stdio = {EVPOL_SYS_STDIO_DEVNULL, EVPOL_SYS_STDIO_INHERIT, EVPOL_SYS_STDIO_INHERIT},
+    };
+    /* The first count and spawn map what the next ones reuse (the
+     * allocator's pools for fopen's buffer). */
+    enum { WARM_UP = 2, SPAWNS = 8 };
+    int mappings_before = 0;
+    for (int i = 0; i < WARM_UP + SPAWNS; i++) {
+        if (i == WARM_UP)
+            mappings_before = count_mappings();
+        else if (i < WARM_UP)
+            (void)count_mappings();
+        pid_t pid = -1;
+        assert_int_equal(evpol_sys_real()->spawn(&pid, &req), 0);
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    assert_int_equal(count_mappings(), mappings_before);
+}
+
+/* A kernel that refuses close_range's unshare (before 5.9, or a seccomp
+ * filter): the fast path learns it from its first child, which touches
+ * nothing of the parent's before that call, and the spawn succeeds on the
+ * general path. Run in a forked process that installs such a filter; its
+ * stdin, a pipe there, must still be that pipe afterwards (the failed
+ * child shared the parent's descriptor table). No cmocka calls in it. */
+static int spawn_without_close_range(void)
+{
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_close_range, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        return 10;
+    struct stat in_before, in_after;
+    if (fstat(0, &in_before) != 0)
+        return 11;
+    char *argv[] = {"/bin/sh", "-c", "exit 9", NULL};
+    char *envp[] = {NULL};
+    evpol_sys_spawn_request req = {
+        .file = argv[0], .argv = argv, .envp = envp,
+        .stdio = {EVPOL_SYS_STDIO_DEVNULL, EVPOL_SYS_STDIO_INHERIT, EVPOL_SYS_STDIO_INHERIT},
+    };
+    for (int i = 0; i < 2; i++) {
+        pid_t pid = -1;
+        int status;
+        if (evpol_sys_real()->spawn(&pid, &req) != 0 || pid <= 0)
+            return 12;
+        if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 9)
+            return 13;
+    }
+    if (fstat(0, &in_after) != 0 || in_after.st_ino != in_before.st_ino ||
+        in_after.st_dev != in_before.st_dev)
+        return 14;
+    errno = 0;
+    if (waitpid(-1, NULL, WNOHANG) != -1 || errno != ECHILD)
+        return 15; /* the failed child was reaped */
+    return 0;
+}
+
+static void test_fast_path_without_close_range(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(dup2(fds[0], 0) == 0 ? spawn_without_close_range() : 20);
+    close(fds[0]);
+    close(fds[1]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* Positive is all a pid from the seam has to be: 1 included (a fake
+ * kernel's first process). Here the seam spawns a real child and calls it
+ * pid 1; the spawn accepts it and the exit comes back under it. */
+static atomic_int real_pid_of_one;
+
+static int spawn_as_pid_one(pid_t *pid, const evpol_sys_spawn_request *req)
+{
+    pid_t real = -1;
+    int e = evpol_sys_real()->spawn(&real, req);
+    if (e == 0) {
+        atomic_store(&real_pid_of_one, real);
+        *pid = 1;
+    }
+    return e;
+}
+
+static pid_t waitpid_as_pid_one(pid_t pid, int *status, int options)
+{
+    if (pid != 1)
+        return evpol_sys_real()->waitpid(pid, status, options);
+    pid_t r = evpol_sys_real()->waitpid(atomic_load(&real_pid_of_one), status, options);
+    return r > 0 ? 1 : r;
+}
+
+static void test_seam_pid_one_is_a_process(void **state)
+{
+    (void)state;
+    resource_snapshot before;
+    evpol_watcher *thr = begin_threaded(&before);
+    use_watcher(thr);
+    evpol_loop *loop = new_loop();
+    evpol_sys t = *evpol_sys_real();
+    t.spawn = spawn_as_pid_one;
+    t.waitpid = waitpid_as_pid_one;
+    assert_ok(evpol_sys_set(&t, NULL));
+    char *argv[] = {"/bin/sh", "-c", "exit 6", NULL};
+    exit_rec e = {0};
+    evpol_spawn_options o = sh_options(argv, &e);
+    evpol_spawn_result res;
+    evpol_error err = {0};
+    int rc = evpol_loop_spawn(loop, &o, &res, &err);
+    int ran = rc == 0 && run_until(loop, (volatile int *)&e.calls, TIMEOUT_MS);
+    assert_ok(evpol_sys_set(NULL, NULL));
+    if (rc != 0)
+        fail_msg("evpol_loop_spawn: %s", err.message);
+    assert_true(ran);
+    assert_int_equal(res.pid, 1);
+    assert_int_equal(e.pid, 1);
+    assert_int_equal(e.rc, 6);
+    close_loop(loop);
+    reset_policy_and_watcher();
+    evpol_watcher_unref(thr);
+    capture_stop();
+    assert_no_leaks(before);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -2401,6 +2716,7 @@ int main(void)
         CLAUSE_TEST(test_loop_closed_before_exit, "CW-12 SUB-3"),
         CLAUSE_TEST(test_invalid_arguments, "ERR-1 SUB-1"),
         CLAUSE_TEST(test_policy_without_watcher, "SUB-1 ERR-1"),
+        CLAUSE_TEST(test_policy_overriding_get_child_watcher, "SUB-1 POL-8"),
         CLAUSE_TEST(test_custom_watcher_exit_dropped_by_closed_loop, "SUB-3 CW-12"),
         CLAUSE_TEST(test_custom_watcher_context_refusals, "CW-9 CW-4 SUB-1"),
         CLAUSE_TEST(test_custom_watcher_loop_closed_during_registration, "CW-12 SUB-3"),
@@ -2408,6 +2724,12 @@ int main(void)
         CLAUSE_TEST(test_pipe_end_cannot_be_moved, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_limit_lowered_before_file_actions, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_spawn_success_without_pid, "SUB-1 ERR-1"),
+        CLAUSE_TEST(test_seam_pid_one_is_a_process, "SUB-1 SUB-3"),
+        CLAUSE_TEST(test_pending_child_kept_by_sweep, "SUB-3 CW-8"),
+        CLAUSE_TEST(test_debug_logs_spawn_and_exit, "LOOP-7 SUB-1"),
+        CLAUSE_TEST(test_general_path_releases_what_glibc_allocates, "SUB-1"),
+        CLAUSE_TEST(test_fast_path_unmaps_child_stack, "SUB-1"),
+        CLAUSE_TEST(test_fast_path_without_close_range, "SUB-1"),
     };
     return harness_run_group("spawn", tests, group_setup, NULL);
 }

