@@ -17,10 +17,10 @@ import time
 import traceback
 import warnings
 
+from proc_state import children_of_self, open_fds, pidfd_works, process_state, thread_count
 from steps import ERRCODES, EXC_CODE, NO_SUCH_PROGRAM, WATCHER_CLASS, Scenario
 from translation import (ASSERTED_ERRORS, EVPOL_ONLY_VERBS, LOG_TEXTS, ON_LOOP_REASON,
                          TEXT_TRANSLATIONS, version_has)
-
 
 
 # --------------------------------------------------------------------------
@@ -33,31 +33,6 @@ class StepFailed(Exception):
 
 class NotApplicable(Exception):
     pass
-
-
-def children_of_self():
-    pids = set()
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open("/proc/self/task/%s/children" % tid) as f:
-                pids.update(int(p) for p in f.read().split())
-        except OSError:
-            pass
-    return pids
-
-
-def open_fds():
-    fds = {}
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            fds[int(name)] = os.readlink("/proc/self/fd/" + name)
-        except OSError:
-            pass
-    return fds
-
-
-def thread_count():
-    return len(os.listdir("/proc/self/task"))
 
 
 def code_of(exc):
@@ -935,27 +910,8 @@ class Run:
         return None
 
 
-def process_state(pid):
-    """running, a zombie, or reaped: what a missing callback left behind."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "reaped"
-    return "a zombie (nobody reaped it)" if state == "Z" else "running (state %s)" % state
-
-
 def outside_sigchld(signum, frame):
     """Outside code's SIGCHLD handler: does nothing."""
-
-
-def pidfd_works():
-    try:
-        fd = os.pidfd_open(os.getpid())
-    except OSError:
-        return False
-    os.close(fd)
-    return True
 
 
 # The signals a child starts with the default action for, as evpol's spawn
