@@ -1048,6 +1048,13 @@ static void install_counting_lower(void)
     fk_set_thread_lower(&counting_lower);
 }
 
+static void uninstall_counting_lower(void)
+{
+    fk_uninstall();
+    fk_set_thread_lower(NULL);
+    fk_reset();
+}
+
 static void seam_join_detach(void **state)
 {
     (void)state;
@@ -1068,9 +1075,7 @@ static void seam_join_detach(void **state)
     assert_int_equal(atomic_load(&lower_detaches), 1);
 
     evpol_loop_unref(loop);
-    fk_uninstall();
-    fk_set_thread_lower(NULL);
-    fk_reset();
+    uninstall_counting_lower();
 }
 
 /* Set one member of a table held in bytes (it may be smaller than
@@ -1112,9 +1117,7 @@ static void seam_old_size_table(void **state)
     assert_int_equal(atomic_load(&lower_joins), 0);
 
     evpol_loop_unref(loop);
-    fk_uninstall();
-    fk_set_thread_lower(NULL);
-    fk_reset();
+    uninstall_counting_lower();
 }
 
 int main(void)
