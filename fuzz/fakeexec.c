@@ -67,22 +67,6 @@ int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout)
     return r;
 }
 
-/* The library's lock assertions (EVPOL__ASSERT_LOCKED, on in these
- * builds) ask gettid() in every `_locked` function, and glibc makes that a
- * system call each time: over half of an ops input's system calls. A
- * thread's id never changes, so ask once per thread (no thread of these
- * programs forks). */
-pid_t __real_gettid(void);
-pid_t __wrap_gettid(void);
-static _Thread_local pid_t tls_tid;
-
-pid_t __wrap_gettid(void)
-{
-    if (!tls_tid)
-        tls_tid = __real_gettid();
-    return tls_tid;
-}
-
 /* Posts to each loop from the library's other files (deliveries, spawn's
  * exit forwarding), so that settle() knows which loop has work. */
 struct evpol__post;

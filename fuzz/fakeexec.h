@@ -32,7 +32,6 @@
  * library's objects with
  *     -Wl,--wrap=poll -Wl,--wrap=evpol_loop_add_signal_handler
  *     -Wl,--wrap=evpol_loop_remove_signal_handler -Wl,--wrap=evpol__loop_post
- *     -Wl,--wrap=gettid
  * (FUZZ_WRAP in fuzz/fuzz.mk, fuzz/oss-fuzz/build.sh). Only calls
  * between separately compiled objects are wrapped, so this sees exactly the
  * watchers' calls. If a watcher stops making them (the library changed), the

@@ -28,8 +28,7 @@ FUZZ_ARGS     ?=
 AFL_CC        ?= afl-clang-fast
 
 FUZZ_WRAP     := -Wl,--wrap=poll -Wl,--wrap=evpol_loop_add_signal_handler \
-                 -Wl,--wrap=evpol_loop_remove_signal_handler -Wl,--wrap=evpol__loop_post \
-                 -Wl,--wrap=gettid
+                 -Wl,--wrap=evpol_loop_remove_signal_handler -Wl,--wrap=evpol__loop_post
 FUZZ_BASE      = $(CSTD) $(WARN) -g -O1 -pthread -fno-omit-frame-pointer
 FUZZ_INC       = -I$(FUZZ_LIBSRC)/include -I$(FUZZ_LIBSRC) -Iconformance/support -Iscenarios -Ifuzz
 FUZZ_SUPPORT  := fuzz/program.c fuzz/model.c fuzz/fakeexec.c \

@@ -68,6 +68,20 @@
 #define EVPOL_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define EVPOL_HIDDEN __attribute__((visibility("hidden")))
 
+/* The calling thread's kernel id, cached per thread (sys.c): glibc's
+ * gettid() is a system call every time, and the lock assertions below ask
+ * in every `_locked` call. 0 until the thread first asks; the child of a
+ * fork() forgets it (its one thread has a new id) in an atfork handler
+ * that sys.c registers before any thread can have asked. */
+EVPOL_HIDDEN extern _Thread_local pid_t evpol__tid_cache;
+EVPOL_HIDDEN pid_t evpol__tid_fill(void);
+
+static inline pid_t evpol__tid(void)
+{
+    pid_t tid = evpol__tid_cache;
+    return tid ? tid : evpol__tid_fill();
+}
+
 /* EVPOL__ASSERT_LOCKED(m): the precondition of every `_locked` function,
  * checked when NDEBUG is not defined (libevent's EVLOCK_ASSERT_LOCKED).
  * glibc records the owner of every mutex type, so the check is "held by
@@ -79,7 +93,7 @@
 static inline bool evpol__mutex_held(pthread_mutex_t *m)
 {
 #ifdef __GLIBC__
-    return m->__data.__owner == gettid();
+    return m->__data.__owner == evpol__tid();
 #else
     int rc = pthread_mutex_trylock(m);
     if (rc == 0)

@@ -65,6 +65,32 @@ static const evpol_sys real_sys = {
 
 _Atomic(const evpol_sys *) evpol__sys_table = &real_sys;
 
+/* ---- the calling thread's id (evpol-internal.h) ---- */
+
+_Thread_local pid_t evpol__tid_cache;
+
+pid_t evpol__tid_fill(void)
+{
+    evpol__tid_cache = (pid_t)syscall(SYS_gettid);
+    return evpol__tid_cache;
+}
+
+/* fork() leaves the child one thread, the forking one, under a new id;
+ * only that thread's cache can be set, and this clears it. Registered by
+ * a constructor, so before any thread of the process has asked, and with
+ * nothing in the library's other child handlers that asserts a lock. (A
+ * raw clone that shares memory, spawn_clone.c's child, shares the cache
+ * too; it takes no evpol lock before it execs.) */
+static void tid_forget(void)
+{
+    evpol__tid_cache = 0;
+}
+
+__attribute__((constructor)) static void evpol_sys_init(void)
+{
+    pthread_atfork(NULL, NULL, tid_forget);
+}
+
 /* Every table installed so far, each copied once and kept for the life of
  * the process (a thread may still be calling through an old one); a fuzzer
  * that installs the same table for every input reuses its copy. */

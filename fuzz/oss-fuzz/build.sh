@@ -52,7 +52,7 @@ fi
 std="-std=c11 -D_GNU_SOURCE -pthread -g"
 inc="-Ilib/include -Ilib -Iconformance/support -Iscenarios -Ifuzz $ev_cflags"
 wrap="-Wl,--wrap=poll -Wl,--wrap=evpol_loop_add_signal_handler -Wl,--wrap=evpol_loop_remove_signal_handler"
-wrap="$wrap -Wl,--wrap=evpol__loop_post -Wl,--wrap=gettid"
+wrap="$wrap -Wl,--wrap=evpol__loop_post"
 
 objs=""
 compile() { # source object
