@@ -47,21 +47,16 @@ static int real_thread_create(pthread_t *thread, size_t stack_size, void *(*fn)(
     return rc;
 }
 
-static const evpol_sys real_sys = {
-    .size = sizeof(evpol_sys),
-    .waitpid = waitpid,
-    .pidfd_open = real_pidfd_open,
-    .sigaction = sigaction,
-    .spawn = evpol__real_spawn,
-    .kill = kill,
-    .thread_create = real_thread_create,
-    .close = close,
-    .pipe2 = pipe2,
-    .calloc = calloc,
-    .free = free,
-    .thread_join = pthread_join,
-    .thread_detach = pthread_detach,
-};
+#define REAL_SYS_MEMBERS                                                               \
+    .waitpid = waitpid, .pidfd_open = real_pidfd_open, .sigaction = sigaction,        \
+    .spawn = evpol__real_spawn, .kill = kill, .thread_create = real_thread_create,     \
+    .close = close, .pipe2 = pipe2, .calloc = calloc, .free = free,                    \
+    .thread_join = pthread_join, .thread_detach = pthread_detach
+
+static const evpol_sys real_sys = {.size = sizeof(evpol_sys), REAL_SYS_MEMBERS};
+/* What evpol_sys_real@EVPOL_0 returns (below): the same functions, and the
+ * size of the table a program built against 0.1.0 knows. */
+static const evpol_sys real_sys_0_1 = {.size = EVPOL_SYS_SIZE_0_1, REAL_SYS_MEMBERS};
 
 _Atomic(const evpol_sys *) evpol__sys_table = &real_sys;
 
@@ -102,7 +97,26 @@ typedef struct installed_table {
 static pthread_mutex_t installed_lock = PTHREAD_MUTEX_INITIALIZER;
 static installed_table *installed;
 
-const evpol_sys *evpol_sys_real(void)
+/* evpol_sys_real has two versions (lib/evpol.map), as glibc versions a
+ * function whose contract changed. A program built against 0.1.0 is bound
+ * to evpol_sys_real@EVPOL_0: it knows the table up to `free`, and may copy
+ * the result whole into its own (smaller) evpol_sys and hand that to
+ * evpol_sys_set without setting `size`; its copy must then say the size
+ * it really has. Programs built now are bound to the default version,
+ * @@EVPOL_0.2, which returns the full table. Default visibility: the
+ * versioned names are aliases and take their visibility from these (the
+ * internal names themselves stay local, lib/evpol.map). */
+EVPOL_API const evpol_sys *evpol__sys_real_0_1(void);
+EVPOL_API const evpol_sys *evpol__sys_real_0_2(void);
+__asm__(".symver evpol__sys_real_0_1, evpol_sys_real@EVPOL_0");
+__asm__(".symver evpol__sys_real_0_2, evpol_sys_real@@EVPOL_0.2");
+
+const evpol_sys *evpol__sys_real_0_1(void)
+{
+    return &real_sys_0_1;
+}
+
+const evpol_sys *evpol__sys_real_0_2(void)
 {
     return &real_sys;
 }

@@ -3,6 +3,7 @@
 #
 #   - every symbol LIBRARY exports is public (evpol_ and a letter, never an
 #     internal evpol__ one) and carries a version node (lib/evpol.map);
+#     a name may have older versions beside its default one;
 #   - its soname is the baseline's: a new soname needs a new baseline
 #     (`make abi-baseline`), written on purpose;
 #   - abidiff, limited to the types of the public header, finds nothing
@@ -19,10 +20,25 @@ lib=$1 baseline=$2
 [ -f "$lib" ] || { echo "abi-check: no library at $lib" >&2; exit 1; }
 [ -f "$baseline" ] || { echo "abi-check: no baseline at $baseline (make abi-baseline)" >&2; exit 1; }
 
-bad=$(nm -D --defined-only "$lib" | awk '$2 != "A" && $3 !~ /^evpol_[^_].*@@EVPOL_[0-9]+$/ { print $3 }')
+# A name's default version (@@) and, for a function versioned since
+# (lib/evpol.map), its older ones (@) are all public.
+bad=$(nm -D --defined-only "$lib" | awk '$2 != "A" && $3 !~ /^evpol_[^_][^@]*@@?EVPOL_[0-9]+(\.[0-9]+)*$/ { print $3 }')
 if [ -n "$bad" ]; then
     echo "abi-check: $lib exports symbols outside the public, versioned set (lib/evpol.map):" >&2
     echo "$bad" | sed 's/^/    /' >&2
+    exit 1
+fi
+
+# Every name@version of the baseline is still there, default or not: a
+# program linked against the released library asks for exactly that pair
+# (a function versioned since keeps its released version beside the new
+# default one; abidiff compares default versions and does not see it go).
+exported=$(nm -D --defined-only "$lib" | awk '$2 != "A" { sub(/@@/, "@", $3); print $3 }')
+missing=$(sed -n "s/.*<elf-symbol name='\([^']*\)' version='\([^']*\)'.*/\1@\2/p" "$baseline" |
+    while read -r sym; do echo "$exported" | grep -qxF "$sym" || echo "$sym"; done)
+if [ -n "$missing" ]; then
+    echo "abi-check: $lib no longer exports these versions of the baseline (programs linked against it need them):" >&2
+    echo "$missing" | sed 's/^/    /' >&2
     exit 1
 fi
 

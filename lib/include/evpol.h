@@ -620,9 +620,10 @@ EVPOL_API int evpol_loop_spawn_ex(evpol_loop *loop, const evpol_spawn_options *o
  * gives the members a smaller table lacks their real functions. So a
  * program built against 0.1.0 that fills a table of its own (size = its
  * sizeof) keeps working and keeps the real thread_join and thread_detach.
- * Not covered: one that copies evpol_sys_real() whole into its smaller
- * struct and passes it on without setting `size` hands over this
- * version's size, and evpol_sys_set reads past its struct.
+ * So does one that copies *evpol_sys_real() whole into its own table and
+ * passes that on without setting `size`: evpol_sys_real is versioned
+ * (ELF symbol versions), and a program linked against 0.1.0 is bound to
+ * the version that returns a table whose size is EVPOL_SYS_SIZE_0_1.
  */
 
 /* evpol_sys_spawn_request.stdio[i] when it is not a descriptor of the
@@ -698,7 +699,9 @@ typedef struct evpol_sys {
  * real thread_join and thread_detach. Errors: ETYPE (size neither
  * sizeof(evpol_sys) nor EVPOL_SYS_SIZE_0_1, or a member NULL), ENOMEM. */
 EVPOL_API int evpol_sys_set(const evpol_sys *table, evpol_error *err);
-/* The real kernel's table, for fakes that pass some calls through. */
+/* The real kernel's table, for fakes that pass some calls through. Its
+ * size is sizeof(evpol_sys); a program linked against 0.1.0 gets the same
+ * table with size EVPOL_SYS_SIZE_0_1 (see above). */
 EVPOL_API const evpol_sys *evpol_sys_real(void);
 
 #ifdef __cplusplus
