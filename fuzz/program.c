@@ -175,6 +175,7 @@ void fz_decode(const uint8_t *data, size_t size, fz_program *p)
     memset(&d, 0, sizeof d);
     uint8_t flags = take(&cur);
     p->auto_sigchld = flags & 1;
+    p->pick = flags >> 2;
     if (!(flags & 2)) {
         fz_step *st = push(p);
         scn_simple(st, SCN_OP_ATTACH);
@@ -423,7 +424,7 @@ static void put8(outb *o, int v)
 size_t fz_encode(const fz_program *p, uint8_t *out, size_t cap)
 {
     outb o = {out, cap, 0};
-    put8(&o, (p->auto_sigchld ? 1 : 0) | 2);
+    put8(&o, (p->auto_sigchld ? 1 : 0) | 2 | (int)(p->pick & 63) << 2);
     for (size_t i = 0; i < p->nsteps; i++) {
         const fz_step *st = &p->steps[i];
         if (st->epilogue)

@@ -17,7 +17,8 @@
  * Binary format (total: every byte string decodes to a valid program):
  *   byte 0   flags: bit 0 auto-SIGCHLD (each step that ends a child is
  *            followed by one SIGCHLD, as the kernel does); bit 1 clear: the
- *            program starts with "attach W0 L0"
+ *            program starts with "attach W0 L0"; bits 2-7 `pick`, the
+ *            watcher the ops target runs it on (target_ops.c)
  *   then     one step per opcode byte (a table in program.c maps byte % 36
  *            to a step), each followed by its argument bytes (missing bytes
  *            read as 0). A step whose arguments name nothing valid (no child yet,
@@ -57,6 +58,7 @@ typedef struct fz_step {
 
 typedef struct fz_program {
     bool auto_sigchld;
+    unsigned pick; /* 0..63: which watcher, modulo the number tried */
     size_t nsteps;
     fz_step steps[FZ_MAX_STEPS];
 } fz_program;

@@ -3,9 +3,11 @@
 # and the target's other seeds (seeds.sh: the scenario files for `scenario`)
 # through the plain build of each target (FUZZ_BIN, from `make fuzz-replay`).
 # A finding aborts the target with its trace; the script then names the file
-# that did it and fails.
+# that did it and fails. Every ops input runs on every watcher here
+# (EVPOL_FUZZ_ALL_KINDS), not only on the one its first byte picks.
 set -u
 : "${FUZZ_BIN:?}"
+export EVPOL_FUZZ_ALL_KINDS=1
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 rc=0

@@ -14,14 +14,20 @@
  *   EVPOL_FUZZ_SECONDS=N   go over the inputs again and again for N seconds
  *   EVPOL_FUZZ_MUTATE=1    after the first pass, flip a few random bytes of
  *                          each input before running it
- *   EVPOL_FUZZ_ARTIFACT=P  write each input to P before running it, so that
- *                          the one that crashed is there afterwards
+ *   EVPOL_FUZZ_ARTIFACT=P  write the input that crashed to P (as libFuzzer
+ *                          does: from a sanitizer's death callback and a
+ *                          SIGABRT handler, not before every input)
  *   EVPOL_FUZZ_SEED=N      the mutations' random seed (default: from the
  *                          time and pid), so that runs can differ on purpose
+ *
+ * The files are read once, then run from memory, each from an exact-size
+ * copy (so that ASan sees overreads and mutations never accumulate).
  *
  * Exit status 0 when every input ran; a finding aborts, as under libFuzzer.
  */
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +45,53 @@ __AFL_FUZZ_INIT();
 
 static const char *artifact;
 static int mutate_round;
+/* The input running now, for the crash handlers. */
+static const uint8_t *volatile cur_data;
+static volatile size_t cur_len;
+
+/* Async-signal-safe: open, write, close. */
+static void write_artifact(void)
+{
+    const uint8_t *d = cur_data;
+    size_t len = cur_len;
+    if (!artifact || !d)
+        return;
+    int fd = open(artifact, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return;
+    while (len > 0) {
+        ssize_t n = write(fd, d, len);
+        if (n <= 0)
+            break;
+        d += n;
+        len -= (size_t)n;
+    }
+    close(fd);
+}
+
+/* A sanitizer's report ends in its death callback (TSan, ASan); a model
+ * difference or a hang ends in abort(). */
+__attribute__((weak)) void __sanitizer_set_death_callback(void (*callback)(void));
+
+static void on_abort(int sig)
+{
+    write_artifact();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void catch_crashes(void)
+{
+    if (!artifact)
+        return;
+    if (__sanitizer_set_death_callback)
+        __sanitizer_set_death_callback(write_artifact);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_abort;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGABRT, &sa, NULL);
+}
 static unsigned long long rng = 0x9e3779b97f4a7c15ull;
 
 static unsigned long long next_rand(void)
@@ -56,17 +109,22 @@ static void run_bytes(uint8_t *data, size_t len)
         for (int i = 0; i < flips; i++)
             data[next_rand() % len] = (uint8_t)next_rand();
     }
-    if (artifact) {
-        FILE *f = fopen(artifact, "wb");
-        if (f) {
-            fwrite(data, 1, len, f);
-            fclose(f);
-        }
-    }
+    cur_len = len;
+    cur_data = data;
     LLVMFuzzerTestOneInput(data, len);
+    cur_data = NULL;
 }
 
-static int run_file(const char *path)
+/* The inputs, read once. */
+typedef struct input {
+    uint8_t *data;
+    size_t len;
+} input;
+
+static input *inputs;
+static size_t ninputs, inputs_cap;
+
+static int load_file(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -94,15 +152,35 @@ static int run_file(const char *path)
         fprintf(stderr, "%s: out of memory\n", path);
         return -1;
     }
+    uint8_t *fit = realloc(buf, len ? len : 1);
+    if (fit)
+        buf = fit;
+    if (ninputs == inputs_cap) {
+        size_t cap2 = inputs_cap ? inputs_cap * 2 : 256;
+        input *ni = realloc(inputs, cap2 * sizeof *ni);
+        if (!ni) {
+            free(buf);
+            fprintf(stderr, "%s: out of memory\n", path);
+            return -1;
+        }
+        inputs = ni;
+        inputs_cap = cap2;
+    }
+    inputs[ninputs].data = buf;
+    inputs[ninputs].len = len;
+    ninputs++;
+    return 0;
+}
+
+static void run_input(const input *in)
+{
     /* A copy of exactly `len` bytes, so that ASan sees overreads. */
-    uint8_t *exact = malloc(len ? len : 1);
+    uint8_t *exact = malloc(in->len ? in->len : 1);
     if (exact) {
-        memcpy(exact, buf, len);
-        run_bytes(exact, len);
+        memcpy(exact, in->data, in->len);
+        run_bytes(exact, in->len);
     }
     free(exact);
-    free(buf);
-    return 0;
 }
 
 static int cmp(const void *a, const void *b)
@@ -110,17 +188,15 @@ static int cmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int run_path(const char *path, int *count)
+static int load_path(const char *path)
 {
     struct stat st;
     if (stat(path, &st) != 0) {
         perror(path);
         return -1;
     }
-    if (!S_ISDIR(st.st_mode)) {
-        (*count)++;
-        return run_file(path);
-    }
+    if (!S_ISDIR(st.st_mode))
+        return load_file(path);
     DIR *d = opendir(path);
     if (!d) {
         perror(path);
@@ -151,11 +227,8 @@ static int run_path(const char *path, int *count)
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         struct stat fs;
-        if (stat(names[i], &fs) == 0 && S_ISREG(fs.st_mode)) {
-            (*count)++;
-            if (run_file(names[i]) != 0)
-                rc = -1;
-        }
+        if (stat(names[i], &fs) == 0 && S_ISREG(fs.st_mode) && load_file(names[i]) != 0)
+            rc = -1;
         free(names[i]);
     }
     free(names);
@@ -196,17 +269,23 @@ int main(int argc, char **argv)
         rng ^= strtoull(seed_env, NULL, 10) * 0x2545f4914f6cdd1dull;
     else
         rng ^= (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 32);
-    time_t end = time(NULL) + secs;
     int count = 0, rc = 0, passes = 0;
+    for (int i = 1; i < argc; i++)
+        if (load_path(argv[i]) != 0)
+            rc = 1;
+    catch_crashes();
+    time_t end = time(NULL) + secs;
     do {
-        for (int i = 1; i < argc; i++)
-            if (run_path(argv[i], &count) != 0)
-                rc = 1;
+        for (size_t i = 0; i < ninputs; i++, count++)
+            run_input(&inputs[i]);
         passes++;
         mutate_round = mut_env && *mut_env == '1';
-    } while (secs > 0 && time(NULL) < end && count > 0);
+    } while (secs > 0 && time(NULL) < end && ninputs > 0);
     fprintf(stderr, "%s: %d input(s) ran in %d pass(es)\n", argv[0], count, passes);
     if (artifact)
-        unlink(artifact); /* nothing crashed: no reproducer */
+        unlink(artifact); /* nothing crashed: no reproducer (of an earlier run) */
+    for (size_t i = 0; i < ninputs; i++)
+        free(inputs[i].data);
+    free(inputs);
     return rc;
 }

@@ -85,12 +85,14 @@ for name in $names; do
     [ -f "fuzz/$base.dict" ] && dict="-dict=fuzz/$base.dict"
 
     catches=no
+    # The corpus replay runs every ops input on every watcher, as
+    # `make fuzz-replay` does; the fuzzing runs below do not.
     if [ "$flavour" = tsan ]; then
         "$bin" "fuzz/corpus/$base" >"$dir/replay.log" 2>&1 || catches=yes
     else
         # The crash it finds is written into $dir, not into the checkout.
-        "$bin" -runs=0 -artifact_prefix="$dir/replay-" "fuzz/corpus/$base" >"$dir/replay.log" 2>&1 ||
-            catches=yes
+        EVPOL_FUZZ_ALL_KINDS=1 "$bin" -runs=0 -artifact_prefix="$dir/replay-" "fuzz/corpus/$base" \
+            >"$dir/replay.log" 2>&1 || catches=yes
     fi
 
     # PLANTED_RUNS runs, each from an empty corpus with its own seed
@@ -111,7 +113,7 @@ for name in $names; do
             sed -n 's/.*: \([0-9]*\) input(s) ran.*/#\1/p' "$run/fuzz.log" >>"$run/fuzz.log"
         else
             "$bin" -seed="$seed" -max_total_time="$PLANTED_SECONDS" -timeout=30 -rss_limit_mb=4096 \
-                -print_final_stats=1 $dict -artifact_prefix="$run/" "$run/corpus" >"$run/fuzz.log" 2>&1
+                -print_final_stats=1 -detect_leaks=0 $dict -artifact_prefix="$run/" "$run/corpus" >"$run/fuzz.log" 2>&1
             status=$?
         fi
         t1=$(date +%s.%N)
