@@ -425,9 +425,15 @@ def main():
     ap.add_argument("--keys", default="",
                     help="a file of mutant keys, one a line: run only those (a rerun of the "
                          "survivors of mutation.txt after closing gaps)")
+    ap.add_argument("--results", default="",
+                    help="results.jsonl files of earlier runs, space-separated: run nothing, "
+                         "write the reports of the sample from their verdicts (a later file's "
+                         "verdict for a mutant replaces an earlier one's: a --keys rerun after "
+                         "closing gaps, or a sample split between runs)")
     args = ap.parse_args()
     os.chdir(ROOT)
-    check_jail()
+    if not args.results:
+        check_jail()
     args.files = args.files.split() or sorted(
         os.path.join("lib", f) for f in os.listdir("lib") if f.endswith(".c"))
     gen = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "generate.py")] + args.files,
@@ -446,6 +452,11 @@ def main():
         mutants = random.Random(args.seed).sample(mutants, args.sample)
     mutants.sort(key=lambda m: (m["file"], m["offset"], m["replacement"]))
     equivalents = load_equivalents(os.path.join(HERE, "equivalent.tsv"))
+
+    if args.results:
+        finish(args, mutants, merged_results(args.results.split(), mutants, equivalents),
+               equivalents)
+        return
 
     work = os.path.abspath(args.work)
     shutil.rmtree(work, ignore_errors=True)
@@ -512,6 +523,37 @@ def main():
             cf.ThreadPoolExecutor(max_workers=args.jobs) as ex:
         list(ex.map(job, todo))
 
+    finish(args, mutants, results, equivalents)
+
+
+def merged_results(paths, mutants, equivalents):
+    """The verdicts of results.jsonl files for the sample: equivalents as
+    Ignored, the last verdict of each other mutant; every mutant needs one."""
+    found = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    found[r["key"]] = {k: v for k, v in r.items()
+                                       if k not in ("key", "file", "line")}
+    results = {}
+    missing = []
+    for m in mutants:
+        if m["key"] in equivalents:
+            results[m["key"]] = {"status": "Ignored",
+                                 "reason": "equivalent: " + equivalents[m["key"]]}
+        elif m["key"] in found:
+            results[m["key"]] = found[m["key"]]
+        else:
+            missing.append(m["key"])
+    if missing:
+        sys.exit("mutation: no verdict in %s for %d mutants of the sample, e.g. %s"
+                 % (" ".join(paths), len(missing), missing[0]))
+    return results
+
+
+def finish(args, mutants, results, equivalents):
     os.makedirs(args.reports, exist_ok=True)
     report_json(mutants, results, equivalents, os.path.join(args.reports, "mutation.json"))
     headline, s = report_text(mutants, results, os.path.join(args.reports, "mutation.txt"), args)
