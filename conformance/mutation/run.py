@@ -110,6 +110,11 @@ def load_equivalents(path):
     return eq
 
 
+def ignored(equivalents, m):
+    """The verdict of a mutant listed in equivalent.tsv."""
+    return {"status": "Ignored", "reason": "equivalent: " + equivalents[m["key"]]}
+
+
 def clauses_of_scenarios():
     out = {}
     for d in ("scenarios", "scenarios/regressions"):
@@ -366,6 +371,10 @@ def report_text(mutants, results, out_path, args):
                  "times that limit); %d survivors passed a rerun after one timeout"
                  % (len(st), args.total, " ".join(args.files), args.seed, c["Ignored"],
                     c["CompileError"], c["Timeout"], HANG_RETRY, slow))
+    if len(st) < len(mutants):
+        lines.append("NOT MEASURED: %d mutants of the sample have no verdict (the run was "
+                     "stopped before them); the score covers the other %d"
+                     % (len(mutants) - len(st), len(st)))
     lines.append("floor: %g%%" % args.floor)
     lines.append("")
     lines.append("per file:")
@@ -430,6 +439,9 @@ def main():
                          "write the reports of the sample from their verdicts (a later file's "
                          "verdict for a mutant replaces an earlier one's: a --keys rerun after "
                          "closing gaps, or a sample split between runs)")
+    ap.add_argument("--allow-missing", action="store_true",
+                    help="with --results: a mutant without a verdict is left out of the "
+                         "reports (the headline says how many) instead of failing")
     args = ap.parse_args()
     os.chdir(ROOT)
     if not args.results:
@@ -454,8 +466,8 @@ def main():
     equivalents = load_equivalents(os.path.join(HERE, "equivalent.tsv"))
 
     if args.results:
-        finish(args, mutants, merged_results(args.results.split(), mutants, equivalents),
-               equivalents)
+        finish(args, mutants, merged_results(args.results.split(), mutants, equivalents,
+                                             args.allow_missing), equivalents)
         return
 
     work = os.path.abspath(args.work)
@@ -492,8 +504,7 @@ def main():
     todo = []
     for m in mutants:
         if m["key"] in equivalents:
-            results[m["key"]] = {"status": "Ignored",
-                                 "reason": "equivalent: " + equivalents[m["key"]]}
+            results[m["key"]] = ignored(equivalents, m)
         else:
             todo.append(m)
     free = list(workers)
@@ -526,9 +537,10 @@ def main():
     finish(args, mutants, results, equivalents)
 
 
-def merged_results(paths, mutants, equivalents):
+def merged_results(paths, mutants, equivalents, allow_missing=False):
     """The verdicts of results.jsonl files for the sample: equivalents as
-    Ignored, the last verdict of each other mutant; every mutant needs one."""
+    Ignored, the last verdict of each other mutant; every mutant needs one
+    unless allow_missing (a run stopped before its end)."""
     found = {}
     for path in paths:
         with open(path, encoding="utf-8") as f:
@@ -541,13 +553,12 @@ def merged_results(paths, mutants, equivalents):
     missing = []
     for m in mutants:
         if m["key"] in equivalents:
-            results[m["key"]] = {"status": "Ignored",
-                                 "reason": "equivalent: " + equivalents[m["key"]]}
+            results[m["key"]] = ignored(equivalents, m)
         elif m["key"] in found:
             results[m["key"]] = found[m["key"]]
         else:
             missing.append(m["key"])
-    if missing:
+    if missing and not allow_missing:
         sys.exit("mutation: no verdict in %s for %d mutants of the sample, e.g. %s"
                  % (" ".join(paths), len(missing), missing[0]))
     return results
