@@ -320,7 +320,7 @@ static void test_other_children_untouched(void **state)
 
 /* ---- PFD-4: pidfd_open refused -> ENOTSUP, and AUTO picks Threaded ---- */
 
-static void check_refused(int errnum)
+static void check_refused(int errnum, const char *why)
 {
     install_seam();
     atomic_store(&seam_pidfd_errno, errnum);
@@ -333,6 +333,8 @@ static void check_refused(int errnum)
     assert_int_equal(err.code, EVPOL_ENOTSUP);
     assert_non_null(strstr(err.message, "pidfd_open"));
     assert_non_null(strstr(err.message, "ThreadedChildWatcher"));
+    if (!strstr(err.message, why))
+        fail_msg("'%s' does not say '%s'", err.message, why);
     /* Nothing registered. */
     assert_int_equal(evpol_watcher_remove_child_handler(w, pid, NULL), 0);
     evpol_watcher_unref(w);
@@ -352,9 +354,9 @@ static void test_pidfd_refused(void **state)
 {
     (void)state;
     resource_snapshot before = resources_now();
-    check_refused(ENOSYS); /* kernel before 5.3 */
+    check_refused(ENOSYS, "kernel older than 5.3");
     assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    check_refused(EPERM); /* seccomp */
+    check_refused(EPERM, "refused by a security policy"); /* seccomp */
     assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
     /* With the real kernel, AUTO picks Pidfd where it works. */
     evpol_watcher *aw = new_watcher(EVPOL_WATCHER_AUTO);
