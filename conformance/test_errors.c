@@ -889,6 +889,98 @@ static void test_log_hook(void **state)
     assert_int_equal(atomic_load(&b.calls) >= 1, 1);
 }
 
+/* A hook running in this thread while a second thread replaces it. */
+typedef struct swap_ctx {
+    atomic_int in_hook;        /* the old hook is running */
+    atomic_int setter_tid;     /* the replacing thread, once it starts */
+    atomic_int replaced;       /* its evpol_set_log_hook has returned */
+    atomic_int running_at_return; /* ... while the old hook was running */
+    atomic_int setter_slept;   /* it was seen asleep (in the hook lock) */
+    pthread_t setter;
+    bool started;
+} swap_ctx;
+
+static void *replace_hook_thread(void *arg)
+{
+    swap_ctx *c = arg;
+    atomic_store(&c->setter_tid, (int)syscall(SYS_gettid));
+    evpol_set_log_hook(NULL, NULL);
+    atomic_store(&c->running_at_return, atomic_load(&c->in_hook));
+    atomic_store(&c->replaced, 1);
+    return NULL;
+}
+
+/* Thread `tid` of this process is asleep in the kernel ('S'). Between
+ * publishing its tid and returning from evpol_set_log_hook the replacing
+ * thread sleeps only if it waits for the hook lock. */
+static bool thread_asleep(int tid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    const char *end = strrchr(buf, ')'); /* the name may hold spaces */
+    return end && end[1] == ' ' && end[2] == 'S';
+}
+
+static void blocking_hook(evpol_log_level level, evpol_log_category cat, const char *msg,
+                          void *arg)
+{
+    (void)level;
+    (void)cat;
+    (void)msg;
+    swap_ctx *c = arg;
+    atomic_store(&c->in_hook, 1);
+    if (c->started)
+        return;
+    c->started = true;
+    c->setter = start_thread(replace_hook_thread, c);
+    /* Stay in the hook until the replacing thread has returned (the bug)
+     * or is asleep waiting for this hook to return. */
+    for (int waited = 0; waited < TIMEOUT_MS && !atomic_load(&c->replaced); waited++) {
+        int tid = atomic_load(&c->setter_tid);
+        if (tid && thread_asleep(tid)) {
+            atomic_store(&c->setter_slept, 1);
+            break;
+        }
+        sleep_ms(1);
+    }
+    /* Joined by the test: the setter may still wait for this hook. */
+    atomic_store(&c->in_hook, 0);
+}
+
+/* evpol.h: once evpol_set_log_hook returns, the old hook is not running.
+ * A second thread replaces the hook while it runs here: its call returns
+ * only after this hook has. */
+static void test_log_hook_replaced_while_running(void **state)
+{
+    (void)state;
+    swap_ctx c;
+    atomic_init(&c.in_hook, 0);
+    atomic_init(&c.setter_tid, 0);
+    atomic_init(&c.replaced, 0);
+    atomic_init(&c.running_at_return, 0);
+    atomic_init(&c.setter_slept, 0);
+    c.started = false;
+    evpol_set_log_hook(blocking_hook, &c);
+    emit_deprecation();
+    assert_true(c.started);
+    pthread_join(c.setter, NULL);
+    assert_int_equal(atomic_load(&c.replaced), 1);
+    assert_int_equal(atomic_load(&c.running_at_return), 0);
+    assert_int_equal(atomic_load(&c.setter_slept), 1);
+    /* The replacement took: the next line goes to stderr, not here. */
+    char buf[1024];
+    capture_stderr(emit_deprecation, buf, sizeof buf);
+    assert_non_null(strstr(buf, "evpol: "));
+}
+
 static void test_default_hook_writes_stderr(void **state)
 {
     (void)state;
@@ -1118,6 +1210,7 @@ int main(void)
         CLAUSE_TEST(test_sys_set_bad_table, "ERR-1"),
         CLAUSE_TEST(test_log_hook, "ERR-2"),
         CLAUSE_TEST(test_default_hook_writes_stderr, "ERR-2"),
+        CLAUSE_TEST(test_log_hook_replaced_while_running, "ERR-2"),
         CLAUSE_TEST(test_log_level_filters, "ERR-2 LOOP-7"),
         CLAUSE_TEST(test_deprecations_category, "ERR-3"),
         CLAUSE_TEST(test_default_output_names_levels_and_categories, "ERR-2 LOOP-7 CW-11 CW-8"),

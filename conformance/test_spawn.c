@@ -10,6 +10,7 @@
  * leaves the process-wide policy reset, so tests are independent.
  */
 #include "harness.h"
+#include "alloc_count.h"
 #include "fake_kernel.h"
 
 #include <errno.h>
@@ -2132,6 +2133,46 @@ static void test_custom_watcher_exit_dropped_by_closed_loop(void **state)
     end_hand(w, before);
 }
 
+/* SUB-3: an exit whose loop closed after the spawns since that close looked
+ * at its record (still pending then) is dropped, and its record goes at the
+ * next spawn: nothing is left. */
+static void test_exit_to_closed_loop_after_a_sweep(void **state)
+{
+    (void)state;
+    resource_snapshot before;
+    hand_watcher h;
+    long blocks = alloc_count_evpol();
+    evpol_watcher *w = begin_hand(&h, &before);
+    evpol_loop *closed = new_loop(), *loop = new_loop();
+    char *argv[] = {"/bin/sh", "-c", "exit 3", NULL};
+    exit_rec gone = {0}, e2 = {0}, e3 = {0};
+    evpol_spawn_options o = sh_options(argv, &gone);
+    evpol_spawn_result res;
+    pid_t p1 = spawn_ok(closed, &o, &res);
+    assert_ok(evpol_loop_close(closed, NULL));
+    /* This spawn looks at every record after the close: p1 may still be
+     * called back (a custom watcher), so its record stays. */
+    o.arg = &e2;
+    pid_t p2 = spawn_ok(loop, &o, &res);
+    h.regs[0].cb(p1, reap_status(p1), h.regs[0].arg);
+    expect_loop_closed_warning(p1);
+    /* The next spawn frees p1's record: no close since, only the refused
+     * post. */
+    o.arg = &e3;
+    pid_t p3 = spawn_ok(loop, &o, &res);
+    assert_int_equal(h.nregs, 3);
+    h.regs[1].cb(p2, reap_status(p2), h.regs[1].arg);
+    h.regs[2].cb(p3, reap_status(p3), h.regs[2].arg);
+    run_to_exit(loop, &e2, 3);
+    run_to_exit(loop, &e3, 3);
+    assert_int_equal(atomic_load(&gone.calls), 0);
+    evpol_loop_unref(closed);
+    close_loop(loop);
+    end_hand(w, before);
+    /* Its record held the watcher and the closed loop. */
+    assert_int_equal(alloc_count_evpol(), blocks);
+}
+
 /* CW-9, SUB-1: a watcher refusing to open its spawn context stops the spawn
  * before any process exists; one refusing to close it leaves the running,
  * registered process to the caller with a warning, and the context open. */
@@ -2720,6 +2761,7 @@ int main(void)
         CLAUSE_TEST(test_custom_watcher_exit_dropped_by_closed_loop, "SUB-3 CW-12"),
         CLAUSE_TEST(test_custom_watcher_context_refusals, "CW-9 CW-4 SUB-1"),
         CLAUSE_TEST(test_custom_watcher_loop_closed_during_registration, "CW-12 SUB-3"),
+        CLAUSE_TEST(test_exit_to_closed_loop_after_a_sweep, "CW-12 SUB-3"),
         CLAUSE_TEST(test_spawn_while_another_registers, "SUB-1 SUB-3"),
         CLAUSE_TEST(test_pipe_end_cannot_be_moved, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_limit_lowered_before_file_actions, "SUB-1 ERR-1"),

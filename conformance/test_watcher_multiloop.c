@@ -9,6 +9,7 @@
  * (checked), no watcher open and no child behind.
  */
 #include "harness.h"
+#include "alloc_count.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -920,6 +921,45 @@ static void test_closed_loop_not_called(void **state)
 /* CW-8: close                                                          */
 /* ------------------------------------------------------------------ */
 
+/* The watcher a seam calloc closes, once: a close that lands between the
+ * public add's "is it open?" and MultiLoop's own look under its lock. */
+static evpol_watcher *close_in_calloc;
+
+static void *closing_calloc(size_t n, size_t size)
+{
+    evpol_watcher *w = close_in_calloc;
+    close_in_calloc = NULL;
+    if (w)
+        assert_ok(evpol_watcher_close(w, NULL));
+    return calloc(n, size);
+}
+
+/* CW-8: an add that a close overtakes fails as on a closed watcher and
+ * keeps nothing (its record and loop reference are released). */
+static void test_add_overtaken_by_close(void **state)
+{
+    (void)state;
+    resource_snapshot before = resources_now();
+    long blocks = alloc_count_evpol();
+    evpol_watcher *w = new_active_multiloop();
+    evpol_loop *loop = new_loop();
+    evpol_sys t = *evpol_sys_real();
+    t.calloc = closing_calloc;
+    assert_ok(evpol_sys_set(&t, NULL));
+    close_in_calloc = w;
+    evpol_error err = {0};
+    int rc = evpol_watcher_add_child_handler_on(w, loop, 12345, record_exit, NULL, &err);
+    assert_ok(evpol_sys_set(NULL, NULL));
+    assert_null(close_in_calloc);
+    check_error(rc, &err, EVPOL_ERUNTIME);
+    assert_non_null(strstr(err.message, "is closed"));
+    close_and_free(w);
+    evpol_loop_unref(loop);
+    assert_int_equal(alloc_count_evpol(), blocks);
+    assert_sigchld_original();
+    assert_no_leaks(before);
+}
+
 static void test_no_callback_after_close(void **state)
 {
     (void)state;
@@ -1234,6 +1274,7 @@ int main(void)
         WATCHER_TEST(test_status_reaped_elsewhere_in_reaper, multiloop, "CW-11 MUL-2"),
         WATCHER_TEST(test_closed_loop_not_called, multiloop, "CW-12"),
         WATCHER_TEST(test_no_callback_after_close, multiloop, "CW-8 MUL-4"),
+        WATCHER_TEST(test_add_overtaken_by_close, multiloop, "CW-8"),
         WATCHER_TEST(test_last_unref_closes, multiloop, "CW-4 CW-8"),
         WATCHER_TEST(test_last_reference_dropped_during_delivery, multiloop, "CW-8 CW-12"),
         WATCHER_TEST(test_double_close, multiloop, "CW-8"),

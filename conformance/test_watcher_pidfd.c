@@ -156,6 +156,70 @@ static void test_close_reaps_exited(void **state)
     assert_no_leaks(before);
 }
 
+/* The log hook that runs the child's loop for a few passes when close
+ * reports its pending children: between taking the table and removing the
+ * readers, the exited child's pidfd is readable and its reader fires. */
+typedef struct run_in_close {
+    evpol_loop *loop;
+    int ticks;
+    volatile int done;
+    int ran;
+} run_in_close;
+
+static void close_tick(void *p)
+{
+    run_in_close *c = p;
+    /* Each re-post runs in the next pass of the loop, which polls again. */
+    if (++c->ticks < 3)
+        assert_ok(evpol_loop_call_soon_threadsafe(c->loop, close_tick, c, NULL));
+    else
+        c->done = 1;
+}
+
+static void run_loop_in_close(evpol_log_level level, evpol_log_category cat, const char *msg,
+                              void *arg)
+{
+    (void)level;
+    (void)cat;
+    run_in_close *c = arg;
+    if (c->ran || !strstr(msg, "pending)"))
+        return;
+    c->ran = 1;
+    assert_ok(evpol_loop_call_soon_threadsafe(c->loop, close_tick, c, NULL));
+    run_until(c->loop, &c->done, HANG_GUARD_MS);
+}
+
+/* CW-8: the reader of an exited child fires while close is releasing it
+ * (after the watcher let go of its children, before the reader is
+ * removed): it leaves the child to close, which reaps it; nothing is
+ * called, and the reader may fire again (it is level-triggered). */
+static void test_reader_fires_during_close(void **state)
+{
+    evpol_watcher_kind kind = test_watcher_kind(state);
+    REQUIRE_PIDFD();
+    resource_snapshot before = resources_now();
+    evpol_loop *loop = new_loop();
+    evpol_watcher *w = new_watcher(kind);
+    pid_t pid = fork_exit(0);
+    result r = {0};
+    assert_ok(evpol_watcher_add_child_handler_on(w, loop, pid, on_exit_cb, &r, NULL));
+    wait_exited_not_reaped(pid);
+    run_in_close c = {.loop = loop};
+    evpol_set_log_hook(run_loop_in_close, &c);
+    assert_int_equal(evpol_watcher_close(w, NULL), 0);
+    evpol_set_log_hook(NULL, NULL);
+    assert_int_equal(c.ran, 1);
+    assert_int_equal(c.done, 1);
+    assert_true(reaped(pid));
+    assert_int_equal(count_pidfds(NULL), 0);
+    drain_loop(loop);
+    assert_int_equal(atomic_load(&r.calls), 0);
+
+    evpol_watcher_unref(w);
+    free_loop(loop);
+    assert_no_leaks(before);
+}
+
 /* ---- PFD-1: a pidfd per child, close-on-exec; no thread, no signal ---- */
 
 static void test_pidfd_per_child_no_threads_no_signals(void **state)
@@ -256,7 +320,7 @@ static void test_other_children_untouched(void **state)
 
 /* ---- PFD-4: pidfd_open refused -> ENOTSUP, and AUTO picks Threaded ---- */
 
-static void check_refused(int errnum)
+static void check_refused(int errnum, const char *why)
 {
     install_seam();
     atomic_store(&seam_pidfd_errno, errnum);
@@ -269,6 +333,8 @@ static void check_refused(int errnum)
     assert_int_equal(err.code, EVPOL_ENOTSUP);
     assert_non_null(strstr(err.message, "pidfd_open"));
     assert_non_null(strstr(err.message, "ThreadedChildWatcher"));
+    if (!strstr(err.message, why))
+        fail_msg("'%s' does not say '%s'", err.message, why);
     /* Nothing registered. */
     assert_int_equal(evpol_watcher_remove_child_handler(w, pid, NULL), 0);
     evpol_watcher_unref(w);
@@ -288,9 +354,9 @@ static void test_pidfd_refused(void **state)
 {
     (void)state;
     resource_snapshot before = resources_now();
-    check_refused(ENOSYS); /* kernel before 5.3 */
+    check_refused(ENOSYS, "kernel older than 5.3");
     assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
-    check_refused(EPERM); /* seccomp */
+    check_refused(EPERM, "refused by a security policy"); /* seccomp */
     assert_true(wait_threads_at_most(before.threads, HANG_GUARD_MS));
     /* With the real kernel, AUTO picks Pidfd where it works. */
     evpol_watcher *aw = new_watcher(EVPOL_WATCHER_AUTO);
@@ -422,6 +488,7 @@ int main(void)
         WATCHER_TEST(test_already_reaped, pidfd, "CW-11"),
         WATCHER_TEST(test_close_with_pending, pidfd, "CW-8 PFD-6"),
         WATCHER_TEST(test_close_reaps_exited, pidfd, "CW-8 PFD-6"),
+        WATCHER_TEST(test_reader_fires_during_close, pidfd, "CW-8 PFD-6"),
         WATCHER_TEST(test_unref_with_pending, pidfd, "CW-8 PFD-6"),
         WATCHER_TEST(test_close_from_other_thread, pidfd, "CW-8"),
         WATCHER_TEST(test_state_and_errors, pidfd, "CW-1 CW-5 CW-6 CW-8 CW-9 PFD-5"),

@@ -16,15 +16,20 @@
 # (conformance/mutation/equivalent.tsv, each with its reason) and mutants
 # that do not compile are left out. Below the floor the target fails. The
 # floors sit at what was measured and only ever go up.
-# Measured 2026-12-02 (seed 1, 40 of 1306 mutants, the ci tier, load ~130):
-# 32 killed / 39 (82.1%), one equivalent left out. The 85% floors written
-# before were never enforced (run.py compared the last file's score, not
-# the overall one, so a 75% run passed); MUTATION_CI_MIN is set to what the
-# same sample measures now. Of its seven survivors five are in the watcher
-# files issue 15 rewrites, one is a deleted lock only the TSan rerun sees,
-# one is killed by test_watcher_safe, outside the ci tier. MUTATION_MIN
-# (the same sample, every suite and the sanitizer reruns) was not measured.
-MUTATION_SAMPLE   ?= 40
+# The default sample is the issue's: 400 mutants of all of lib/ (seed 1),
+# every suite and the sanitizer reruns. On the shared 2-core machine that
+# is hours: issue 14's third round measured it on the conformance tier,
+# split into runs on disjoint --keys and merged with --results (README.md,
+# "Where it stands"); it did not reach the 95% the issue asks for, so
+# MUTATION_MIN stays at 85, which that partial measurement is above but no
+# complete run has shown. mutation-ci: seed 1, 40 mutants (a subset of the
+# 400), the ci tier: 32 killed / 39 (82.1%) measured by the second round,
+# one equivalent left out; MUTATION_CI_MIN is that. Issue 15's rewrite has
+# changed lib/ since (1306 mutants then, 1304 now), so the sample is not
+# the same one; the third round could not re-measure it. The 85%
+# floors written before were never enforced (run.py compared the last
+# file's score, not the overall one, so a 75% run passed).
+MUTATION_SAMPLE   ?= 400
 MUTATION_SEED     ?= 1
 MUTATION_JOBS     ?= 2
 MUTATION_TIER     ?= full

@@ -17,8 +17,11 @@ first, stopping at the first failure:
   wait on real children for seconds, the replay, no scenario; tier
   "conformance": every conformance program and the replay, no scenario).
 
-A program that fails, crashes or outlives its limit (a hang) kills the
-mutant. With --sanitize, a survivor is run again against the TSan and the
+A program that fails or crashes kills the mutant; one that outlives its
+limit runs once more with twice that limit, and only a second timeout (a
+hang) kills it, so a machine slowed by other work does not pass for a
+deadlocked mutant. Every verdict is appended to WORK/results.jsonl as it
+comes. With --sanitize, a survivor is run again against the TSan and the
 ASan+UBSan builds of the conformance programs (data races, reads out of
 bounds and use after free that the plain build cannot see); --sanitize
 thread runs only the TSan build.
@@ -58,6 +61,9 @@ BUILD = "build/default"
 REAL_KERNEL_WATCHER_PROGRAMS = ("test_watcher_threaded", "test_watcher_multiloop",
                                 "test_watcher_pidfd", "test_watcher_safe")
 MIN_LIMIT = 20.0
+# A timed-out program runs once more with this many times its limit before
+# the mutant counts as killed by a hang (run_step).
+HANG_RETRY = 2
 # TSan first: a deleted lock, the survivor of the plain build seen most,
 # shows in its first program ("unlock of an unlocked mutex").
 SANITIZERS = ("thread", "address,undefined")
@@ -102,6 +108,11 @@ def load_equivalents(path):
                 sys.exit("mutation: %s: %s has no reason" % (path, key))
             eq[key] = reason.strip()
     return eq
+
+
+def ignored(equivalents, m):
+    """The verdict of a mutant listed in equivalent.tsv."""
+    return {"status": "Ignored", "reason": "equivalent: " + equivalents[m["key"]]}
 
 
 def clauses_of_scenarios():
@@ -198,6 +209,19 @@ class Suite:
             self.steps = [(n, a, max(l, 4 * dt) if n == name else l) for n, a, l in self.steps]
 
 
+def run_step(w, argv, limit):
+    """run_jailed, with a hang confirmed before it counts: a program that
+    outlives its limit runs once more with HANG_RETRY times that limit, and
+    only a second timeout is a hang. A machine loaded by other work slows
+    every program; a mutant that deadlocks or loops hangs however long it
+    gets. ("ok"|"fail"|"timeout", output, retried)."""
+    outcome, out = run_jailed(w, argv, limit)
+    if outcome != "timeout":
+        return outcome, out, False
+    outcome, out = run_jailed(w, argv, limit * HANG_RETRY)
+    return outcome, out, True
+
+
 def run_jailed(w, argv, limit):
     """("ok"|"fail"|"timeout", output)."""
     cmd = JAIL + ["timeout", "-k", "5", "%d" % int(limit)] + argv
@@ -245,14 +269,19 @@ def run_mutant(w, m, suite, sanitize, scn_clauses):
         r = w.make(*targets, timeout=600)
         if r.returncode != 0:
             return {"status": "CompileError", "reason": r.stdout[-400:]}
+        slow = []  # programs that outlived their limit once, then passed
         for name, argv, limit in suite.steps:
-            outcome, out = run_jailed(w, argv, limit)
+            outcome, out, retried = run_step(w, argv, limit)
             if outcome == "timeout":
-                return {"status": "Timeout", "reason": "%s outlived its %ds limit" % (name, limit),
-                        "killers": {name: []}}
+                return {"status": "Timeout", "killers": {name: []},
+                        "reason": "%s outlived its %ds limit, then %ds" % (
+                            name, limit, limit * HANG_RETRY)}
             if outcome == "fail":
-                return {"status": "Killed", "reason": "%s failed" % name,
-                        "killers": killers(name, out, scn_clauses)}
+                return {"status": "Killed", "killers": killers(name, out, scn_clauses),
+                        "reason": "%s failed%s" % (name, " (on the rerun after a timeout)"
+                                                   if retried else "")}
+            if retried:
+                slow.append(name)
         if sanitize:
             for san in sanitize:
                 r = w.make("tests", san=san, timeout=1800)
@@ -265,13 +294,17 @@ def run_mutant(w, m, suite, sanitize, scn_clauses):
                         continue
                     sw = Worker.__new__(Worker)
                     sw.dir, sw.env = w.dir, env
-                    outcome, out = run_jailed(sw, [os.path.join(sdir, "conformance", name)],
-                                              limit * 6)
+                    outcome, out, retried = run_step(
+                        sw, [os.path.join(sdir, "conformance", name)], limit * 6)
                     if outcome != "ok":
                         return {"status": "Killed" if outcome == "fail" else "Timeout",
-                                "reason": "%s under %s failed" % (name, san),
+                                "reason": "%s under %s %s" % (
+                                    name, san, "failed" if outcome == "fail" else "hung twice"),
                                 "killers": killers(name, out, scn_clauses)}
-        return {"status": "Survived", "reason": "every suite passed"}
+                    if retried:
+                        slow.append("%s under %s" % (name, san))
+        return {"status": "Survived", "reason": "every suite passed" + (
+            " (%s outlived the limit once, then passed)" % ", ".join(slow) if slow else "")}
     finally:
         with open(src, "w", encoding="utf-8") as f:
             f.write(original)
@@ -332,10 +365,16 @@ def report_text(mutants, results, out_path, args):
     k, n, s = score(st)
     c = collections.Counter(st)
     lines.append("mutation: %d killed / %d (%.1f%%)" % (k, n, s))
+    slow = sum(1 for m in mutants if "then passed)" in results.get(m["key"], {}).get("reason", ""))
     lines.append("sample: %d of the %d mutants of %s (seed %s); %d equivalent (ignored), %d did "
-                 "not compile, %d timed out (counted killed)"
+                 "not compile, %d hung (counted killed: a program outlived its limit, then %d "
+                 "times that limit); %d survivors passed a rerun after one timeout"
                  % (len(st), args.total, " ".join(args.files), args.seed, c["Ignored"],
-                    c["CompileError"], c["Timeout"]))
+                    c["CompileError"], c["Timeout"], HANG_RETRY, slow))
+    if len(st) < len(mutants):
+        lines.append("NOT MEASURED: %d mutants of the sample have no verdict (the run was "
+                     "stopped before them); the score covers the other %d"
+                     % (len(mutants) - len(st), len(st)))
     lines.append("floor: %g%%" % args.floor)
     lines.append("")
     lines.append("per file:")
@@ -368,6 +407,12 @@ def report_text(mutants, results, out_path, args):
             lines.append("  %s:%d  %s  (%s -> %s)" % (m["file"], m["line"], m["key"],
                                                       " ".join(m["original"].split())[:60],
                                                       m["replacement"]))
+    lines.append("")
+    lines.append("hangs (killed by the time limit, twice):")
+    for m in mutants:
+        res = results.get(m["key"])
+        if res and res["status"] == "Timeout":
+            lines.append("  %s:%d  %s  (%s)" % (m["file"], m["line"], m["key"], res["reason"]))
     with open(out_path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return lines[0], s
@@ -389,9 +434,18 @@ def main():
     ap.add_argument("--keys", default="",
                     help="a file of mutant keys, one a line: run only those (a rerun of the "
                          "survivors of mutation.txt after closing gaps)")
+    ap.add_argument("--results", default="",
+                    help="results.jsonl files of earlier runs, space-separated: run nothing, "
+                         "write the reports of the sample from their verdicts (a later file's "
+                         "verdict for a mutant replaces an earlier one's: a --keys rerun after "
+                         "closing gaps, or a sample split between runs)")
+    ap.add_argument("--allow-missing", action="store_true",
+                    help="with --results: a mutant without a verdict is left out of the "
+                         "reports (the headline says how many) instead of failing")
     args = ap.parse_args()
     os.chdir(ROOT)
-    check_jail()
+    if not args.results:
+        check_jail()
     args.files = args.files.split() or sorted(
         os.path.join("lib", f) for f in os.listdir("lib") if f.endswith(".c"))
     gen = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "generate.py")] + args.files,
@@ -410,6 +464,11 @@ def main():
         mutants = random.Random(args.seed).sample(mutants, args.sample)
     mutants.sort(key=lambda m: (m["file"], m["offset"], m["replacement"]))
     equivalents = load_equivalents(os.path.join(HERE, "equivalent.tsv"))
+
+    if args.results:
+        finish(args, mutants, merged_results(args.results.split(), mutants, equivalents,
+                                             args.allow_missing), equivalents)
+        return
 
     work = os.path.abspath(args.work)
     shutil.rmtree(work, ignore_errors=True)
@@ -436,16 +495,16 @@ def main():
         shutil.copytree(workers[0].dir, w.dir, symlinks=True)
     suite = Suite(args.tier)
     suite.baseline(workers[0])
-    say("mutation: baseline green; %d programs per mutant: %s" % (
-        len(suite.steps), " ".join(n for n, _, _ in suite.steps)))
+    say("mutation: baseline green (load %s); %d programs per mutant, with their limits: %s" % (
+        open("/proc/loadavg").read().split()[0], len(suite.steps),
+        " ".join("%s %ds" % (n, l) for n, _, l in suite.steps)))
     scn_clauses = clauses_of_scenarios()
 
     results = {}
     todo = []
     for m in mutants:
         if m["key"] in equivalents:
-            results[m["key"]] = {"status": "Ignored",
-                                 "reason": "equivalent: " + equivalents[m["key"]]}
+            results[m["key"]] = ignored(equivalents, m)
         else:
             todo.append(m)
     free = list(workers)
@@ -462,14 +521,50 @@ def main():
             with free_lock:
                 free.append(w)
         results[m["key"]] = res
+        with free_lock:
+            # Each verdict as it comes, for triage while the run goes on.
+            log.write(json.dumps(dict(res, key=m["key"], file=m["file"], line=m["line"])) + "\n")
+            log.flush()
         done[0] += 1
         say("[%d/%d] %-9s %s:%d %s (%.0fs)" % (done[0], len(todo), res["status"], m["file"],
                                                 m["line"], m["key"].split(":", 2)[2],
                                                 time.time() - t0))
 
-    with cf.ThreadPoolExecutor(max_workers=args.jobs) as ex:
+    with open(os.path.join(work, "results.jsonl"), "w", encoding="utf-8") as log, \
+            cf.ThreadPoolExecutor(max_workers=args.jobs) as ex:
         list(ex.map(job, todo))
 
+    finish(args, mutants, results, equivalents)
+
+
+def merged_results(paths, mutants, equivalents, allow_missing=False):
+    """The verdicts of results.jsonl files for the sample: equivalents as
+    Ignored, the last verdict of each other mutant; every mutant needs one
+    unless allow_missing (a run stopped before its end)."""
+    found = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    found[r["key"]] = {k: v for k, v in r.items()
+                                       if k not in ("key", "file", "line")}
+    results = {}
+    missing = []
+    for m in mutants:
+        if m["key"] in equivalents:
+            results[m["key"]] = ignored(equivalents, m)
+        elif m["key"] in found:
+            results[m["key"]] = found[m["key"]]
+        else:
+            missing.append(m["key"])
+    if missing and not allow_missing:
+        sys.exit("mutation: no verdict in %s for %d mutants of the sample, e.g. %s"
+                 % (" ".join(paths), len(missing), missing[0]))
+    return results
+
+
+def finish(args, mutants, results, equivalents):
     os.makedirs(args.reports, exist_ok=True)
     report_json(mutants, results, equivalents, os.path.join(args.reports, "mutation.json"))
     headline, s = report_text(mutants, results, os.path.join(args.reports, "mutation.txt"), args)
