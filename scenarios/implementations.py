@@ -3,7 +3,7 @@
 
     implementations.py --reports DIR --evpol-runner BIN [--libuv-runner BIN]
                        [--pythons all|debian|PATH,...] [--expectations FILE]
-                       [--spec conformance/SPEC.md] [-j N] PATH...
+                       [--spec conformance/SPEC.md] [-j N] [--runs N] [--reuse] PATH...
 
 Runs the scenario files (PATH: files or directories) against
   - evpol: the C runner (scenarios/driver.c) linked to the library under test;
@@ -27,9 +27,17 @@ before it counts as unexpected: CPython's MultiLoop and Safe watchers race,
 and one unlucky run must not fail the suite. The cell keeps the rerun's
 result and says, in the reports, that it was rerun and what the first run gave.
 
-Implementations run --columns at a time (each runner with its own -j):
-much of a column's time is spent waiting on children and on CPython
-watchers that never deliver, so two columns share the cores well.
+One scheduler runs every implementation x scenario x watcher (a cell) at
+once, not column by column: -j CPU-bound ("heavy": many children, or a long
+time limit) runs at a time, the most expensive first by the CPU time the
+last run measured (build/reports/implementations/*/scenarios.tsv, cpu_ms),
+and beside them --runs light runs, the longest first, whatever column they
+belong to: a light run mostly waits (for a child, or for a CPython watcher
+that never delivers), which costs no CPU, so many overlap. Each CPython is
+one runner.py --serve that forks every run from a zygote (python/zygote.py);
+evpol is its C runner once per cell; libuv's runner is one job. The budget
+(scenarios/README.md): the whole matrix in 5 minutes on 2 cores, which CPU
+time alone decides (see there what was measured).
 
 The last lines are the summary per implementation (passed, failed, n/a) and
 "matrix: N cells, N unexpected".

@@ -2,7 +2,7 @@
 """Run the scenario files (scenarios/*.scn) against CPython's own asyncio.
 
     runner.py [--reports DIR] [-j N] [--watchers LIST] [--only NAME]
-              [--timeout-scale X] [--label NAME] [-v] PATH...
+              [--timeout-scale X] [--serve] [-v] PATH...
 
 The same files, the same story, the same expectations as the C runner
 (scenarios/driver.c, interp_*.c), but every step is carried out by the interpreter's
@@ -13,8 +13,15 @@ MultiLoop, Safe, Fast, Pidfd) and loop.subprocess_exec for `spawn`. Standard
 library only, and it runs on every CPython from 3.8 to 3.13: the matrix
 (scenarios/implementations.py) runs it under each interpreter it finds.
 
-Each scenario x watcher runs in its own process (this file again, with
---run) under a time limit, in its own process group, killed when it hangs.
+Each scenario x watcher runs in its own process under a time limit, in its
+own session, killed when it hangs: forked from the zygote (zygote.py), a
+process of the same interpreter that imported this runner once, so a run
+does not pay for an interpreter's start (`--run FILE KIND` runs one in this
+process, for debugging). -j N runs N heavy runs (more than 100 children, or
+a time limit above 60 s) at once and 2N light ones beside them; --serve
+leaves the choice of what runs when to implementations.py, which schedules
+every implementation together.
+
 After the last step the run releases every child, waits until none is left,
 checks that no callback ran twice, stops and closes everything, then checks
 what the C runner checks: fds (/proc/self/fd, number and target), threads
@@ -26,7 +33,8 @@ a step changes what happens next, the whole run is "n/a" with that reason;
 where it only checks something, it is skipped and the run goes on (the
 skipped steps are listed in the run's detail). A watcher the interpreter
 lacks is n/a too. Results go to DIR/scenarios.tsv, in the C runner's
-columns, with status pass, fail or na.
+columns (and cpu_ms: the run's CPU time, with the children it reaped), with
+status pass, fail or na.
 """
 
 import sys
@@ -41,7 +49,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 
