@@ -62,12 +62,12 @@ from translation import version_has
 # The runner: one process per scenario x watcher
 # --------------------------------------------------------------------------
 
-def launch(job, scale, verbose, zygote):
+def launch(job, scale, verbose, zygote, nice=0):
     sc, kind = job["sc"], job["kind"]
     rd, wr = os.pipe2(os.O_CLOEXEC)
     err_rd, err_wr = os.pipe2(os.O_CLOEXEC)
     t0 = time.monotonic()
-    run = zygote.start(os.path.abspath(sc.path), kind, wr, err_wr)
+    run = zygote.start(os.path.abspath(sc.path), kind, wr, err_wr, nice)
     os.close(wr)
     os.close(err_wr)
     limit = sc.timeout * scale
@@ -149,7 +149,7 @@ def serve_jobs(jobs, args, zyg):
     """--serve: the scheduler is implementations.py, for every implementation
     at once. The first line out lists the jobs (JSON: scenario, watcher,
     heavy, and status for a run decided without running); each line in is
-    the index of a job to start now; each result goes out as one JSON line
+    the index of a job to start now, and the niceness to start it with; each result goes out as one JSON line
     when its run ends. The end of input: wait for the runs, then report."""
     out_lock = threading.Lock()
 
@@ -160,13 +160,13 @@ def serve_jobs(jobs, args, zyg):
     put([{"scenario": j["sc"].name, "watcher": j["kind"], "heavy": is_heavy(j["sc"]),
           "status": j.get("status")} for j in jobs])
 
-    def one(i):
-        j = launch(jobs[i], args.timeout_scale, False, zyg)
+    def one(i, nice):
+        j = launch(jobs[i], args.timeout_scale, False, zyg, nice)
         put({"index": i, "status": j["status"], "detail": j["detail"],
              "duration_ms": round(j["duration"] * 1000), "cpu_ms": round(j["cpu"] * 1000)})
     threads = []
     for line in sys.stdin:
-        t = threading.Thread(target=one, args=(int(line),))
+        t = threading.Thread(target=one, args=tuple(int(w) for w in line.split()))
         t.start()
         threads.append(t)
     for t in threads:

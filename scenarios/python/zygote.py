@@ -65,13 +65,14 @@ class Zygote:
         self.reader = threading.Thread(target=self.read, daemon=True)
         self.reader.start()
 
-    def start(self, path, kind, report_fd, err_fd):
+    def start(self, path, kind, report_fd, err_fd, nice=0):
         run = {"started": threading.Event(), "done": threading.Event(), "pid": None,
                "rc": None, "cpu": 0.0}
         with self.lock:
             rid = next(self.ids)
             self.runs[rid] = run
-            send_msg(self.sock, {"id": rid, "path": path, "kind": kind}, (report_fd, err_fd))
+            send_msg(self.sock, {"id": rid, "path": path, "kind": kind, "nice": nice},
+                     (report_fd, err_fd))
         run["started"].wait()
         return run
 
@@ -165,5 +166,7 @@ def child(req, fds, run_one):
     os.close(null)
     os.close(err_fd)
     os.environ["SCN_REPORT_FD"] = str(report_fd)
+    if req["nice"]:
+        os.nice(req["nice"])
     run_one(req["path"], req["kind"])
     raise SystemExit(0)
