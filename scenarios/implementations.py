@@ -233,6 +233,7 @@ class PythonColumn(Column):
             if j["status"] is None:
                 self.jobs.append(Job(self, i, j["scenario"], j["watcher"], j["heavy"]))
         self.lock = threading.Lock()
+        self.dead = False
         self.on_result = on_result
         self.other = []
         self.reader = threading.Thread(target=self.read, daemon=True)
@@ -246,17 +247,35 @@ class PythonColumn(Column):
             except ValueError:
                 self.other.append(line.rstrip("\n"))
                 continue
-            job = by_index[r["index"]]
+            job = by_index.pop(r["index"])
             job.cpu = r["cpu_ms"] / 1000.0
             self.on_result(job)
+        # The runner is gone: what it never answered is over too (finish()
+        # reports the missing results), so the scheduler does not wait forever.
+        with self.lock:
+            self.dead = True
+            for job in by_index.values():
+                if job.started:
+                    self.on_result(job)
 
     def start(self, job):
         with self.lock:
-            self.proc.stdin.write("%d %d\n" % (job.index, job.nice))
-            self.proc.stdin.flush()
+            try:
+                if self.dead:
+                    raise BrokenPipeError
+                self.proc.stdin.write("%d %d\n" % (job.index, job.nice))
+                self.proc.stdin.flush()
+                job.started = True
+                return
+            except OSError:
+                self.dead = True
+        self.on_result(job)
 
     def finish(self):
-        self.proc.stdin.close()
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
         self.reader.join()
         self.proc.wait()
         lines = [l for l in self.other if l.strip()]
@@ -360,6 +379,7 @@ class Job:
         self.nice = 0 if heavy else LIGHT_NICE
         self.cpu = 0.0
         self.row = None
+        self.started = False
         cpu, wall = column.costs.get((scenario, watcher), (0.0, 0.0))
         if not wall:
             # Never run here before: a guess, in ms. A CPython spawn (fork
