@@ -59,7 +59,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "python"))
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
-from steps import Scenario, collect as scenario_files, is_heavy  # noqa: E402
+from steps import Scenario, children_made, collect as scenario_files, is_heavy  # noqa: E402
 
 KINDS = ("threaded", "multiloop", "safe", "fast", "pidfd")
 E = html.escape
@@ -231,7 +231,8 @@ class PythonColumn(Column):
         self.jobs = []
         for i, j in enumerate(listing):
             if j["status"] is None:
-                self.jobs.append(Job(self, i, j["scenario"], j["watcher"], j["heavy"]))
+                self.jobs.append(Job(self, i, j["scenario"], j["watcher"], j["heavy"],
+                                     children=j["children"]))
         self.lock = threading.Lock()
         self.dead = False
         self.on_result = on_result
@@ -310,7 +311,8 @@ class EvpolColumn(Column):
         for f in scenario_files(paths):
             sc = Scenario(f)
             for kind in KINDS:
-                self.jobs.append(Job(self, len(self.jobs), sc.name, kind, is_heavy(sc), f))
+                self.jobs.append(Job(self, len(self.jobs), sc.name, kind, is_heavy(sc), f,
+                                     children_made(sc)))
         self.cells = os.path.join(out_dir, "cells")
 
     def start(self, job):
@@ -373,7 +375,7 @@ class WholeColumn(Column):
 
 
 class Job:
-    def __init__(self, column, index, scenario, watcher, heavy, path=None):
+    def __init__(self, column, index, scenario, watcher, heavy, path=None, children=0.0):
         self.column, self.index, self.scenario, self.watcher = column, index, scenario, watcher
         self.heavy, self.path = heavy, path
         self.nice = 0 if heavy else LIGHT_NICE
@@ -382,11 +384,15 @@ class Job:
         self.started = False
         cpu, wall = column.costs.get((scenario, watcher), (0.0, 0.0))
         if not wall:
-            # Never run here before: a guess, in ms. A CPython spawn (fork
-            # and exec from Python) costs ten times evpol's (2026-12-02: 1,000
-            # children took 30-110 s of CPU on CPython 3.8, 5-15 s on evpol).
-            wall = (100000.0 if heavy else 5000.0) * (1 if isinstance(column, PythonColumn)
-                                                       else 0.1)
+            # Never run here before: a guess, in ms, from the children the
+            # run starts. Measured 2026-12-02: a spawn costs about 5 ms of CPU
+            # on evpol, 20-30 on CPython from 3.10 (vfork), 30-110 on 3.8
+            # and 3.9 (fork; a fork costs more with every thread the
+            # Threaded watcher keeps).
+            per_child = 5.0
+            if isinstance(column, PythonColumn):
+                per_child = 60.0 if column.label in ("cpython-3.8", "cpython-3.9") else 25.0
+            wall = 3000.0 + children * per_child
         self.wall = wall
         self.cpu_cost = cpu or wall
 

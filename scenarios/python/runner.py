@@ -54,7 +54,8 @@ import time
 
 import zygote
 from interp import run_one
-from steps import KINDS, WATCHER_CLASS, Scenario, collect, is_heavy, parse_kind_list
+from steps import (KINDS, WATCHER_CLASS, Scenario, children_made, collect, is_heavy,
+                   parse_kind_list)
 from translation import version_has
 
 
@@ -158,7 +159,7 @@ def serve_jobs(jobs, args, zyg):
             sys.stdout.write(json.dumps(obj) + "\n")
             sys.stdout.flush()
     put([{"scenario": j["sc"].name, "watcher": j["kind"], "heavy": is_heavy(j["sc"]),
-          "status": j.get("status")} for j in jobs])
+          "children": children_made(j["sc"]), "status": j.get("status")} for j in jobs])
 
     def one(i, nice):
         j = launch(jobs[i], args.timeout_scale, False, zyg, nice)
