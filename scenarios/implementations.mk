@@ -17,8 +17,11 @@
 # IMPL_PYTHONS=all|debian|/path/python3,... chooses the interpreters.
 # One scheduler runs every implementation x scenario x watcher: IMPL_JOBS
 # CPU-bound runs at once (the most expensive first, across all columns) and
-# beside them IMPL_RUNS light ones, which mostly wait (scenarios/README.md,
-# "The budget").
+# beside them IMPL_RUNS light ones, which mostly wait. The asked budget, 5
+# minutes on 2 cores, is out of reach by CPU alone: 1,713 CPU seconds for
+# the whole matrix (28 min 38 s under another session's load, 2026-12-02;
+# 17 min 14 s idle before this scheduler); scenarios/README.md, "Scheduling,
+# and the budget", has the numbers per column.
 
 IMPL_PYTHONS   ?= all
 IMPL_JOBS      ?= 2

@@ -355,6 +355,10 @@ class WholeColumn(Column):
         self.cmd, self.on_result = cmd, on_result
         cost = sum(c[1] for c in self.costs.values())
         self.jobs = [Job(self, 0, "(all)", "(all)", False)]
+        # Light for the scheduler, but not niced: its runs include
+        # thousand-children, under the file's own time limit (2026-12-02, at
+        # nice 10 under another session's load, it hung at the spawn step).
+        self.jobs[0].nice = 0
         self.jobs[0].wall = cost or 60000.0   # libuv's column took 64 s (2026-12-02)
 
     def start(self, job):
