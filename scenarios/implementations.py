@@ -3,7 +3,7 @@
 
     implementations.py --reports DIR --evpol-runner BIN [--libuv-runner BIN]
                        [--pythons all|debian|PATH,...] [--expectations FILE]
-                       [--spec conformance/SPEC.md] [-j N] PATH...
+                       [--spec conformance/SPEC.md] [-j N] [--runs N] [--reuse] PATH...
 
 Runs the scenario files (PATH: files or directories) against
   - evpol: the C runner (scenarios/driver.c) linked to the library under test;
@@ -27,27 +27,40 @@ before it counts as unexpected: CPython's MultiLoop and Safe watchers race,
 and one unlucky run must not fail the suite. The cell keeps the rerun's
 result and says, in the reports, that it was rerun and what the first run gave.
 
-Implementations run --columns at a time (each runner with its own -j):
-much of a column's time is spent waiting on children and on CPython
-watchers that never deliver, so two columns share the cores well.
+One scheduler runs every implementation x scenario x watcher (a cell) at
+once, not column by column: -j CPU-bound ("heavy": many children, or a long
+time limit) runs at a time, the most expensive first by the CPU time the
+last run measured (build/reports/implementations/*/scenarios.tsv, cpu_ms),
+and beside them --runs light runs, the longest first, whatever column they
+belong to: a light run mostly waits (for a child, or for a CPython watcher
+that never delivers), which costs no CPU, so many overlap. Each CPython is
+one runner.py --serve that forks every run from a zygote (python/zygote.py);
+evpol is its C runner once per cell; libuv's runner is one job. The budget
+(scenarios/README.md): the whole matrix in 5 minutes on 2 cores, which CPU
+time alone decides (see there what was measured).
 
 The last lines are the summary per implementation (passed, failed, n/a) and
 "matrix: N cells, N unexpected".
 """
 
 import argparse
-import concurrent.futures
 import csv
 import fnmatch
 import glob
 import html
+import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "python"))
+sys.dont_write_bytecode = True   # no __pycache__ in the source tree
+from steps import Scenario, children_made, collect as scenario_files, is_heavy  # noqa: E402
+
 KINDS = ("threaded", "multiloop", "safe", "fast", "pidfd")
 E = html.escape
 
@@ -170,25 +183,274 @@ def say(line):
     sys.stdout.flush()
 
 
-def run_impl(label, cmd, out_dir, reuse=False):
-    if reuse:
-        # --reuse: judge the results of the last run again (after editing the
-        # expectations file) without running anything.
-        path = os.path.join(out_dir, "scenarios.tsv")
-        return (read_tsv(path) if os.path.isfile(path) else None), 0.0
-    os.makedirs(out_dir, exist_ok=True)
+def previous_costs(out_dir):
+    """(scenario, watcher) -> (cpu_ms, duration_ms) from the last run's report,
+    to start the longest runs first; empty on a fresh tree."""
     path = os.path.join(out_dir, "scenarios.tsv")
+    costs = {}
     if os.path.isfile(path):
-        os.remove(path)   # a runner that dies must not leave the last run's results
-    t0 = time.monotonic()
-    say("== %s: %s" % (label, " ".join(cmd)))
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       universal_newlines=True)
-    tail = p.stdout.strip().splitlines()[-1:] if p.stdout.strip() else ["(no output)"]
-    say("   %s: %s (%.0f s)" % (label, tail[0], time.monotonic() - t0))
-    if not os.path.isfile(path):
-        raise SystemExit("%s wrote no %s; its output:\n%s" % (label, path, p.stdout[-3000:]))
-    return read_tsv(path), time.monotonic() - t0
+        for r in read_tsv(path):
+            try:
+                costs[(r["scenario"], r["watcher"])] = (float(r.get("cpu_ms") or 0),
+                                                        float(r.get("duration_ms") or 0))
+            except ValueError:
+                pass
+    return costs
+
+
+class Column:
+    """One implementation: its jobs (cells still to run), and how to start one."""
+
+    def __init__(self, label, out_dir):
+        self.label, self.out_dir = label, out_dir
+        self.costs = previous_costs(out_dir)
+        self.rows = None          # the column's results, once it is done
+        self.summary = "(no output)"
+        self.cpu = 0.0            # CPU seconds of its runs (wait4)
+        self.t0 = None
+
+    def fresh(self):
+        os.makedirs(self.out_dir, exist_ok=True)
+        path = os.path.join(self.out_dir, "scenarios.tsv")
+        if os.path.isfile(path):
+            os.remove(path)   # a runner that dies must not leave the last run's results
+
+
+class PythonColumn(Column):
+    """A CPython: one runner.py --serve, which forks each run from its zygote
+    when the scheduler asks for it."""
+
+    def __init__(self, label, exe, out_dir, paths, on_result):
+        super().__init__(label, out_dir)
+        self.fresh()
+        cmd = [exe, os.path.join(HERE, "python", "runner.py"), "--serve", "--reports", out_dir]
+        say("== %s: %s" % (label, " ".join(cmd + paths)))
+        self.proc = subprocess.Popen(cmd + paths, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, universal_newlines=True)
+        listing = json.loads(self.proc.stdout.readline() or "[]")
+        self.jobs = []
+        for i, j in enumerate(listing):
+            if j["status"] is None:
+                self.jobs.append(Job(self, i, j["scenario"], j["watcher"], j["heavy"],
+                                     children=j["children"]))
+        self.lock = threading.Lock()
+        self.dead = False
+        self.on_result = on_result
+        self.other = []
+        self.reader = threading.Thread(target=self.read, daemon=True)
+        self.reader.start()
+
+    def read(self):
+        by_index = {j.index: j for j in self.jobs}
+        for line in self.proc.stdout:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                self.other.append(line.rstrip("\n"))
+                continue
+            job = by_index.pop(r["index"])
+            job.cpu = r["cpu_ms"] / 1000.0
+            self.on_result(job)
+        # The runner is gone: what it never answered is over too (finish()
+        # reports the missing results), so the scheduler does not wait forever.
+        with self.lock:
+            self.dead = True
+            for job in by_index.values():
+                if job.started:
+                    self.on_result(job)
+
+    def start(self, job):
+        with self.lock:
+            try:
+                if self.dead:
+                    raise BrokenPipeError
+                self.proc.stdin.write("%d %d\n" % (job.index, job.nice))
+                self.proc.stdin.flush()
+                job.started = True
+                return
+            except OSError:
+                self.dead = True
+        self.on_result(job)
+
+    def finish(self):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.reader.join()
+        self.proc.wait()
+        lines = [l for l in self.other if l.strip()]
+        self.summary = lines[-1] if lines else "(no output)"
+        path = os.path.join(self.out_dir, "scenarios.tsv")
+        if not os.path.isfile(path):
+            raise SystemExit("%s wrote no %s; its output:\n%s" % (
+                self.label, path, "\n".join(self.other)[-3000:]))
+        self.rows = read_tsv(path)
+
+
+def run_wait4(cmd):
+    """Runs cmd; (exit code, its CPU seconds with every child it reaped, output)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         universal_newlines=True)
+    out = p.stdout.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+    return p.returncode, usage.ru_utime + usage.ru_stime, out
+
+
+class EvpolColumn(Column):
+    """evpol: the C runner once per cell (--only, --watchers), so its cells
+    are scheduled with everyone else's; its report is put back together."""
+
+    def __init__(self, label, runner, out_dir, paths, on_result):
+        super().__init__(label, out_dir)
+        self.fresh()
+        self.runner, self.on_result = runner, on_result
+        self.jobs = []
+        say("== %s: %s, one run per cell" % (label, runner))
+        for f in scenario_files(paths):
+            sc = Scenario(f)
+            for kind in KINDS:
+                self.jobs.append(Job(self, len(self.jobs), sc.name, kind, is_heavy(sc), f,
+                                     children_made(sc)))
+        self.cells = os.path.join(out_dir, "cells")
+
+    def start(self, job):
+        def go():
+            d = os.path.join(self.cells, "%s@%s" % (job.scenario, job.watcher))
+            os.makedirs(d, exist_ok=True)
+            rc, job.cpu, out = run_wait4(["nice", "-n", str(job.nice), self.runner, "--reports", d,
+                                          "--only", job.scenario, "--watchers", job.watcher,
+                                          job.path])
+            rows = read_tsv(os.path.join(d, "scenarios.tsv")) if os.path.isfile(
+                os.path.join(d, "scenarios.tsv")) else []
+            job.row = next((r for r in rows if r["watcher"] == job.watcher), None)
+            if job.row is None:
+                job.row = dict(scenario=job.scenario, watcher=job.watcher, status="fail",
+                               duration_ms="0", file=job.path,
+                               detail="the runner wrote no result (exit %s): %s" % (
+                                   rc, out.strip()[-500:]))
+            job.row["cpu_ms"] = "%.0f" % (job.cpu * 1000)
+            self.on_result(job)
+        threading.Thread(target=go, daemon=True).start()
+
+    def finish(self):
+        self.rows = [j.row for j in self.jobs]
+        n = lambda s: sum(1 for r in self.rows if r["status"] == s)
+        self.summary = "%d passed, %d failed, %d n/a" % (n("pass"), n("fail"), n("skip"))
+        with open(os.path.join(self.out_dir, "scenarios.tsv"), "w", encoding="utf-8") as f:
+            cols = ("scenario", "watcher", "status", "duration_ms", "cpu_ms", "file", "detail")
+            f.write("\t".join(cols) + "\n")
+            for r in self.rows:
+                f.write("\t".join(r.get(c, "") for c in cols) + "\n")
+
+
+class WholeColumn(Column):
+    """A runner run as one job (the libuv adapter: its runs are sequential,
+    and few scenarios apply)."""
+
+    def __init__(self, label, cmd, out_dir, on_result):
+        super().__init__(label, out_dir)
+        self.fresh()
+        self.cmd, self.on_result = cmd, on_result
+        cost = sum(c[1] for c in self.costs.values())
+        self.jobs = [Job(self, 0, "(all)", "(all)", False)]
+        # Light for the scheduler, but not niced: its runs include
+        # thousand-children, under the file's own time limit (2026-12-02, at
+        # nice 10 under another session's load, it hung at the spawn step).
+        self.jobs[0].nice = 0
+        self.jobs[0].wall = cost or 60000.0   # libuv's column took 64 s (2026-12-02)
+
+    def start(self, job):
+        def go():
+            say("== %s: %s" % (self.label, " ".join(self.cmd)))
+            rc, job.cpu, out = run_wait4(["nice", "-n", str(job.nice)] + self.cmd)
+            tail = out.strip().splitlines()[-1:] or ["(no output)"]
+            self.summary = tail[0]
+            path = os.path.join(self.out_dir, "scenarios.tsv")
+            if not os.path.isfile(path):
+                raise SystemExit("%s wrote no %s; its output:\n%s" % (self.label, path,
+                                                                       out[-3000:]))
+            self.on_result(job)
+        threading.Thread(target=go, daemon=True).start()
+
+    def finish(self):
+        self.rows = read_tsv(os.path.join(self.out_dir, "scenarios.tsv"))
+
+
+class Job:
+    def __init__(self, column, index, scenario, watcher, heavy, path=None, children=0.0):
+        self.column, self.index, self.scenario, self.watcher = column, index, scenario, watcher
+        self.heavy, self.path = heavy, path
+        self.nice = 0 if heavy else LIGHT_NICE
+        self.cpu = 0.0
+        self.row = None
+        self.started = False
+        cpu, wall = column.costs.get((scenario, watcher), (0.0, 0.0))
+        if not wall:
+            # Never run here before: a guess, in ms, from the children the
+            # run starts. Measured 2026-12-02: a spawn costs about 5 ms of CPU
+            # on evpol, 20-30 on CPython from 3.10 (vfork), 30-110 on 3.8
+            # and 3.9 (fork; a fork costs more with every thread the
+            # Threaded watcher keeps).
+            per_child = 5.0
+            if isinstance(column, PythonColumn):
+                per_child = 60.0 if column.label in ("cpython-3.8", "cpython-3.9") else 25.0
+            wall = 3000.0 + children * per_child
+        self.wall = wall
+        self.cpu_cost = cpu or wall
+
+
+# Light runs yield the CPU to heavy ones (they wait on children and
+# watchers, and give up only 10 s after the last event, so a slower step
+# costs them nothing), and a heavy run stays well inside its time limit:
+# CPython 3.8's thousand-children@threaded needs about 110 s of CPU of its 360.
+LIGHT_NICE = 10
+
+
+def run_everything(columns, heavy_slots, light_slots):
+    """One scheduler for every implementation x scenario x watcher.
+
+    The CPU-bound runs (heavy: many children, or a long time limit) go first,
+    the most expensive first (by the CPU the last run measured), at most
+    heavy_slots at a time: on 2 cores, two of them already fill the machine.
+    Beside them up to light_slots light runs, the longest (wall) first: most
+    of their time is spent waiting (for a child, or for a CPython watcher
+    that never delivers, SCN_WAIT_LIMIT), which costs no CPU, so many of them
+    overlap well, whatever implementation they belong to."""
+    cond = threading.Condition()
+    state = {"heavy": 0, "light": 0, "left": 0}
+
+    def on_result(job):
+        with cond:
+            state["heavy" if job.heavy else "light"] -= 1
+            state["left"] -= 1
+            job.column.cpu += job.cpu
+            cond.notify_all()
+
+    cols = [c(on_result) for c in columns]
+    heavy = sorted((j for c in cols for j in c.jobs if j.heavy), key=lambda j: -j.cpu_cost)
+    light = sorted((j for c in cols for j in c.jobs if not j.heavy), key=lambda j: -j.wall)
+    state["left"] = len(heavy) + len(light)
+    with cond:
+        while heavy or light:
+            if heavy and state["heavy"] < heavy_slots:
+                job, kind = heavy.pop(0), "heavy"
+            elif light and state["light"] < light_slots:
+                job, kind = light.pop(0), "light"
+            else:
+                cond.wait()
+                continue
+            state[kind] += 1
+            if job.column.t0 is None:
+                job.column.t0 = time.monotonic()
+            job.column.start(job)
+        while state["left"]:
+            cond.wait()
+    for c in cols:
+        c.finish()
+        say("   %s: %s (CPU %.0f s)" % (c.label, c.summary, c.cpu))
+    return cols
 
 
 def rerun_cell(exe, out_dir, cell, paths):
@@ -215,8 +477,10 @@ def main():
     ap.add_argument("--pythons", default="all")
     ap.add_argument("--expectations", default=os.path.join(HERE, "python", "expectations.tsv"))
     ap.add_argument("--spec", default=os.path.join(HERE, "..", "conformance", "SPEC.md"))
-    ap.add_argument("-j", default="2", help="each runner's -j")
-    ap.add_argument("--columns", type=int, default=2, help="implementations run at once")
+    ap.add_argument("-j", type=int, default=2,
+                    help="CPU-bound (heavy) runs at once, over every implementation")
+    ap.add_argument("--runs", type=int, default=24,
+                    help="light runs at once beside them (they mostly wait)")
     ap.add_argument("--reuse", action="store_true",
                     help="judge the last run's results again, without running")
     ap.add_argument("paths", nargs="+")
@@ -227,26 +491,31 @@ def main():
     ext = read_ext(args.spec)
     expect_rows = read_expectations(args.expectations)
 
-    columns = []  # (label, command, reports directory), in the matrix's order
+    columns = []  # (label, reports directory, maker), in the matrix's order
     pythons = {}  # label -> executable, for reruns
+    paths = args.paths
     if args.evpol_runner:
         out = os.path.join(work, "evpol")
-        columns.append(("evpol", [args.evpol_runner, "--reports", out, "-j", args.j], out))
+        columns.append(("evpol", out, lambda on, out=out: EvpolColumn(
+            "evpol", args.evpol_runner, out, paths, on)))
     for label, exe in find_pythons(args.pythons):
         pythons[label] = exe
         out = os.path.join(work, label)
-        columns.append((label, [exe, os.path.join(HERE, "python", "runner.py"), "--reports", out,
-                                "-j", args.j], out))
+        columns.append((label, out, lambda on, label=label, exe=exe, out=out: PythonColumn(
+            label, exe, out, paths, on)))
     if args.libuv_runner:
         out = os.path.join(work, "libuv")
-        columns.append(("libuv", [args.libuv_runner, "--reports", out, "-j", args.j], out))
-    # Several columns at once: a column's runs spend much of their time
-    # waiting (children, CPython watchers that never deliver), and each
-    # runner already bounds its own heavy runs by -j.
-    with concurrent.futures.ThreadPoolExecutor(max(1, args.columns)) as pool:
-        results = list(pool.map(lambda c: run_impl(c[0], c[1] + args.paths, c[2], args.reuse),
-                                columns))
-    impls = [(c[0], rows) for c, (rows, _) in zip(columns, results) if rows is not None]
+        columns.append(("libuv", out, lambda on, out=out: WholeColumn(
+            "libuv", [args.libuv_runner, "--reports", out] + paths, out, on)))
+    if args.reuse:
+        # --reuse: judge the results of the last run again (after editing the
+        # expectations file) without running anything.
+        impls = [(label, read_tsv(os.path.join(out, "scenarios.tsv"))) for label, out, _ in columns
+                 if os.path.isfile(os.path.join(out, "scenarios.tsv"))]
+    else:
+        cols = run_everything([c[2] for c in columns], args.j, args.runs)
+        impls = [(c.label, c.rows) for c in cols]
+        cpu = sum(c.cpu for c in cols)
 
     # The cells.
     cells = []
@@ -312,8 +581,9 @@ def main():
             c["impl"], c["scenario"], c["watcher"], c["verdict"], c["detail"][:300]))
     print("reports: %s, %s" % (os.path.join(args.reports, "implementations.tsv"),
                                os.path.join(args.reports, "implementations.html")))
-    print("matrix: %d cells, %d unexpected (%.0f s)" % (len(cells), len(bad),
-                                                       time.monotonic() - t_start))
+    print("matrix: %d cells, %d unexpected (%.0f s%s)" % (
+        len(cells), len(bad), time.monotonic() - t_start,
+        "" if args.reuse else ", runs' CPU %.0f s" % cpu))
     return 1 if bad else 0
 
 

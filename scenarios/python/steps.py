@@ -237,3 +237,31 @@ class Scenario:
                     self.steps.append(parse_step(lineno, line))
                 except (ParseError, ValueError, IndexError, TypeError) as e:
                     raise ParseError("%s:%d: %s" % (path, lineno, e))
+
+
+def collect(paths):
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            files += sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith(".scn"))
+        else:
+            files.append(p)
+    return files
+
+
+def is_heavy(sc):
+    """Many children (each spawned through Python's subprocess machinery, a
+    fork and an exec) or a long time limit: a run that is mostly CPU."""
+    most = max((len(st.children) for st in sc.steps if st.children is not None), default=0)
+    return sc.timeout > 60 or most > 100
+
+
+def children_made(sc):
+    """How many children the scenario starts: spawns (through the library or
+    asyncio, the expensive way) count whole, outside code's children (one
+    posix_spawn each) a fifth. The scheduler's guess for a run never timed."""
+    n = 0.0
+    for st in sc.steps:
+        if st.children is not None and st.verb in ("spawn", "child"):
+            n += len(st.children) * (1.0 if st.verb == "spawn" else 0.2)
+    return n
