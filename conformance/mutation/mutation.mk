@@ -23,11 +23,13 @@
 # "Where it stands"); it did not reach the 95% the issue asks for, so
 # MUTATION_MIN stays at 85, which that partial measurement is above but no
 # complete run has shown. mutation-ci: seed 1, 40 mutants (a subset of the
-# 400), the ci tier: 32 killed / 39 (82.1%) measured by the second round,
-# one equivalent left out; MUTATION_CI_MIN is that. Issue 15's rewrite has
-# changed lib/ since (1306 mutants then, 1304 now), so the sample is not
-# the same one; the third round could not re-measure it. The 85%
-# floors written before were never enforced (run.py compared the last
+# 400), the ci tier, measured 2026-12-02 in a fresh-clone CI run of the
+# merged session-five tree (hangs confirmed by a second, doubled limit):
+# 38 killed / 40 (95.0%), 8 of the kills confirmed hangs. MUTATION_CI_MIN
+# is 92, one mutant under that (37/40 = 92.5% passes): a kill that a
+# slower or faster machine turns into a survivor is one mutant, and CI must
+# not go red on it; the floor was 82 before. The 85% floors written before
+# the second round were never enforced (run.py compared the last
 # file's score, not the overall one, so a 75% run passed).
 MUTATION_SAMPLE   ?= 400
 MUTATION_SEED     ?= 1
@@ -41,7 +43,7 @@ FILES             ?=
 MUTATION_MIN      ?= 85
 MUTATION_CI_SAMPLE ?= 40
 MUTATION_CI_SEED   ?= 1
-MUTATION_CI_MIN    ?= 82
+MUTATION_CI_MIN    ?= 92
 MUTATION_PY       := /usr/bin/python3 conformance/mutation/run.py
 
 .PHONY: mutation mutation-ci mutation-full mutation-deps mutation-page
