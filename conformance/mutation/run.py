@@ -303,7 +303,7 @@ def run_mutant(w, m, suite, sanitize, scn_clauses):
                                 "killers": killers(name, out, scn_clauses)}
                     if retried:
                         slow.append("%s under %s" % (name, san))
-        return {"status": "Survived", "reason": "every suite passed" + (
+        return {"status": "Survived", "slow": slow, "reason": "every suite passed" + (
             " (%s outlived the limit once, then passed)" % ", ".join(slow) if slow else "")}
     finally:
         with open(src, "w", encoding="utf-8") as f:
@@ -365,7 +365,7 @@ def report_text(mutants, results, out_path, args):
     k, n, s = score(st)
     c = collections.Counter(st)
     lines.append("mutation: %d killed / %d (%.1f%%)" % (k, n, s))
-    slow = sum(1 for m in mutants if "then passed)" in results.get(m["key"], {}).get("reason", ""))
+    slow = sum(1 for m in mutants if results.get(m["key"], {}).get("slow"))
     lines.append("sample: %d of the %d mutants of %s (seed %s); %d equivalent (ignored), %d did "
                  "not compile, %d hung (counted killed: a program outlived its limit, then %d "
                  "times that limit); %d survivors passed a rerun after one timeout"
