@@ -128,6 +128,19 @@ static void test_closed_loop(void **state)
  * Close removes every reader and closes every pidfd at once. A child still
  * running is left alone (no thread may wait for it): the test reaps it. */
 
+/* The end of a test whose child exited before the watcher closed: close
+ * reaped it, no pidfd is left open, no callback ran, even once the loop has
+ * run what was ready; then the watcher and the loop go. */
+static void end_reaped_by_close(pid_t pid, result *r, evpol_watcher *w, evpol_loop *loop)
+{
+    assert_true(reaped(pid));
+    assert_int_equal(count_pidfds(NULL), 0);
+    drain_loop(loop);
+    assert_int_equal(atomic_load(&r->calls), 0);
+    evpol_watcher_unref(w);
+    free_loop(loop);
+}
+
 /* A child that has already exited when the watcher closes is reaped by
  * close: no zombie, no callback. */
 static void test_close_reaps_exited(void **state)
@@ -145,13 +158,7 @@ static void test_close_reaps_exited(void **state)
     assert_ok(evpol_watcher_add_child_handler_on(w, loop, pid, on_exit_cb, &r, NULL));
     wait_exited_not_reaped(pid);
     assert_int_equal(evpol_watcher_close(w, NULL), 0);
-    assert_true(reaped(pid));
-    assert_int_equal(count_pidfds(NULL), 0);
-    drain_loop(loop);
-    assert_int_equal(atomic_load(&r.calls), 0);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
+    end_reaped_by_close(pid, &r, w, loop);
     capture_free(cap);
     assert_no_leaks(before);
 }
@@ -210,13 +217,7 @@ static void test_reader_fires_during_close(void **state)
     evpol_set_log_hook(NULL, NULL);
     assert_int_equal(c.ran, 1);
     assert_int_equal(c.done, 1);
-    assert_true(reaped(pid));
-    assert_int_equal(count_pidfds(NULL), 0);
-    drain_loop(loop);
-    assert_int_equal(atomic_load(&r.calls), 0);
-
-    evpol_watcher_unref(w);
-    free_loop(loop);
+    end_reaped_by_close(pid, &r, w, loop);
     assert_no_leaks(before);
 }
 
