@@ -841,15 +841,12 @@ class Run:
                     "%d child process(es) never reaped (zombie or leaked): %s" % (
                         len(left), " ".join(
                             "C%d=%d" % (c, p) for c, p in sorted(self.pids.items()) if p in left)))
-            with self.cond:
-                twice = [c for c, got in self.calls.items() if len(got) > 1]
-                late = [c for c in self.never if self.calls.get(c)]
-            if "fail" not in outcome and twice:
-                outcome["fail"] = self.failure_text("callback ran twice: " + self.describe(twice[0]))
-            if "fail" not in outcome and late:
-                outcome["fail"] = self.failure_text(
-                    "a callback for a child named in never: " + self.describe(late[0]))
-        # Stop every loop, end the workers, close what the scenario made.
+        # Stop every loop before counting callbacks, as the C runner does: a
+        # loop's stop runs in an iteration whose poll comes after every child
+        # was reaped, so each delivery already due (a second pidfd reader of
+        # a child registered twice, a callback posted from a waiting thread)
+        # has run by the time the loop returns. Counting while the loops
+        # still ran let such a second callback land after the count.
         for a in list(self.actors.values()):
             if a.loop is not None:
                 a.loop.call_soon_threadsafe(a.loop.stop)
@@ -857,6 +854,17 @@ class Run:
             end = time.monotonic() + self.guard
             while a.loop is not None and time.monotonic() < end:
                 time.sleep(0.005)
+        if "na" not in outcome and "fail" not in outcome:
+            with self.cond:
+                twice = [c for c, got in self.calls.items() if len(got) > 1]
+                late = [c for c in self.never if self.calls.get(c)]
+            if twice:
+                outcome["fail"] = self.failure_text("callback ran twice: " + self.describe(twice[0]))
+            elif late:
+                outcome["fail"] = self.failure_text(
+                    "a callback for a child named in never: " + self.describe(late[0]))
+        # End the workers, close what the scenario made.
+        for idx, a in list(self.actors.items()):
             if idx:
                 a.quit()
                 a.thread.join(self.guard)
