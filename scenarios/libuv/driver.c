@@ -2,9 +2,11 @@
  * libuv/driver.c — the libuv adapter's suite driver: runs scenario files
  * against libuv's uv_spawn, each scenario in its own process (interp.h).
  *
- *   libuv-runner [--reports DIR] [-j N] [-v] PATH...
+ *   libuv-runner [--reports DIR] [-j N] [--timeout-scale X] [-v] PATH...
  *
- * Results: DIR/scenarios.tsv, watcher "uv".
+ * Results: DIR/scenarios.tsv, watcher "uv". --timeout-scale (or
+ * SCN_TIMEOUT_SCALE) multiplies each scenario's time limit, as it does for
+ * evpol's runner (scenarios/driver.c).
  */
 #include "interp.h"
 
@@ -23,6 +25,8 @@
 #include <unistd.h>
 
 /* ---- the runner: one process per scenario ---- */
+
+static double timeout_scale = 1.0;
 
 typedef struct result {
     char status[8];
@@ -46,7 +50,7 @@ static void run_one(const scn_scenario *sc, result *res)
         run_scenario(sc, p[1]);
     }
     close(p[1]);
-    double limit = t0 + (sc->timeout ? sc->timeout : 60);
+    double limit = t0 + (sc->timeout ? sc->timeout : 60) * timeout_scale;
     char buf[8192];
     size_t have = 0;
     int hung = 0;
@@ -107,9 +111,18 @@ int main(int argc, char **argv)
     int verbose = 0;
     char *files[1024];
     int nfiles = 0;
+    const char *env_scale = getenv("SCN_TIMEOUT_SCALE");
+    if (env_scale && atof(env_scale) > 0)
+        timeout_scale = atof(env_scale);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--reports") == 0 && i + 1 < argc) {
             reports = argv[++i];
+        } else if (strcmp(argv[i], "--timeout-scale") == 0 && i + 1 < argc) {
+            timeout_scale = atof(argv[++i]);
+            if (timeout_scale <= 0) {
+                fprintf(stderr, "libuv-runner: --timeout-scale needs a positive number\n");
+                return 2;
+            }
         } else if (strcmp(argv[i], "-j") == 0 && i + 1 < argc) {
             i++; /* runs are sequential: few scenarios apply */
         } else if (strcmp(argv[i], "-v") == 0) {
