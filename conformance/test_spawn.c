@@ -2287,17 +2287,40 @@ static void test_spawn_while_another_registers(void **state)
     end_hand(w, before);
 }
 
+/* The two tests of a pipe end under a tight open-file limit: the log
+ * captured, the default policy and its watcher made before the limit, a
+ * loop. */
+static evpol_loop *begin_limited(void)
+{
+    capture_start(&cap);
+    use_watcher(NULL);
+    evpol_watcher *cw = NULL;
+    assert_ok(evpol_get_child_watcher(&cw, NULL));
+    return new_loop();
+}
+
+/* Lower the open-file limit so that a pipe takes the last two descriptors:
+ * the lowest free one (returned) and the next (*next). */
+static int leave_room_for_one_pipe(const struct rlimit *saved, int *next)
+{
+    int a = dup(2);
+    int b = dup(2);
+    close(a);
+    close(b);
+    struct rlimit tight = *saved;
+    tight.rlim_cur = (rlim_t)b + 1;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    *next = b;
+    return a;
+}
+
 /* SUB-1, ERR-1: with stdin closed the stdin pipe's child end is fd 0 and
  * must be moved above the standard fds; with no fd left for that, the spawn
  * fails with the errno and nothing is created or left open. */
 static void test_pipe_end_cannot_be_moved(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    use_watcher(NULL);
-    evpol_watcher *cw = NULL;
-    assert_ok(evpol_get_child_watcher(&cw, NULL)); /* made before the limit */
-    evpol_loop *loop = new_loop();
+    evpol_loop *loop = begin_limited();
     resource_snapshot before = resources_now();
     char *argv[] = {"/bin/cat", NULL};
     exit_rec e = {0};
@@ -2311,13 +2334,8 @@ static void test_pipe_end_cannot_be_moved(void **state)
     struct rlimit saved_lim;
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved_lim), 0);
     close(0);
-    int a = dup(2); /* 0 */
-    int b = dup(2); /* the lowest free fd above the standard ones */
-    close(a);
-    close(b);
-    struct rlimit tight = saved_lim;
-    tight.rlim_cur = (rlim_t)b + 1; /* room for the pipe (0 and b), no more */
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    int b;
+    int a = leave_room_for_one_pipe(&saved_lim, &b); /* 0 */
     int rc = evpol_loop_spawn(loop, &o, &res, &err);
     setrlimit(RLIMIT_NOFILE, &saved_lim);
     int fd0_free = fcntl(0, F_GETFD) < 0;
@@ -2336,6 +2354,62 @@ static void test_pipe_end_cannot_be_moved(void **state)
     assert_int_equal(resources_now().fds, before.fds);
     close_loop(loop);
     reset_policy_and_watcher();
+    capture_stop();
+}
+
+/* SUB-1: a child end numbered 3 is above the standard fds already and stays
+ * where it is. With fd 3 and one more the last descriptors under the limit,
+ * the stdin pipe takes both (the child's end is 3): moving 3 would need a
+ * third and fail with EMFILE. The seam's spawn puts the limit back, so what
+ * the spawn itself needs is not this test's business. */
+static struct rlimit fd3_saved_limit;
+static int limit_restoring_spawn(pid_t *pid, const evpol_sys_spawn_request *req)
+{
+    setrlimit(RLIMIT_NOFILE, &fd3_saved_limit);
+    return evpol_sys_real()->spawn(pid, req);
+}
+
+static void test_pipe_end_at_fd_3_stays(void **state)
+{
+    (void)state;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &fd3_saved_limit), 0);
+    evpol_sys t = *evpol_sys_real();
+    t.spawn = limit_restoring_spawn;
+    assert_ok(evpol_sys_set(&t, NULL));
+    evpol_loop *loop = begin_limited();
+    resource_snapshot before = resources_now();
+    char *argv[] = {"/bin/true", NULL};
+    exit_rec e = {0};
+    evpol_spawn_options o = sh_options(argv, &e);
+    o.stdio[0] = EVPOL_STDIO_PIPE;
+    evpol_spawn_result res;
+    evpol_error err = {0};
+
+    /* Whatever holds fd 3 waits above it meanwhile. */
+    int flags3 = fcntl(3, F_GETFD);
+    int saved3 = flags3 < 0 ? -1 : fcntl(3, F_DUPFD_CLOEXEC, 10);
+    if (saved3 >= 0)
+        close(3);
+    int b;
+    int a = leave_room_for_one_pipe(&fd3_saved_limit, &b); /* 3 */
+    int rc = evpol_loop_spawn(loop, &o, &res, &err);
+    setrlimit(RLIMIT_NOFILE, &fd3_saved_limit); /* a spawn that failed first */
+    int fd3_free = fcntl(3, F_GETFD) < 0;
+    if (saved3 >= 0) {
+        dup3(saved3, 3, flags3 & FD_CLOEXEC ? O_CLOEXEC : 0);
+        close(saved3);
+    }
+    assert_int_equal(a, 3);
+    if (rc != 0)
+        fail_msg("spawn with its child end at fd 3: %s", err.message);
+    assert_int_equal(res.stdio_fd[0], b);
+    assert_true(fd3_free); /* the child's end, closed in the parent */
+    close(res.stdio_fd[0]);
+    run_to_exit(loop, &e, 0);
+    assert_int_equal(resources_now().fds, before.fds);
+    close_loop(loop);
+    reset_policy_and_watcher();
+    assert_ok(evpol_sys_set(NULL, NULL));
     capture_stop();
 }
 
@@ -2764,6 +2838,7 @@ int main(void)
         CLAUSE_TEST(test_exit_to_closed_loop_after_a_sweep, "CW-12 SUB-3"),
         CLAUSE_TEST(test_spawn_while_another_registers, "SUB-1 SUB-3"),
         CLAUSE_TEST(test_pipe_end_cannot_be_moved, "SUB-1 ERR-1"),
+        CLAUSE_TEST(test_pipe_end_at_fd_3_stays, "SUB-1"),
         CLAUSE_TEST(test_limit_lowered_before_file_actions, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_spawn_success_without_pid, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_seam_pid_one_is_a_process, "SUB-1 SUB-3"),
