@@ -16,8 +16,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
@@ -27,17 +25,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#ifndef SYS_close_range
-#define SYS_close_range 436 /* the same number on every architecture */
-#endif
 
 #define TIMEOUT_MS 10000
 
@@ -2631,109 +2624,6 @@ static void test_general_path_releases_what_glibc_allocates(void **state)
     close(fds[1]);
 }
 
-/* The fast path (no stdio stream is a descriptor of the parent) runs the
- * child on a stack it maps for the spawn: the mapping goes when the spawn
- * returns, or every spawn would leave 68 KiB of address space behind. */
-static int count_mappings(void)
-{
-    FILE *f = fopen("/proc/self/maps", "re");
-    assert_non_null(f);
-    int n = 0;
-    for (int c; (c = getc(f)) != EOF;)
-        n += c == '\n';
-    fclose(f);
-    return n;
-}
-
-static void test_fast_path_unmaps_child_stack(void **state)
-{
-    (void)state;
-    char *argv[] = {"/bin/true", NULL};
-    char *envp[] = {NULL};
-    evpol_sys_spawn_request req = {
-        .file = argv[0], .argv = argv, .envp = envp,
-        .stdio = {EVPOL_SYS_STDIO_DEVNULL, EVPOL_SYS_STDIO_INHERIT, EVPOL_SYS_STDIO_INHERIT},
-    };
-    /* The first count and spawn map what the next ones reuse (the
-     * allocator's pools for fopen's buffer). */
-    enum { WARM_UP = 2, SPAWNS = 8 };
-    int mappings_before = 0;
-    for (int i = 0; i < WARM_UP + SPAWNS; i++) {
-        if (i == WARM_UP)
-            mappings_before = count_mappings();
-        else if (i < WARM_UP)
-            (void)count_mappings();
-        pid_t pid = -1;
-        assert_int_equal(evpol_sys_real()->spawn(&pid, &req), 0);
-        int status;
-        assert_int_equal(waitpid(pid, &status, 0), pid);
-        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    }
-    assert_int_equal(count_mappings(), mappings_before);
-}
-
-/* A kernel that refuses close_range's unshare (before 5.9, or a seccomp
- * filter): the fast path learns it from its first child, which touches
- * nothing of the parent's before that call, and the spawn succeeds on the
- * general path. Run in a forked process that installs such a filter; its
- * stdin, a pipe there, must still be that pipe afterwards (the failed
- * child shared the parent's descriptor table). No cmocka calls in it. */
-static int spawn_without_close_range(void)
-{
-    struct sock_filter filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_close_range, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
-        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
-        return 10;
-    struct stat in_before, in_after;
-    if (fstat(0, &in_before) != 0)
-        return 11;
-    char *argv[] = {"/bin/sh", "-c", "exit 9", NULL};
-    char *envp[] = {NULL};
-    evpol_sys_spawn_request req = {
-        .file = argv[0], .argv = argv, .envp = envp,
-        .stdio = {EVPOL_SYS_STDIO_DEVNULL, EVPOL_SYS_STDIO_INHERIT, EVPOL_SYS_STDIO_INHERIT},
-    };
-    for (int i = 0; i < 2; i++) {
-        pid_t pid = -1;
-        int status;
-        if (evpol_sys_real()->spawn(&pid, &req) != 0 || pid <= 0)
-            return 12;
-        if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 9)
-            return 13;
-    }
-    if (fstat(0, &in_after) != 0 || in_after.st_ino != in_before.st_ino ||
-        in_after.st_dev != in_before.st_dev)
-        return 14;
-    errno = 0;
-    if (waitpid(-1, NULL, WNOHANG) != -1 || errno != ECHILD)
-        return 15; /* the failed child was reaped */
-    return 0;
-}
-
-static void test_fast_path_without_close_range(void **state)
-{
-    (void)state;
-    int fds[2];
-    assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0)
-        _exit(dup2(fds[0], 0) == 0 ? spawn_without_close_range() : 20);
-    close(fds[0]);
-    close(fds[1]);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
-}
-
 /* Positive is all a pid from the seam has to be: 1 included (a fake
  * kernel's first process). Here the seam spawns a real child and calls it
  * pid 1; the spawn accepts it and the exit comes back under it. */
@@ -2845,8 +2735,6 @@ int main(void)
         CLAUSE_TEST(test_pending_child_kept_by_sweep, "SUB-3 CW-8"),
         CLAUSE_TEST(test_debug_logs_spawn_and_exit, "LOOP-7 SUB-1"),
         CLAUSE_TEST(test_general_path_releases_what_glibc_allocates, "SUB-1"),
-        CLAUSE_TEST(test_fast_path_unmaps_child_stack, "SUB-1"),
-        CLAUSE_TEST(test_fast_path_without_close_range, "SUB-1"),
     };
     return harness_run_group("spawn", tests, group_setup, NULL);
 }
