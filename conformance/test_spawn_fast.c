@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <signal.h>
@@ -293,6 +294,40 @@ static void test_fast_path_child_resets_caught_handlers(void **state)
     run_forked(spawn_with_unreadable_path);
 }
 
+/* The PATH search builds each candidate in a buffer of PATH_MAX bytes; an
+ * entry too long for it (by one byte: entry, '/', file and the NUL make
+ * PATH_MAX + 1) is skipped and the search goes on, as for a missing
+ * directory. In a forked process (environ changed). */
+static int spawn_past_too_long_entry(void)
+{
+    static char path[5 + PATH_MAX + 16];
+    const char *file = "true";
+    size_t dlen = PATH_MAX + 1 - 1 - strlen(file) - 1;
+    memcpy(path, "PATH=/", 6);
+    memset(path + 6, 'x', dlen - 1);
+    strcpy(path + 5 + dlen, ":/bin:/usr/bin");
+    char *argv[] = {(char *)file, NULL};
+    evpol_sys_spawn_request req = fast_request(argv);
+    char *env[] = {path, NULL};
+    char **saved = environ;
+    environ = env;
+    pid_t pid = -1;
+    int e = evpol_sys_real()->spawn(&pid, &req);
+    environ = saved;
+    if (e != 0 || pid <= 0)
+        return 40;
+    int status;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return 41;
+    return 0;
+}
+
+static void test_fast_path_skips_entry_too_long(void **state)
+{
+    (void)state;
+    run_forked(spawn_past_too_long_entry);
+}
+
 /* The stack's guard page comes from splitting its mapping; when the split
  * is refused (ENOMEM: here the process is at vm.max_map_count, and a split
  * needs one mapping more), the spawn fails with ENOMEM and unmaps the
@@ -352,6 +387,7 @@ int main(void)
         CLAUSE_TEST(test_fast_path_without_close_range, "SUB-1"),
         CLAUSE_TEST(test_fast_path_reap_retried_after_eintr, "SUB-1 SUB-4"),
         CLAUSE_TEST(test_fast_path_child_resets_caught_handlers, "SUB-1"),
+        CLAUSE_TEST(test_fast_path_skips_entry_too_long, "SUB-1"),
 #if MAP_LIMIT_TEST
         CLAUSE_TEST(test_fast_path_unmaps_stack_when_guard_fails, "SUB-1 SUB-4"),
 #endif
