@@ -233,6 +233,27 @@ static void test_fast_path_reap_retried_after_eintr(void **state)
     assert_int_equal(errno, ECHILD);
 }
 
+extern char **environ;
+
+/* Spawn "true" through the PATH search, with `path_entry` ("PATH=...") as
+ * the parent's only environment variable (PATH is the parent's, as
+ * posix_spawnp's), and wait for it. 0, or -1 when the spawn or the wait
+ * failed. */
+static int spawn_true_with_path(char *path_entry, int *status)
+{
+    char *argv[] = {"true", NULL};
+    evpol_sys_spawn_request req = fast_request(argv);
+    char *env[] = {path_entry, NULL};
+    char **saved = environ;
+    environ = env;
+    pid_t pid = -1;
+    int e = evpol_sys_real()->spawn(&pid, &req);
+    environ = saved;
+    if (e != 0 || pid <= 0)
+        return -1;
+    return waitpid(pid, status, 0) == pid ? 0 : -1;
+}
+
 /* The parent's caught handlers never run in the child, which runs on the
  * parent's memory until exec: they get their default action first. The
  * child is made to fault before exec: the search list of PATH (read only
@@ -248,8 +269,6 @@ static void parents_segv_handler(int sig)
     parents_handler_ran = 1;
     syscall(SYS_exit_group, 99); /* a handler that returned would fault again */
 }
-
-extern char **environ;
 
 static int spawn_with_unreadable_path(void)
 {
@@ -268,19 +287,9 @@ static int spawn_with_unreadable_path(void)
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGSEGV, &sa, NULL) != 0)
         return 22;
-    char *argv[] = {"true", NULL};
-    evpol_sys_spawn_request req = fast_request(argv);
-    char *env[] = {entry, NULL};
-    char **saved = environ;
-    environ = env;
-    pid_t pid = -1;
-    int e = evpol_sys_real()->spawn(&pid, &req);
-    environ = saved;
-    if (e != 0 || pid <= 0)
-        return 23;
     int status;
-    if (waitpid(pid, &status, 0) != pid)
-        return 24;
+    if (spawn_true_with_path(entry, &status) != 0)
+        return 23;
     if (parents_handler_ran)
         return 25;
     if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGSEGV)
@@ -301,23 +310,14 @@ static void test_fast_path_child_resets_caught_handlers(void **state)
 static int spawn_past_too_long_entry(void)
 {
     static char path[5 + PATH_MAX + 16];
-    const char *file = "true";
-    size_t dlen = PATH_MAX + 1 - 1 - strlen(file) - 1;
+    size_t dlen = PATH_MAX + 1 - 1 - strlen("true") - 1;
     memcpy(path, "PATH=/", 6);
     memset(path + 6, 'x', dlen - 1);
     strcpy(path + 5 + dlen, ":/bin:/usr/bin");
-    char *argv[] = {(char *)file, NULL};
-    evpol_sys_spawn_request req = fast_request(argv);
-    char *env[] = {path, NULL};
-    char **saved = environ;
-    environ = env;
-    pid_t pid = -1;
-    int e = evpol_sys_real()->spawn(&pid, &req);
-    environ = saved;
-    if (e != 0 || pid <= 0)
-        return 40;
     int status;
-    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    if (spawn_true_with_path(path, &status) != 0)
+        return 40;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         return 41;
     return 0;
 }
