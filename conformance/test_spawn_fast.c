@@ -371,6 +371,69 @@ static void test_fast_path_unmaps_stack_when_guard_fails(void **state)
     run_forked(spawn_with_guard_refused);
 }
 
+/* evpol_sys_spawn_request has padding after stdio[2] on LP64 (four
+ * pointers, three ints): its bytes are whatever the caller's memory held,
+ * and the spawn must read stdio[0..2] only. A request whose padding reads
+ * as a stdio value, through a union (C11 allows reading the bytes of its
+ * other member). */
+typedef union padded_request {
+    evpol_sys_spawn_request req;
+    unsigned char bytes[sizeof(evpol_sys_spawn_request)];
+} padded_request;
+
+static void set_padding(padded_request *u, int value)
+{
+    size_t off = offsetof(evpol_sys_spawn_request, stdio) + sizeof u->req.stdio;
+    assert_true(off + sizeof value <= sizeof u->bytes);
+    memcpy(u->bytes + off, &value, sizeof value);
+}
+
+static int run_and_wait(const evpol_sys_spawn_request *req)
+{
+    pid_t pid = -1;
+    int e = evpol_sys_real()->spawn(&pid, req);
+    if (e != 0)
+        fail_msg("spawn: %s", strerror(e));
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+/* The fast path: padding that reads as EVPOL_SYS_STDIO_DEVNULL must not
+ * give the child a /dev/null on fd 3. */
+static void test_fast_path_reads_three_streams_only(void **state)
+{
+    (void)state;
+    char *argv[] = {"/bin/sh", "-c", "[ /proc/$$/fd/3 -ef /dev/null ] && exit 3; exit 0", NULL};
+    padded_request u;
+    u.req = fast_request(argv);
+    set_padding(&u, EVPOL_SYS_STDIO_DEVNULL);
+    assert_int_equal(run_and_wait(&u.req), 0);
+}
+
+/* The general path (a stream is a descriptor of the parent): padding that
+ * reads as a closed descriptor must not become a dup2 onto fd 3, which
+ * would fail the spawn with EBADF. */
+static void test_general_path_reads_three_streams_only(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+    int closed_fd = 100;
+    while (fcntl(closed_fd, F_GETFD) != -1)
+        closed_fd++;
+    char *argv[] = {"/bin/true", NULL};
+    padded_request u;
+    u.req = fast_request(argv);
+    u.req.stdio[0] = fds[0];
+    set_padding(&u, closed_fd);
+    int rc = run_and_wait(&u.req);
+    close(fds[0]);
+    close(fds[1]);
+    assert_int_equal(rc, 0);
+}
+
 int main(void)
 {
     const harness_test tests[] = {
@@ -380,6 +443,8 @@ int main(void)
         CLAUSE_TEST(test_fast_path_child_resets_caught_handlers, "SUB-1"),
         CLAUSE_TEST(test_fast_path_skips_entry_too_long, "SUB-1"),
         CLAUSE_TEST(test_fast_path_unmaps_stack_when_guard_fails, "SUB-1 SUB-4"),
+        CLAUSE_TEST(test_fast_path_reads_three_streams_only, "SUB-1"),
+        CLAUSE_TEST(test_general_path_reads_three_streams_only, "SUB-1"),
     };
     return harness_run_group("spawn_fast", tests, NULL, NULL);
 }
