@@ -379,6 +379,11 @@ static void test_fast_reused_pid_keeps_newer_status(void **state)
     assert_ok(evpol_sys_set(NULL, NULL));
 }
 
+static void test_close_outside_main_thread_after_user_replaced_handler(void **state)
+{
+    check_close_after_user_replaced_handler(test_watcher_kind(state));
+}
+
 int main(void)
 {
     warm_up_threads();
@@ -389,6 +394,8 @@ int main(void)
         WATCHER_TEST(test_fast_kept_exits_dropped_at_last_exit, fast, "FST-6 CW-9"),
         WATCHER_TEST(test_fast_unknown_child_without_context, fast, "FST-7"),
         WATCHER_TEST(test_fast_no_memory_to_keep_an_exit, fast, "FST-5 FST-7"),
+        WATCHER_TEST(test_close_outside_main_thread_after_user_replaced_handler, fast,
+            "CW-8 FST-8"),
         WATCHER_TEST(test_fast_reaps_other_code_children, fast, "FST-1"),
         WATCHER_TEST(test_fast_close_clears_kept_exits, fast, "FST-8 CW-8"),
         WATCHER_TEST(test_fast_many_kept_exits_truncated, fast, "FST-6"),
