@@ -16,8 +16,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
@@ -27,17 +25,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#ifndef SYS_close_range
-#define SYS_close_range 436 /* the same number on every architecture */
-#endif
 
 #define TIMEOUT_MS 10000
 
@@ -2287,17 +2280,40 @@ static void test_spawn_while_another_registers(void **state)
     end_hand(w, before);
 }
 
+/* The two tests of a pipe end under a tight open-file limit: the log
+ * captured, the default policy and its watcher made before the limit, a
+ * loop. */
+static evpol_loop *begin_limited(void)
+{
+    capture_start(&cap);
+    use_watcher(NULL);
+    evpol_watcher *cw = NULL;
+    assert_ok(evpol_get_child_watcher(&cw, NULL));
+    return new_loop();
+}
+
+/* Lower the open-file limit so that a pipe takes the last two descriptors:
+ * the lowest free one (returned) and the next (*next). */
+static int leave_room_for_one_pipe(const struct rlimit *saved, int *next)
+{
+    int a = dup(2);
+    int b = dup(2);
+    close(a);
+    close(b);
+    struct rlimit tight = *saved;
+    tight.rlim_cur = (rlim_t)b + 1;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    *next = b;
+    return a;
+}
+
 /* SUB-1, ERR-1: with stdin closed the stdin pipe's child end is fd 0 and
  * must be moved above the standard fds; with no fd left for that, the spawn
  * fails with the errno and nothing is created or left open. */
 static void test_pipe_end_cannot_be_moved(void **state)
 {
     (void)state;
-    capture_start(&cap);
-    use_watcher(NULL);
-    evpol_watcher *cw = NULL;
-    assert_ok(evpol_get_child_watcher(&cw, NULL)); /* made before the limit */
-    evpol_loop *loop = new_loop();
+    evpol_loop *loop = begin_limited();
     resource_snapshot before = resources_now();
     char *argv[] = {"/bin/cat", NULL};
     exit_rec e = {0};
@@ -2311,13 +2327,8 @@ static void test_pipe_end_cannot_be_moved(void **state)
     struct rlimit saved_lim;
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved_lim), 0);
     close(0);
-    int a = dup(2); /* 0 */
-    int b = dup(2); /* the lowest free fd above the standard ones */
-    close(a);
-    close(b);
-    struct rlimit tight = saved_lim;
-    tight.rlim_cur = (rlim_t)b + 1; /* room for the pipe (0 and b), no more */
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    int b;
+    int a = leave_room_for_one_pipe(&saved_lim, &b); /* 0 */
     int rc = evpol_loop_spawn(loop, &o, &res, &err);
     setrlimit(RLIMIT_NOFILE, &saved_lim);
     int fd0_free = fcntl(0, F_GETFD) < 0;
@@ -2336,6 +2347,62 @@ static void test_pipe_end_cannot_be_moved(void **state)
     assert_int_equal(resources_now().fds, before.fds);
     close_loop(loop);
     reset_policy_and_watcher();
+    capture_stop();
+}
+
+/* SUB-1: a child end numbered 3 is above the standard fds already and stays
+ * where it is. With fd 3 and one more the last descriptors under the limit,
+ * the stdin pipe takes both (the child's end is 3): moving 3 would need a
+ * third and fail with EMFILE. The seam's spawn puts the limit back, so what
+ * the spawn itself needs is not this test's business. */
+static struct rlimit fd3_saved_limit;
+static int limit_restoring_spawn(pid_t *pid, const evpol_sys_spawn_request *req)
+{
+    setrlimit(RLIMIT_NOFILE, &fd3_saved_limit);
+    return evpol_sys_real()->spawn(pid, req);
+}
+
+static void test_pipe_end_at_fd_3_stays(void **state)
+{
+    (void)state;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &fd3_saved_limit), 0);
+    evpol_sys t = *evpol_sys_real();
+    t.spawn = limit_restoring_spawn;
+    assert_ok(evpol_sys_set(&t, NULL));
+    evpol_loop *loop = begin_limited();
+    resource_snapshot before = resources_now();
+    char *argv[] = {"/bin/true", NULL};
+    exit_rec e = {0};
+    evpol_spawn_options o = sh_options(argv, &e);
+    o.stdio[0] = EVPOL_STDIO_PIPE;
+    evpol_spawn_result res;
+    evpol_error err = {0};
+
+    /* Whatever holds fd 3 waits above it meanwhile. */
+    int flags3 = fcntl(3, F_GETFD);
+    int saved3 = flags3 < 0 ? -1 : fcntl(3, F_DUPFD_CLOEXEC, 10);
+    if (saved3 >= 0)
+        close(3);
+    int b;
+    int a = leave_room_for_one_pipe(&fd3_saved_limit, &b); /* 3 */
+    int rc = evpol_loop_spawn(loop, &o, &res, &err);
+    setrlimit(RLIMIT_NOFILE, &fd3_saved_limit); /* a spawn that failed first */
+    int fd3_free = fcntl(3, F_GETFD) < 0;
+    if (saved3 >= 0) {
+        dup3(saved3, 3, flags3 & FD_CLOEXEC ? O_CLOEXEC : 0);
+        close(saved3);
+    }
+    assert_int_equal(a, 3);
+    if (rc != 0)
+        fail_msg("spawn with its child end at fd 3: %s", err.message);
+    assert_int_equal(res.stdio_fd[0], b);
+    assert_true(fd3_free); /* the child's end, closed in the parent */
+    close(res.stdio_fd[0]);
+    run_to_exit(loop, &e, 0);
+    assert_int_equal(resources_now().fds, before.fds);
+    close_loop(loop);
+    reset_policy_and_watcher();
+    assert_ok(evpol_sys_set(NULL, NULL));
     capture_stop();
 }
 
@@ -2557,109 +2624,6 @@ static void test_general_path_releases_what_glibc_allocates(void **state)
     close(fds[1]);
 }
 
-/* The fast path (no stdio stream is a descriptor of the parent) runs the
- * child on a stack it maps for the spawn: the mapping goes when the spawn
- * returns, or every spawn would leave 68 KiB of address space behind. */
-static int count_mappings(void)
-{
-    FILE *f = fopen("/proc/self/maps", "re");
-    assert_non_null(f);
-    int n = 0;
-    for (int c; (c = getc(f)) != EOF;)
-        n += c == '\n';
-    fclose(f);
-    return n;
-}
-
-static void test_fast_path_unmaps_child_stack(void **state)
-{
-    (void)state;
-    char *argv[] = {"/bin/true", NULL};
-    char *envp[] = {NULL};
-    evpol_sys_spawn_request req = {
-        .file = argv[0], .argv = argv, .envp = envp,
-        .stdio = {EVPOL_SYS_STDIO_DEVNULL, EVPOL_SYS_STDIO_INHERIT, EVPOL_SYS_STDIO_INHERIT},
-    };
-    /* The first count and spawn map what the next ones reuse (the
-     * allocator's pools for fopen's buffer). */
-    enum { WARM_UP = 2, SPAWNS = 8 };
-    int mappings_before = 0;
-    for (int i = 0; i < WARM_UP + SPAWNS; i++) {
-        if (i == WARM_UP)
-            mappings_before = count_mappings();
-        else if (i < WARM_UP)
-            (void)count_mappings();
-        pid_t pid = -1;
-        assert_int_equal(evpol_sys_real()->spawn(&pid, &req), 0);
-        int status;
-        assert_int_equal(waitpid(pid, &status, 0), pid);
-        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    }
-    assert_int_equal(count_mappings(), mappings_before);
-}
-
-/* A kernel that refuses close_range's unshare (before 5.9, or a seccomp
- * filter): the fast path learns it from its first child, which touches
- * nothing of the parent's before that call, and the spawn succeeds on the
- * general path. Run in a forked process that installs such a filter; its
- * stdin, a pipe there, must still be that pipe afterwards (the failed
- * child shared the parent's descriptor table). No cmocka calls in it. */
-static int spawn_without_close_range(void)
-{
-    struct sock_filter filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_close_range, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
-        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
-        return 10;
-    struct stat in_before, in_after;
-    if (fstat(0, &in_before) != 0)
-        return 11;
-    char *argv[] = {"/bin/sh", "-c", "exit 9", NULL};
-    char *envp[] = {NULL};
-    evpol_sys_spawn_request req = {
-        .file = argv[0], .argv = argv, .envp = envp,
-        .stdio = {EVPOL_SYS_STDIO_DEVNULL, EVPOL_SYS_STDIO_INHERIT, EVPOL_SYS_STDIO_INHERIT},
-    };
-    for (int i = 0; i < 2; i++) {
-        pid_t pid = -1;
-        int status;
-        if (evpol_sys_real()->spawn(&pid, &req) != 0 || pid <= 0)
-            return 12;
-        if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 9)
-            return 13;
-    }
-    if (fstat(0, &in_after) != 0 || in_after.st_ino != in_before.st_ino ||
-        in_after.st_dev != in_before.st_dev)
-        return 14;
-    errno = 0;
-    if (waitpid(-1, NULL, WNOHANG) != -1 || errno != ECHILD)
-        return 15; /* the failed child was reaped */
-    return 0;
-}
-
-static void test_fast_path_without_close_range(void **state)
-{
-    (void)state;
-    int fds[2];
-    assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0)
-        _exit(dup2(fds[0], 0) == 0 ? spawn_without_close_range() : 20);
-    close(fds[0]);
-    close(fds[1]);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
-}
-
 /* Positive is all a pid from the seam has to be: 1 included (a fake
  * kernel's first process). Here the seam spawns a real child and calls it
  * pid 1; the spawn accepts it and the exit comes back under it. */
@@ -2764,14 +2728,13 @@ int main(void)
         CLAUSE_TEST(test_exit_to_closed_loop_after_a_sweep, "CW-12 SUB-3"),
         CLAUSE_TEST(test_spawn_while_another_registers, "SUB-1 SUB-3"),
         CLAUSE_TEST(test_pipe_end_cannot_be_moved, "SUB-1 ERR-1"),
+        CLAUSE_TEST(test_pipe_end_at_fd_3_stays, "SUB-1"),
         CLAUSE_TEST(test_limit_lowered_before_file_actions, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_spawn_success_without_pid, "SUB-1 ERR-1"),
         CLAUSE_TEST(test_seam_pid_one_is_a_process, "SUB-1 SUB-3"),
         CLAUSE_TEST(test_pending_child_kept_by_sweep, "SUB-3 CW-8"),
         CLAUSE_TEST(test_debug_logs_spawn_and_exit, "LOOP-7 SUB-1"),
         CLAUSE_TEST(test_general_path_releases_what_glibc_allocates, "SUB-1"),
-        CLAUSE_TEST(test_fast_path_unmaps_child_stack, "SUB-1"),
-        CLAUSE_TEST(test_fast_path_without_close_range, "SUB-1"),
     };
     return harness_run_group("spawn", tests, group_setup, NULL);
 }

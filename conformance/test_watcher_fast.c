@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +169,77 @@ static void test_fast_unknown_child_without_context(void **state)
     fx_close(&fx);
 }
 
+/* Install the seam `t`, then a Fast watcher on a new loop, the log captured,
+ * one spawn context open. */
+static void open_fast_in_context(const evpol_sys *t, fixture *fx, log_capture *cap)
+{
+    assert_ok(evpol_sys_set(t, NULL));
+    fx_open(fx, EVPOL_WATCHER_FAST);
+    capture_start(cap);
+    assert_ok(evpol_watcher_enter(fx->w, NULL));
+}
+
+/* FST-5 with no memory to keep the exit: the status cannot be kept for a
+ * registration to come, so the child is an unknown one now, and the user
+ * hears it as the warning (a kept exit is only a debug line). The seam's
+ * waitpid arms a failure of the next calloc when it returns the child: the
+ * one that would keep the exit (the loop's own timers are not allocated
+ * between the two). */
+static _Atomic pid_t keep_target;
+static atomic_int calloc_armed, calloc_failed;
+
+static pid_t arming_waitpid(pid_t pid, int *status, int options)
+{
+    pid_t r = evpol_sys_real()->waitpid(pid, status, options);
+    if (r > 0 && r == atomic_load(&keep_target))
+        atomic_store(&calloc_armed, 1);
+    return r;
+}
+
+static void *arming_calloc(size_t n, size_t size)
+{
+    if (atomic_exchange(&calloc_armed, 0)) {
+        atomic_fetch_add(&calloc_failed, 1);
+        errno = ENOMEM;
+        return NULL;
+    }
+    return evpol_sys_real()->calloc(n, size);
+}
+
+static void test_fast_no_memory_to_keep_an_exit(void **state)
+{
+    (void)state;
+    evpol_sys s = *evpol_sys_real();
+    s.waitpid = arming_waitpid;
+    s.calloc = arming_calloc;
+    atomic_store(&keep_target, 0);
+    atomic_store(&calloc_armed, 0);
+    atomic_store(&calloc_failed, 0);
+    fixture fx;
+    log_capture cap;
+    open_fast_in_context(&s, &fx, &cap);
+    pid_t pid = fork_exit(9);
+    atomic_store(&keep_target, pid);
+    wait_exited_not_reaped(pid);
+    assert_true(run_until_reaped(fx.loop, pid));
+    assert_int_equal(atomic_load(&calloc_failed), 1);
+    char msg[128];
+    snprintf(msg, sizeof msg, "Caught subprocess termination from unknown pid: %ld -> 9",
+             (long)pid);
+    assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RUNTIME, msg), 1);
+    /* Not kept: a registration in the context finds nothing to report. */
+    exit_rec rec = {0};
+    assert_ok(evpol_watcher_add_child_handler(fx.w, pid, record_exit, &rec, NULL));
+    run_once(fx.loop);
+    assert_int_equal(rec.count, 0);
+    assert_int_equal(evpol_watcher_remove_child_handler(fx.w, pid, NULL), 1);
+    assert_ok(evpol_watcher_exit(fx.w, NULL));
+    assert_int_equal(capture_count(&cap, -1, -1, "Caught subprocesses"), 0);
+    capture_stop();
+    fx_close(&fx);
+    assert_ok(evpol_sys_set(NULL, NULL));
+}
+
 static void test_fast_reaps_other_code_children(void **state)
 {
     /* The price of waitpid(-1): a child nobody registered is reaped, and
@@ -289,12 +361,9 @@ static void test_fast_reused_pid_keeps_newer_status(void **state)
     t.waitpid = reuse_waitpid;
     /* Nothing fabricated until the context is open (attach_loop reaps). */
     __atomic_store_n(&reuse_served, 2, __ATOMIC_SEQ_CST);
-    assert_ok(evpol_sys_set(&t, NULL));
     fixture fx;
-    fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture cap;
-    capture_start(&cap);
-    assert_ok(evpol_watcher_enter(fx.w, NULL));
+    open_fast_in_context(&t, &fx, &cap);
     __atomic_store_n(&reuse_served, 0, __ATOMIC_SEQ_CST);
     assert_int_equal(kill(getpid(), SIGCHLD), 0);
     assert_true(run_until_count(fx.loop, &reuse_served, 2, TIMEOUT_MS));
@@ -310,6 +379,11 @@ static void test_fast_reused_pid_keeps_newer_status(void **state)
     assert_ok(evpol_sys_set(NULL, NULL));
 }
 
+static void test_close_outside_main_thread_after_user_replaced_handler(void **state)
+{
+    check_close_after_user_replaced_handler(test_watcher_kind(state));
+}
+
 int main(void)
 {
     warm_up_threads();
@@ -319,6 +393,9 @@ int main(void)
         WATCHER_TEST(test_fast_kept_exit_reported_at_registration, fast, "FST-5 CW-3"),
         WATCHER_TEST(test_fast_kept_exits_dropped_at_last_exit, fast, "FST-6 CW-9"),
         WATCHER_TEST(test_fast_unknown_child_without_context, fast, "FST-7"),
+        WATCHER_TEST(test_fast_no_memory_to_keep_an_exit, fast, "FST-5 FST-7"),
+        WATCHER_TEST(test_close_outside_main_thread_after_user_replaced_handler, fast,
+            "CW-8 FST-8"),
         WATCHER_TEST(test_fast_reaps_other_code_children, fast, "FST-1"),
         WATCHER_TEST(test_fast_close_clears_kept_exits, fast, "FST-8 CW-8"),
         WATCHER_TEST(test_fast_many_kept_exits_truncated, fast, "FST-6"),

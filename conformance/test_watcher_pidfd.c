@@ -367,6 +367,43 @@ static void test_pidfd_refused(void **state)
     assert_no_leaks(before);
 }
 
+/* ---- PFD-4: a pidfd numbered 0 is a working pidfd ----
+ * With stdin closed, pidfd_open returns the lowest free descriptor, 0. AUTO's
+ * probe must count that as pidfd_open working (and close it again), not as
+ * a failure. The stand-in opens /dev/null: the kernel numbers it the same
+ * way, and the test needs no pidfd support of its own. */
+
+static int lowest_fd_pidfd_open(pid_t pid, unsigned int flags)
+{
+    (void)pid;
+    (void)flags;
+    return open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void test_pidfd_numbered_zero(void **state)
+{
+    (void)state;
+    resource_snapshot before = resources_now();
+    evpol_sys s = *evpol_sys_real();
+    s.pidfd_open = lowest_fd_pidfd_open;
+    install_counting_seam(&s);
+    int saved = fcntl(0, F_DUPFD_CLOEXEC, 3);
+    assert_true(saved >= 3);
+    assert_int_equal(close(0), 0);
+    evpol_watcher *aw = NULL;
+    int rc = evpol_watcher_new(EVPOL_WATCHER_AUTO, &aw, NULL);
+    /* The probe's descriptor was closed: fd 0 is free again. */
+    int fd0_open = fcntl(0, F_GETFD) != -1;
+    assert_int_equal(dup2(saved, 0), 0);
+    assert_int_equal(close(saved), 0);
+    assert_ok(rc);
+    assert_int_equal(evpol_watcher_kind_of(aw), EVPOL_WATCHER_PIDFD);
+    assert_false(fd0_open);
+    evpol_watcher_unref(aw);
+    assert_ok(evpol_sys_set(NULL, NULL));
+    assert_no_leaks(before);
+}
+
 /* ---- registration failures with the real kernel's limits ---- */
 
 typedef struct exit_box {
@@ -498,6 +535,7 @@ int main(void)
         CLAUSE_TEST(test_other_children_untouched, "PFD-2"),
         CLAUSE_TEST(test_constant_work_per_exit, "PFD-3"),
         CLAUSE_TEST(test_pidfd_refused, "PFD-4"),
+        CLAUSE_TEST(test_pidfd_numbered_zero, "PFD-4"),
         CLAUSE_TEST(test_pidfd_open_without_fds, "PFD-1 ERR-1"),
         CLAUSE_TEST(test_pidfd_reader_refused, "PFD-1 PFD-6 ERR-1"),
         WATCHER_TEST(test_stress, pidfd, "PFD-3 PFD-6 CW-1 CW-3"),

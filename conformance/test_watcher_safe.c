@@ -579,18 +579,6 @@ static void test_register_from_thread_while_loop_reaps(void **state)
 
 /* ---- close from another thread: the handler cannot be removed there ---- */
 
-typedef struct thread_close {
-    evpol_watcher *w;
-    int rc;
-} thread_close;
-
-static void *close_in_thread(void *arg)
-{
-    thread_close *t = arg;
-    t->rc = evpol_watcher_close(t->w, NULL);
-    return NULL;
-}
-
 static void test_close_outside_main_thread(void **state)
 {
     /* close must still succeed (CW-8): the loop's SIGCHLD handler, which
@@ -604,11 +592,7 @@ static void test_close_outside_main_thread(void **state)
     exit_rec rec = {0};
     int wfd;
     pid_t pid = watched_child(fx.w, &wfd, 3, 0, record_exit, &rec);
-    thread_close t = {fx.w, -1};
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, close_in_thread, &t), 0);
-    assert_int_equal(pthread_join(th, NULL), 0);
-    assert_int_equal(t.rc, 0);
+    assert_int_equal(close_in_other_thread(fx.w), 0);
     assert_int_equal(capture_count(&cap, EVPOL_LOG_WARNING, EVPOL_LOG_CAT_RESOURCE,
                                    "closed outside the main thread"), 1);
     /* The inert handler hears the SIGCHLD and does nothing. */
@@ -625,6 +609,11 @@ static void test_close_outside_main_thread(void **state)
     assert_ptr_equal(sigchld_handler_now(), disposition);
     evpol_loop_unref(fx.loop);
     assert_no_leaks(fx.before);
+}
+
+static void test_close_outside_main_thread_after_user_replaced_handler(void **state)
+{
+    check_close_after_user_replaced_handler(test_watcher_kind(state));
 }
 
 /* ---- stress: thousands of children, each exit exactly once ---- */
@@ -906,6 +895,8 @@ int main(void)
             "CW-3 SAF-1@safe SAF-6@safe CW-9@fast FST-5@fast"),
         WATCHER_TESTS(test_close_outside_main_thread, W_SAFE | W_FAST,
             "CW-8 SAF-7@safe FST-8@fast"),
+        WATCHER_TEST(test_close_outside_main_thread_after_user_replaced_handler, safe,
+            "CW-8 SAF-7"),
         WATCHER_TESTS(test_stress_thousands_of_children, W_SAFE | W_FAST,
             "CW-1 CW-3 SAF-3@safe CW-9@fast FST-1@fast FST-2@fast"),
         WATCHER_TEST(test_safe_identity, safe, "CW-9"),

@@ -40,4 +40,13 @@ void fx_close(fixture *fx);
 /* Run the loop for one pass over what is ready. */
 void run_once(evpol_loop *loop);
 
+/* evpol_watcher_close(w) from a new thread; its return value. */
+int close_in_other_thread(evpol_watcher *w);
+
+/* CW-8, SAF-7/FST-8: the user replaced the watcher's SIGCHLD handler on its
+ * loop, then the watcher is closed outside the main thread (shared by the
+ * Safe and Fast programs, so that the ci tier of make mutation, which runs
+ * test_watcher_fast only, has it too). */
+void check_close_after_user_replaced_handler(evpol_watcher_kind kind);
+
 #endif
