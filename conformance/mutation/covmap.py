@@ -90,7 +90,10 @@ class Map:
         """(units that execute the mutant's line, the other units that enter
         its function), each a set of uids."""
         on_line = self.lines.get("%s\t%d" % (m["file"], m["line"]), set())
-        fn = self.function_at(m["file"], m["line"])
+        # A mutant in a macro's body lies outside every function; gcov puts
+        # the expanded code on the lines that use the macro. generate.py
+        # names the function the mutated expansion is in.
+        fn = self.function_at(m["file"], m["line"]) or m.get("function")
         in_fn = self.entered.get("%s\t%s" % (m["file"], fn), set()) if fn else set()
         return on_line, in_fn - on_line
 

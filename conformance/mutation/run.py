@@ -251,7 +251,8 @@ def run_mutant(w, m, cmap, sanitize, scn_clauses):
     if not runs:
         return {"status": "NoCoverage",
                 "reason": "no unit of the tier enters %s (the coverage map)"
-                          % (cmap.function_at(m["file"], m["line"]) or "this line")}
+                          % (cmap.function_at(m["file"], m["line"]) or m.get("function")
+                             or "this line")}
     src = os.path.join(w.dir, m["file"])
     with open(src, encoding="utf-8") as f:
         original = f.read()
