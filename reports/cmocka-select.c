@@ -14,9 +14,15 @@
  *                               handler, no gcov dump);
  *      EVPOL_TEST_FILTER=NAME   runs only the tests whose name matches NAME
  *                               (cmocka's glob: '*' and '?'; test names use
- *                               neither, so a full name selects one test).
+ *                               neither, so a full name selects one test);
+ *      EVPOL_TEST_NAMES=LIST    runs only the tests named in LIST, full names
+ *                               one a line, in one process (make mutation
+ *                               runs the few tests that reach a mutant: one
+ *                               process per program instead of one per
+ *                               test). A group none of whose tests is named
+ *                               runs nothing, not even its setup.
  *
- *    Without either variable it changes nothing.
+ *    Without any of these variables it changes nothing.
  *
  * 2. Count what forked children execute. gcov writes its counters from an
  *    exit handler, and a forked child that ends with _exit() (the harness's
@@ -55,6 +61,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -132,6 +139,48 @@ void _Exit(int status)
     real_exit("_Exit", status);
 }
 
+static run_group_fn next_run_group(void)
+{
+    run_group_fn next = (run_group_fn)dlsym(RTLD_NEXT, "_cmocka_run_group_tests");
+    if (!next) {
+        fprintf(stderr, "cmocka-select: no _cmocka_run_group_tests after the shim\n");
+        real_exit("_exit", 3);
+    }
+    return next;
+}
+
+/* Whether NAME is one of the lines of LIST. */
+static int named(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *eol = strchr(p, '\n');
+        size_t n = eol ? (size_t)(eol - p) : strlen(p);
+        if (n == len && memcmp(p, name, n) == 0)
+            return 1;
+        p += n + (eol ? 1 : 0);
+    }
+    return 0;
+}
+
+static int run_named(const char *group_name, const struct CMUnitTest *const tests,
+                     const size_t num_tests, CMFixtureFunction group_setup,
+                     CMFixtureFunction group_teardown, const char *list)
+{
+    struct CMUnitTest *subset = calloc(num_tests ? num_tests : 1, sizeof *subset);
+    if (!subset) {
+        fprintf(stderr, "cmocka-select: out of memory for %zu tests\n", num_tests);
+        real_exit("_exit", 3);
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < num_tests; i++)
+        if (tests[i].name && named(list, tests[i].name))
+            subset[n++] = tests[i];
+    int rc = n ? next_run_group()(group_name, subset, n, group_setup, group_teardown) : 0;
+    free(subset);
+    return rc;
+}
+
 int _cmocka_run_group_tests(const char *group_name, const struct CMUnitTest *const tests,
                             const size_t num_tests, CMFixtureFunction group_setup,
                             CMFixtureFunction group_teardown)
@@ -149,6 +198,10 @@ int _cmocka_run_group_tests(const char *group_name, const struct CMUnitTest *con
         real_exit("_exit", fclose(f) == 0 ? 0 : 3);
     }
 
+    const char *names = getenv("EVPOL_TEST_NAMES");
+    if (names && *names)
+        return run_named(group_name, tests, num_tests, group_setup, group_teardown, names);
+
     const char *filter = getenv("EVPOL_TEST_FILTER");
     if (filter && *filter) {
         set_filter_fn set = (set_filter_fn)dlsym(RTLD_DEFAULT, "cmocka_set_test_filter");
@@ -159,10 +212,5 @@ int _cmocka_run_group_tests(const char *group_name, const struct CMUnitTest *con
         set(filter);
     }
 
-    run_group_fn next = (run_group_fn)dlsym(RTLD_NEXT, "_cmocka_run_group_tests");
-    if (!next) {
-        fprintf(stderr, "cmocka-select: no _cmocka_run_group_tests after the shim\n");
-        real_exit("_exit", 3);
-    }
-    return next(group_name, tests, num_tests, group_setup, group_teardown);
+    return next_run_group()(group_name, tests, num_tests, group_setup, group_teardown);
 }

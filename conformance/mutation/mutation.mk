@@ -3,8 +3,9 @@
 #
 #   make mutation                 mutants of lib/*.c (a seeded sample of
 #                                 MUTATION_SAMPLE, 0 = all), each built and run
-#                                 against the conformance programs, the fuzz
-#                                 replay and the scenarios, jailed in a PID
+#                                 against the conformance tests, fuzz replays
+#                                 and scenarios that reach it (a coverage map
+#                                 made once per run, covmap.py), jailed in a PID
 #                                 namespace; $(COV_REPORTS)/mutation.json, .txt and
 #                                 $(COV_REPORTS)/mutation/index.html
 #   make mutation FILES=lib/watcher_sigchld.c     one file

@@ -5,26 +5,31 @@
            [--tier full|conformance|ci] [--sanitize [SANS]] [--floor PCT] [--reports DIR]
            [--work DIR] [--keys FILE]
 
-For each mutant (generate.py) in the sample: write it into a worker's copy
-of the tree, rebuild (one object, the shared library and the fuzz replay
-programs, which link the objects statically; a mutant that does not compile
-is counted and discarded), then run the suites against it, fastest-killing
-first, stopping at the first failure:
+For each mutant (generate.py) in the sample, run only the tests that can
+see it. Once per run, the coverage map (covmap.py) runs every unit of the
+tier alone on a --coverage build: each conformance test, each fuzz target's
+corpus replay, each scenario file (tier "full": every conformance program,
+the replay and the scenarios; "conformance": no scenario; "ci": the
+conformance programs but the four that wait on real children for seconds,
+the replay). A mutant whose function no unit enters is NoCoverage (not
+killed, listed apart) and is not even built. The others are written into a
+worker's copy of the tree and built (one object, the shared library, and
+the replay programs that link the objects when the replay reaches the
+mutant; a mutant that does not compile is counted and discarded), then run
+the units that reach them, those that execute the mutated line first,
+stopping at the first failure: per conformance program one process running
+its covering tests (the shim's EVPOL_TEST_NAMES), the replay of each
+covering fuzz target, the covering scenario files in one runner.
 
-  the conformance programs (in the order of their baseline durations), the
-  fuzz-corpus replay, the scenario suite without, then with, its thousand-
-  children scenarios (tier "ci": the conformance programs but the four that
-  wait on real children for seconds, the replay, no scenario; tier
-  "conformance": every conformance program and the replay, no scenario).
-
-A program that fails or crashes kills the mutant; one that outlives its
-limit runs once more with twice that limit, and only a second timeout (a
-hang) kills it, so a machine slowed by other work does not pass for a
-deadlocked mutant. Every verdict is appended to WORK/results.jsonl as it
-comes. With --sanitize, a survivor is run again against the TSan and the
-ASan+UBSan builds of the conformance programs (data races, reads out of
-bounds and use after free that the plain build cannot see); --sanitize
-thread runs only the TSan build.
+A run that fails or crashes kills the mutant; one that outlives its limit
+(from its units' durations in the map run) runs once more with twice that
+limit, and only a second timeout (a hang) kills it, so a machine slowed by
+other work does not pass for a deadlocked mutant. Every verdict is appended
+to WORK/results.jsonl as it comes. With --sanitize, a survivor's covering
+conformance tests run again against the TSan and the ASan+UBSan builds
+(data races, reads out of bounds and use after free that the plain build
+cannot see; only the sanitizer tree's library is rebuilt, its programs were
+built once); --sanitize thread runs only the TSan build.
 
 Every run is jailed: each program runs in a PID namespace of its own
 (unshare --pid --fork --mount-proc), so a mutant that signals pid 0 or -1
@@ -35,8 +40,8 @@ Two workers (both cores). Results: DIR/mutation.json (the mutation testing
 report schema that Stryker and PIT share), DIR/mutation.txt (the score
 overall, per file, per clause family of the killing tests) and the closing
 line "mutation: K killed / N (S%)", N counting neither the equivalent
-mutants (equivalent.tsv) nor those that did not compile. Below --floor the
-run fails.
+mutants (equivalent.tsv) nor those that did not compile; NoCoverage counts
+as not killed. Below --floor the run fails.
 """
 import argparse
 import collections
@@ -52,15 +57,17 @@ import sys
 import threading
 import time
 
+import covmap
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 JAIL = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
 BUILD = "build/default"
+LIB_VERSION = "0.1.0"
 # The programs that wait on real children for many seconds each; the ci
 # tier leaves them out (the fake-kernel programs cover the same watchers).
 REAL_KERNEL_WATCHER_PROGRAMS = ("test_watcher_threaded", "test_watcher_multiloop",
                                 "test_watcher_pidfd", "test_watcher_safe")
-MIN_LIMIT = 20.0
 # A timed-out program runs once more with this many times its limit before
 # the mutant counts as killed by a hang (run_step).
 HANG_RETRY = 2
@@ -145,88 +152,61 @@ class Worker:
 
 
 def copy_tree(dst):
+    """Copies the tree's files (tracked, and new ones not ignored) to DST;
+    returns their paths."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
                            stdout=subprocess.PIPE, text=True, check=True).stdout.split("\n")
+    copied = []
     for f in files:
         if not f or not os.path.isfile(os.path.join(ROOT, f)):
             continue
         d = os.path.join(dst, f)
         os.makedirs(os.path.dirname(d), exist_ok=True)
         shutil.copy2(os.path.join(ROOT, f), d)
+        copied.append(f)
+    return copied
 
 
 class Suite:
-    """The programs a mutant runs, cheapest first, with their limits."""
+    """The units of the tier: conformance programs, whether the fuzz replay
+    runs, the scenario files. Which of them a mutant runs is the coverage
+    map's call (covmap.py)."""
 
-    def __init__(self, tier):
+    def __init__(self, tier, wdir):
         self.tier = tier
-        self.steps = []  # (name, argv relative to the worker dir, limit)
-
-    def baseline(self, w):
-        conf = sorted(n for n in os.listdir(os.path.join(w.dir, BUILD, "conformance"))
-                      if n.startswith("test_"))
-        timed = []
-        if self.tier == "ci":
-            conf = [n for n in conf if n not in REAL_KERNEL_WATCHER_PROGRAMS]
-        for n in conf:
-            # A real-children test may miss its safety timeout on a machine
-            # loaded far beyond its cores: a program gets three tries.
-            for _ in range(3):
-                t0 = time.time()
-                r = run_jailed(w, [os.path.join(BUILD, "conformance", n)], 600)
-                dt = time.time() - t0
-                if r[0] == "ok":
-                    break
-            if r[0] != "ok":
-                sys.exit("mutation: the unmutated %s fails (%s); fix the suite first:\n%s"
-                         % (n, r[0], r[1][-3000:]))
-            timed.append((dt, n))
-        timed.sort()
-        for dt, n in timed:
-            self.steps.append((n, [os.path.join(BUILD, "conformance", n)], max(MIN_LIMIT, 4 * dt)))
-        self.steps.append(("fuzz-replay", ["sh", "-c", "FUZZ_BIN=%s/fuzz fuzz/replay.sh ops races "
-                                           "scenario" % BUILD], 120.0))
-        if self.tier == "full":
-            scn = []
-            big = []
+        self.programs = sorted(n for n in os.listdir(os.path.join(wdir, "conformance"))
+                               if n.startswith("test_") and n.endswith(".c"))
+        self.programs = [n[:-2] for n in self.programs]
+        if tier == "ci":
+            self.programs = [n for n in self.programs if n not in REAL_KERNEL_WATCHER_PROGRAMS]
+        self.fuzz = True
+        self.scenarios = []
+        if tier == "full":
             for d in ("scenarios", "scenarios/regressions"):
-                for name in sorted(os.listdir(os.path.join(w.dir, d))):
-                    if name.endswith(".scn"):
-                        (big if name.startswith("thousand") else scn).append(os.path.join(d, name))
-            runner = [os.path.join(BUILD, "scenarios", "runner"), "-j", "1"]
-            self.steps.append(("scenarios", runner + scn, 900.0))
-            self.steps.append(("scenarios-thousand", runner + big, 900.0))
-        for name, argv, _ in [s for s in self.steps if not s[0].startswith("test_")]:
-            for _ in range(3):
-                t0 = time.time()
-                r = run_jailed(w, argv, 1800)
-                if r[0] == "ok":
-                    break
-            if r[0] != "ok":
-                sys.exit("mutation: the unmutated %s fails (%s); fix the suite first:\n%s"
-                         % (name, r[0], r[1][-3000:]))
-            dt = time.time() - t0
-            self.steps = [(n, a, max(l, 4 * dt) if n == name else l) for n, a, l in self.steps]
+                if os.path.isdir(os.path.join(wdir, d)):
+                    self.scenarios += sorted(os.path.join(d, n) for n in
+                                             os.listdir(os.path.join(wdir, d))
+                                             if n.endswith(".scn"))
 
 
-def run_step(w, argv, limit):
+def run_step(w, argv, limit, env=None):
     """run_jailed, with a hang confirmed before it counts: a program that
     outlives its limit runs once more with HANG_RETRY times that limit, and
     only a second timeout is a hang. A machine loaded by other work slows
     every program; a mutant that deadlocks or loops hangs however long it
     gets. ("ok"|"fail"|"timeout", output, retried)."""
-    outcome, out = run_jailed(w, argv, limit)
+    outcome, out = run_jailed(w, argv, limit, env)
     if outcome != "timeout":
         return outcome, out, False
-    outcome, out = run_jailed(w, argv, limit * HANG_RETRY)
+    outcome, out = run_jailed(w, argv, limit * HANG_RETRY, env)
     return outcome, out, True
 
 
-def run_jailed(w, argv, limit):
+def run_jailed(w, argv, limit, env=None):
     """("ok"|"fail"|"timeout", output)."""
     cmd = JAIL + ["timeout", "-k", "5", "%d" % int(limit)] + argv
     try:
-        r = sh(cmd, w.dir, w.env, timeout=limit + 30)
+        r = sh(cmd, w.dir, env or w.env, timeout=limit + 30)
     except subprocess.TimeoutExpired as e:
         return "timeout", (e.stdout or "") if isinstance(e.stdout, str) else ""
     if r.returncode == 124 or r.returncode == 137:
@@ -257,21 +237,39 @@ def mutate(text, m):
     return (b[:m["offset"]] + m["replacement"].encode() + b[m["offset"] + m["length"]:]).decode()
 
 
-def run_mutant(w, m, suite, sanitize, scn_clauses):
+def step_env(w, base, extra):
+    """The environment of one run: BASE, and the shim when the run names
+    its tests (EVPOL_TEST_NAMES)."""
+    env = dict(base, **extra)
+    if "EVPOL_TEST_NAMES" in extra:
+        env["LD_PRELOAD"] = w.shim
+    return env
+
+
+def run_mutant(w, m, cmap, sanitize, scn_clauses):
+    runs = cmap.runs(m, BUILD)
+    if not runs:
+        return {"status": "NoCoverage",
+                "reason": "no unit of the tier enters %s (the coverage map)"
+                          % (cmap.function_at(m["file"], m["line"]) or m.get("function")
+                             or "this line")}
     src = os.path.join(w.dir, m["file"])
     with open(src, encoding="utf-8") as f:
         original = f.read()
     try:
         with open(src, "w", encoding="utf-8") as f:
             f.write(mutate(original, m))
-        targets = ["%s/libevpol.so.0.1.0" % BUILD] + ["%s/fuzz/%s" % (BUILD, t)
-                                                        for t in ("ops", "races", "scenario")]
+        # Only what the mutant changes: the library (one object), and the
+        # replay programs that link its objects when the replay reaches it.
+        targets = ["%s/libevpol.so.%s" % (BUILD, LIB_VERSION)] + [
+            "%s/fuzz/%s" % (BUILD, step.split()[1]) for step, _, _, _ in runs
+            if step.startswith("fuzz-replay ")]
         r = w.make(*targets, timeout=600)
         if r.returncode != 0:
             return {"status": "CompileError", "reason": r.stdout[-400:]}
         slow = []  # programs that outlived their limit once, then passed
-        for name, argv, limit in suite.steps:
-            outcome, out, retried = run_step(w, argv, limit)
+        for name, argv, extra, limit in runs:
+            outcome, out, retried = run_step(w, argv, limit, step_env(w, w.env, extra))
             if outcome == "timeout":
                 return {"status": "Timeout", "killers": {name: []},
                         "reason": "%s outlived its %ds limit, then %ds" % (
@@ -282,29 +280,36 @@ def run_mutant(w, m, suite, sanitize, scn_clauses):
                                                    if retried else "")}
             if retried:
                 slow.append(name)
-        if sanitize:
-            for san in sanitize:
-                r = w.make("tests", san=san, timeout=1800)
-                if r.returncode != 0:
+        for san in sanitize:
+            # The sanitizer tree's programs were built once, at the start;
+            # they load the library, so only the library is rebuilt.
+            sdir = "build/san-" + san.replace(",", "-")
+            r = w.make("%s/libevpol.so.%s" % (sdir, LIB_VERSION), san=san, timeout=1800)
+            if r.returncode != 0:
+                continue
+            # ASan wants its runtime first in the list of libraries; the
+            # shim, preloaded, comes before it and interposes nothing ASan
+            # needs.
+            env = dict(w.env, LD_LIBRARY_PATH=os.path.join(w.dir, sdir),
+                       ASAN_OPTIONS="verify_asan_link_order=0:" +
+                       os.environ.get("ASAN_OPTIONS", ""))
+            for name, _, extra, limit in cmap.runs(m, sdir):
+                if not name.startswith("test_"):
                     continue
-                sdir = "build/san-" + san.replace(",", "-")
-                env = dict(w.env, LD_LIBRARY_PATH=os.path.join(w.dir, sdir))
-                for name, _, limit in suite.steps:
-                    if not name.startswith("test_"):
-                        continue
-                    sw = Worker.__new__(Worker)
-                    sw.dir, sw.env = w.dir, env
-                    outcome, out, retried = run_step(
-                        sw, [os.path.join(sdir, "conformance", name)], limit * 6)
-                    if outcome != "ok":
-                        return {"status": "Killed" if outcome == "fail" else "Timeout",
-                                "reason": "%s under %s %s" % (
-                                    name, san, "failed" if outcome == "fail" else "hung twice"),
-                                "killers": killers(name, out, scn_clauses)}
-                    if retried:
-                        slow.append("%s under %s" % (name, san))
-        return {"status": "Survived", "slow": slow, "reason": "every suite passed" + (
-            " (%s outlived the limit once, then passed)" % ", ".join(slow) if slow else "")}
+                outcome, out, retried = run_step(
+                    w, [os.path.join(sdir, "conformance", name)], limit * 6,
+                    step_env(w, env, extra))
+                if outcome != "ok":
+                    return {"status": "Killed" if outcome == "fail" else "Timeout",
+                            "reason": "%s under %s %s" % (
+                                name, san, "failed" if outcome == "fail" else "hung twice"),
+                            "killers": killers(name, out, scn_clauses)}
+                if retried:
+                    slow.append("%s under %s" % (name, san))
+        return {"status": "Survived", "slow": slow, "reason": "every unit that reaches it "
+                "passed (%s)" % ", ".join(r[0] for r in runs) + (
+                    " (%s outlived the limit once, then passed)" % ", ".join(slow)
+                    if slow else "")}
     finally:
         with open(src, "w", encoding="utf-8") as f:
             f.write(original)
@@ -355,8 +360,17 @@ def report_json(mutants, results, equivalents, out_path):
 
 def score(rows):
     killed = sum(1 for r in rows if r in ("Killed", "Timeout"))
-    n = sum(1 for r in rows if r in ("Killed", "Timeout", "Survived"))
+    # NoCoverage (no test reaches the mutant) counts as not killed, as in
+    # the report schema's score.
+    n = sum(1 for r in rows if r in ("Killed", "Timeout", "Survived", "NoCoverage"))
     return killed, n, (100.0 * killed / n if n else 0.0)
+
+
+def listed(mutants, results, status):
+    """The lines of mutation.txt naming the mutants of this status."""
+    return ["  %s:%d  %s  (%s -> %s)" % (m["file"], m["line"], m["key"],
+                                        " ".join(m["original"].split())[:60], m["replacement"])
+            for m in mutants if results.get(m["key"], {}).get("status") == status]
 
 
 def report_text(mutants, results, out_path, args):
@@ -368,9 +382,10 @@ def report_text(mutants, results, out_path, args):
     slow = sum(1 for m in mutants if results.get(m["key"], {}).get("slow"))
     lines.append("sample: %d of the %d mutants of %s (seed %s); %d equivalent (ignored), %d did "
                  "not compile, %d hung (counted killed: a program outlived its limit, then %d "
-                 "times that limit); %d survivors passed a rerun after one timeout"
+                 "times that limit); %d survivors passed a rerun after one timeout; %d reached "
+                 "by no test (NoCoverage, counted not killed)"
                  % (len(st), args.total, " ".join(args.files), args.seed, c["Ignored"],
-                    c["CompileError"], c["Timeout"], HANG_RETRY, slow))
+                    c["CompileError"], c["Timeout"], HANG_RETRY, slow, c["NoCoverage"]))
     if len(st) < len(mutants):
         lines.append("NOT MEASURED: %d mutants of the sample have no verdict (the run was "
                      "stopped before them); the score covers the other %d"
@@ -401,12 +416,11 @@ def report_text(mutants, results, out_path, args):
         lines.append("  %-16s %d" % (x, v))
     lines.append("")
     lines.append("survivors (gaps):")
-    for m in mutants:
-        res = results.get(m["key"])
-        if res and res["status"] == "Survived":
-            lines.append("  %s:%d  %s  (%s -> %s)" % (m["file"], m["line"], m["key"],
-                                                      " ".join(m["original"].split())[:60],
-                                                      m["replacement"]))
+    lines += listed(mutants, results, "Survived")
+    lines.append("")
+    lines.append("no coverage (no test of the tier enters the mutant's function: the clearest "
+                 "gaps):")
+    lines += listed(mutants, results, "NoCoverage")
     lines.append("")
     lines.append("hangs (killed by the time limit, twice):")
     for m in mutants:
@@ -476,8 +490,8 @@ def main():
     say("mutation: %d mutants of %d (%s), %d worker(s), building..." % (
         len(mutants), args.total, "seed %s" % args.seed if args.sample else "all", args.jobs))
     workers = [Worker(i, work) for i in range(args.jobs)]
-    copy_tree(workers[0].dir)
-    fuzz_bins = ["%s/fuzz/%s" % (BUILD, t) for t in ("ops", "races", "scenario")]
+    files = copy_tree(workers[0].dir)
+    fuzz_bins = ["%s/fuzz/%s" % (BUILD, t) for t in covmap.FUZZ_TARGETS]
     r = workers[0].make("-j%d" % args.jobs, "all", "tests", "%s/scenarios/runner" % BUILD,
                         *fuzz_bins)
     if r.returncode != 0:
@@ -493,11 +507,14 @@ def main():
             sys.exit("mutation: the %s build does not build:\n%s" % (san, r.stdout[-3000:]))
     for w in workers[1:]:
         shutil.copytree(workers[0].dir, w.dir, symlinks=True)
-    suite = Suite(args.tier)
-    suite.baseline(workers[0])
-    say("mutation: baseline green (load %s); %d programs per mutant, with their limits: %s" % (
-        open("/proc/loadavg").read().split()[0], len(suite.steps),
-        " ".join("%s %ds" % (n, l) for n, _, l in suite.steps)))
+    suite = Suite(args.tier, workers[0].dir)
+    t0 = time.time()
+    cmap = covmap.build(workers[0].dir, files, suite.programs, suite.scenarios, suite.fuzz,
+                        args.jobs, os.path.join(ROOT, "build", "mutation-cache"), say)
+    for w in workers:
+        w.shim = os.path.join(workers[0].dir, covmap.SHIM)
+    say("mutation: coverage map ready in %.0fs (load %s)" % (
+        time.time() - t0, open("/proc/loadavg").read().split()[0]))
     scn_clauses = clauses_of_scenarios()
 
     results = {}
@@ -516,7 +533,7 @@ def main():
             w = free.pop()
         try:
             t0 = time.time()
-            res = run_mutant(w, m, suite, args.sanitize, scn_clauses)
+            res = run_mutant(w, m, cmap, args.sanitize, scn_clauses)
         finally:
             with free_lock:
                 free.append(w)
