@@ -50,7 +50,7 @@ static void run_one(const scn_scenario *sc, result *res)
         run_scenario(sc, p[1]);
     }
     close(p[1]);
-    double limit = t0 + (sc->timeout ? sc->timeout : 60) * timeout_scale;
+    double limit = t0 + (sc->timeout ? sc->timeout : 60);
     char buf[8192];
     size_t have = 0;
     int hung = 0;
@@ -174,6 +174,9 @@ int main(int argc, char **argv)
             failed++;
             continue;
         }
+        /* Scaled here, before the fork: the runner's limit and the
+         * scenario process's own step limit (interp.c) both read it. */
+        sc.timeout = (int)((sc.timeout ? sc.timeout : 60) * timeout_scale + 0.5);
         const char *why = NULL;
         int fatal = 0;
         unsigned kind = kind_as(&sc);
