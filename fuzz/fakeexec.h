@@ -24,7 +24,7 @@
  * only when something reached it).
  *
  * The threads the library makes through the seam come from a pool
- * (fakeexec.c says how a reused thread still looks new to the library):
+ * (pool.c says how a reused thread still looks new to the library):
  * the fake kernel makes them through fk_set_thread_lower, and the library
  * gives them back through the seam's thread_join and thread_detach.
  *

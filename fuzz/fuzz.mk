@@ -31,7 +31,7 @@ FUZZ_WRAP     := -Wl,--wrap=poll -Wl,--wrap=evpol_loop_add_signal_handler \
                  -Wl,--wrap=evpol_loop_remove_signal_handler -Wl,--wrap=evpol__loop_post
 FUZZ_BASE      = $(CSTD) $(WARN) -g -O1 -pthread -fno-omit-frame-pointer
 FUZZ_INC       = -I$(FUZZ_LIBSRC)/include -I$(FUZZ_LIBSRC) -Iconformance/support -Iscenarios -Ifuzz
-FUZZ_SUPPORT  := fuzz/program.c fuzz/model.c fuzz/fakeexec.c \
+FUZZ_SUPPORT  := fuzz/program.c fuzz/model.c fuzz/fakeexec.c fuzz/pool.c \
                  conformance/support/fake_kernel.c $(sort $(wildcard scenarios/steps*.c))
 FUZZ_HDRS     := $(wildcard fuzz/*.h) conformance/support/fake_kernel.h scenarios/steps.h scenarios/steps_internal.h \
                  lib/include/evpol.h

@@ -527,10 +527,31 @@ size_t fz_encode(const fz_program *p, uint8_t *out, size_t cap)
 
 /* ---- from scenario files (corpus seeds) ---- */
 
+/* The watcher a seed made from a scenario runs on (the ops target runs
+ * each input on one, program.h): one the scenario applies to, and among
+ * those one chosen by its name, so that seeds spread over the five instead
+ * of all landing on the first. pick is taken modulo the kinds tried. */
+static unsigned scenario_pick(const scn_scenario *sc)
+{
+    unsigned kinds = scn_kinds(sc) & SCN_KINDS_ALL;
+    if (!kinds)
+        kinds = SCN_KINDS_ALL;
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *c = sc->name; *c; c++)
+        h = (h ^ (uint8_t)*c) * 16777619u;
+    int n = __builtin_popcount(kinds);
+    int skip = (int)(h % (uint32_t)n);
+    for (unsigned k = 0; k < SCN_NKINDS; k++)
+        if ((kinds & (1u << k)) && skip-- == 0)
+            return k;
+    return 0;
+}
+
 size_t fz_from_scenario(const scn_scenario *sc, fz_program *p)
 {
     memset(p, 0, sizeof *p);
     p->auto_sigchld = true; /* the real kernel signals every exit */
+    p->pick = scenario_pick(sc);
     int map[SCN_MAX_CHILDREN];
     for (int i = 0; i < SCN_MAX_CHILDREN; i++)
         map[i] = -1;

@@ -4,11 +4,15 @@
  *
  * State lives in one static structure behind one mutex. Children are kept in
  * creation order (the order Linux scans them in), so FK_ORDER_SPAWN is just
- * "first zombie in the array". Every state change (wake_all) broadcasts the
- * condition variable blocked waitpid calls sleep on and starts a new
- * generation, so fk_blocked_waiters counts only waiters that have seen the
- * latest state: tests use it to know that a waiting thread has reacted to
- * an exit. Real kernel calls that may block (waitpid without WNOHANG,
+ * "first zombie in the array". Every state change wakes the blocked waitpid
+ * calls it concerns (wake: the child's own waiters and every waitpid(-1);
+ * wake_all: all of them) and takes them out of the blocked count, so
+ * fk_blocked_waiters counts only waiters that have seen the latest state:
+ * tests use it to know that a waiting thread has reacted to an exit. A
+ * waiter for another child is not woken: nothing it can return changed, so
+ * it has seen the latest state already (waking it would cost a thread
+ * switch per waiter and per exit, and one more for whoever waits for it to
+ * block again). Real kernel calls that may block (waitpid without WNOHANG,
  * spawning a real program, creating a thread) and SIGCHLD handlers run
  * without the lock.
  */
@@ -53,6 +57,22 @@ typedef struct fk_child {
     unsigned long exit_seq; /* order of becoming a zombie */
 } fk_child;
 
+/* A blocking waitpid asleep in the fake, on its own condition variable so
+ * that a change wakes only the waiters it concerns. */
+typedef struct fk_sleeper {
+    struct fk_sleeper *next;
+    pid_t pid; /* > 0: that child's waiter; else waitpid(-1) and the like */
+    bool woken;
+    pthread_cond_t cond;
+} fk_sleeper;
+
+/* A thread in wait_blocked_until: what it waits for. */
+typedef struct fk_settler {
+    struct fk_settler *next;
+    bool (*reached)(long);
+    long arg;
+} fk_settler;
+
 typedef struct fk_pidfd {
     int fd;
     pid_t pid;
@@ -60,7 +80,6 @@ typedef struct fk_pidfd {
 
 static struct {
     pthread_mutex_t lock;
-    pthread_cond_t cond;
 
     fk_child *kids; /* creation order */
     /* waitpid calls per fake pid, indexed by pid - FK_PID_BASE. */
@@ -88,13 +107,17 @@ static struct {
     fk_pidfd *pidfds;
     size_t npidfds, cappidfds;
 
-    /* Waiters asleep with nothing new to look at: a state change (wake_all)
-     * starts a new generation and zeroes the count, and each waiter counts
-     * itself again only when it goes back to sleep. So "threads in waitpid
-     * == blocked" means every waiter has seen the latest state. */
+    /* Waiters asleep with nothing new to look at: a state change takes the
+     * waiters it wakes out of the count, and each counts itself again only
+     * when it goes back to sleep. So "threads in waitpid == blocked" means
+     * every waiter has seen the latest state. */
     int blocked;
-    unsigned long gen;
-    pthread_cond_t blocked_cond; /* signalled when blocked grows */
+    fk_sleeper *sleepers; /* the blocked ones */
+    /* Broadcast when blocked grows or a seam thread returns, and only when
+     * what one of `settlers` waits for holds (each would otherwise wake to
+     * look and sleep again, once per waiter that blocks). */
+    pthread_cond_t blocked_cond;
+    fk_settler *settlers;
 
     unsigned long counts[FK_NCALLS];
     unsigned long waitpid_any, sigchld_calls, sigchld_sets, threads_created;
@@ -105,7 +128,6 @@ static struct {
     size_t log_next, log_len;
 } fk = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
-    .cond = PTHREAD_COND_INITIALIZER,
     .blocked_cond = PTHREAD_COND_INITIALIZER,
     .next_pid = FK_PID_BASE,
 };
@@ -120,12 +142,38 @@ static void unlock(void)
     pthread_mutex_unlock(&fk.lock);
 }
 
-/* Wake every blocked waitpid to look at a changed state. Lock held. */
+/* Wake the blocked waitpid calls that child `pid` concerns (its own and
+ * every waitpid(-1)), or all of them (pid 0), to look at a changed state.
+ * Lock held. */
+static void wake(pid_t pid)
+{
+    for (fk_sleeper **pp = &fk.sleepers; *pp;) {
+        fk_sleeper *s = *pp;
+        if (pid != 0 && s->pid > 0 && s->pid != pid) {
+            pp = &s->next;
+            continue;
+        }
+        *pp = s->next;
+        s->woken = true;
+        fk.blocked--;
+        pthread_cond_signal(&s->cond);
+    }
+}
+
 static void wake_all(void)
 {
-    fk.gen++;
-    fk.blocked = 0;
-    pthread_cond_broadcast(&fk.cond);
+    wake(0);
+}
+
+/* blocked grew or a thread returned: wake the settlers if one is done.
+ * Lock held. */
+static void notify_settlers(void)
+{
+    for (fk_settler *s = fk.settlers; s; s = s->next)
+        if (s->reached(s->arg)) {
+            pthread_cond_broadcast(&fk.blocked_cond);
+            return;
+        }
 }
 
 static const evpol_sys *real(void)
@@ -167,9 +215,10 @@ static fk_child *find_child(pid_t pid)
 static void remove_child(fk_child *c)
 {
     size_t i = (size_t)(c - fk.kids);
+    pid_t pid = c->pid;
     memmove(&fk.kids[i], &fk.kids[i + 1], (fk.nkids - i - 1) * sizeof *fk.kids);
     fk.nkids--;
-    wake_all();
+    wake(pid);
 }
 
 static pid_t add_child(void)
@@ -218,7 +267,7 @@ static void make_zombie(fk_child *c, int status)
     c->status = status;
     c->exit_seq = ++fk.exit_seq;
     ready_pidfds(c->pid);
-    wake_all();
+    wake(c->pid);
 }
 
 static fk_child *pick_zombie(void)
@@ -447,9 +496,10 @@ static pid_t fake_waitpid(pid_t pid, int *status, int options)
             errno = EINTR;
             return -1;
         }
-        unsigned long gen = fk.gen;
+        fk_sleeper me = {fk.sleepers, any ? -1 : pid, false, PTHREAD_COND_INITIALIZER};
+        fk.sleepers = &me;
         fk.blocked++;
-        pthread_cond_broadcast(&fk.blocked_cond);
+        notify_settlers();
         if (real_children) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -458,12 +508,20 @@ static pid_t fake_waitpid(pid_t pid, int *status, int options)
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
             }
-            pthread_cond_timedwait(&fk.cond, &fk.lock, &ts);
+            pthread_cond_timedwait(&me.cond, &fk.lock, &ts);
         } else {
-            pthread_cond_wait(&fk.cond, &fk.lock);
+            while (!me.woken)
+                pthread_cond_wait(&me.cond, &fk.lock);
         }
-        if (fk.gen == gen) /* woken for nothing (or the real-child poll) */
+        if (!me.woken) { /* the real-child poll: still counted, still listed */
+            for (fk_sleeper **pp = &fk.sleepers; *pp; pp = &(*pp)->next)
+                if (*pp == &me) {
+                    *pp = me.next;
+                    break;
+                }
             fk.blocked--;
+        }
+        pthread_cond_destroy(&me.cond);
     }
 }
 
@@ -647,7 +705,7 @@ static void *trampoline(void *p)
     void *ret = t.fn(t.arg);
     lock();
     fk.threads_live--;
-    pthread_cond_broadcast(&fk.blocked_cond);
+    notify_settlers();
     unlock();
     return ret;
 }
@@ -1003,9 +1061,9 @@ int fk_blocked_waiters(void)
     return n;
 }
 
-/* Sleep on blocked_cond (broadcast whenever a waiter blocks and whenever a
- * seam thread returns) until reached(arg) holds; the timeout is a hang
- * guard. Returns 1 when reached, 0 on timeout. */
+/* Sleep on blocked_cond (broadcast when a waiter blocks or a seam thread
+ * returns and what a settler waits for holds) until reached(arg) holds;
+ * the timeout is a hang guard. Returns 1 when reached, 0 on timeout. */
 static int wait_blocked_until(bool (*reached)(long), long arg, int timeout_ms)
 {
     struct timespec deadline;
@@ -1017,10 +1075,17 @@ static int wait_blocked_until(bool (*reached)(long), long arg, int timeout_ms)
         deadline.tv_nsec -= 1000000000L;
     }
     lock();
+    fk_settler me = {fk.settlers, reached, arg};
+    fk.settlers = &me;
     while (!reached(arg))
         if (pthread_cond_timedwait(&fk.blocked_cond, &fk.lock, &deadline) == ETIMEDOUT)
             break;
     int ok = reached(arg);
+    for (fk_settler **pp = &fk.settlers; *pp; pp = &(*pp)->next)
+        if (*pp == &me) {
+            *pp = me.next;
+            break;
+        }
     unlock();
     return ok;
 }

@@ -205,9 +205,11 @@ bool fk_sigchld_action(struct sigaction *out);
 /* ---- blocking waiters ---- */
 
 /* Threads blocked in a fake waitpid that have seen the latest state: every
- * state change (an exit, a reap elsewhere, fk_reset, injected EINTR) wakes
- * all waiters and zeroes this count, and each waiter counts again only once
- * it has looked and gone back to sleep. So "threads waiting in waitpid ==
+ * state change wakes the waiters it concerns (an exit or a reap elsewhere
+ * of child P: P's waiters and every waitpid(-1); fk_reset and injected
+ * EINTR: all) and takes them out of this count, and each counts again only
+ * once it has looked and gone back to sleep; a waiter for another child
+ * has nothing new to see. So "threads waiting in waitpid ==
  * fk_blocked_waiters()" means every waiter has reacted to every exit. */
 int fk_blocked_waiters(void);
 /* Wait (bounded, a hang guard only) until fk_blocked_waiters() >= n.

@@ -64,7 +64,7 @@ for src in lib/*.c; do
     name=$(basename "$src" .c)
     compile "$src" "$WORK/obj/lib_$name.o"
 done
-for src in fuzz/program.c fuzz/model.c fuzz/fakeexec.c conformance/support/fake_kernel.c \
+for src in fuzz/program.c fuzz/model.c fuzz/fakeexec.c fuzz/pool.c conformance/support/fake_kernel.c \
            scenarios/steps*.c; do
     compile "$src" "$WORK/obj/$(basename "$src" .c).o"
 done
