@@ -138,6 +138,13 @@ class Map:
         return [r[1:] for r in out]
 
 
+    def whole_program_limit(self, program):
+        """The limit of PROGRAM run whole: its tests' map seconds summed."""
+        seconds = sum(u["seconds"] for u in self.units.values()
+                      if u["kind"] == "test" and u["program"] == program)
+        return max(UNIT_MIN_LIMIT, UNIT_FACTOR * seconds)
+
+
 def build(wdir, files, programs, scenarios, fuzz, jobs, cache_dir, say):
     """The map of the tree copied in WDIR (FILES: its files, for the cache
     key) for these units: PROGRAMS (conformance program names), SCENARIOS
