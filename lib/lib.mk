@@ -32,8 +32,11 @@ $(BUILD)/lib/%.o: lib/%.c $(LIB_HDRS) | deps
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -fPIC -fvisibility=hidden -Ilib/include -Ilib $(EVENT_CFLAGS) -c $< -o $@
 
-$(SHLIB): $(LIB_OBJS) lib/evpol.map
-	$(CC) $(BASE_CFLAGS) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined -Wl,--version-script=lib/evpol.map \
+SHLIB_MAPS = lib/evpol.map $(if $(filter --coverage,$(CFLAGS)),lib/gcov.map)
+
+$(SHLIB): $(LIB_OBJS) $(SHLIB_MAPS)
+	$(CC) $(BASE_CFLAGS) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined \
+	    $(addprefix -Wl$(comma)--version-script=,$(SHLIB_MAPS)) \
 	    -o $@ $(LIB_OBJS) $(EVENT_LIBS) $(LDFLAGS)
 	ln -sf libevpol.so.$(VERSION) $(BUILD)/$(SONAME)
 	ln -sf $(SONAME) $(BUILD)/libevpol.so

@@ -43,7 +43,7 @@ FUZZ_TARGETS = ("ops", "races", "scenario")
 # and at least UNIT_MIN_LIMIT; a hang is still confirmed by a second run
 # at twice the limit (run.py).
 UNIT_FACTOR = 4
-UNIT_MIN_LIMIT = 10.0
+UNIT_MIN_LIMIT = 5.0
 
 
 def cov_make(wdir, *targets):
@@ -97,12 +97,15 @@ class Map:
         in_fn = self.entered.get("%s\t%s" % (m["file"], fn), set()) if fn else set()
         return on_line, in_fn - on_line
 
-    def runs(self, m, build):
+    def runs(self, m, build, line_only=False):
         """The runs of mutant M against BUILD (the plain tree, or a sanitizer
         tree for the conformance programs): [(step, argv, env, limit)],
         the runs holding a unit that executes the line first, then the
-        quickest; [] when no unit reaches M."""
+        quickest; [] when no unit reaches M. LINE_ONLY: only the units that
+        execute the line when there are any (the sanitizer reruns)."""
         on_line, rest = self.covering(m)
+        if line_only and on_line:
+            rest = set()
         groups = {}
         for uid in on_line | rest:
             u = self.units[uid]
@@ -137,12 +140,6 @@ class Map:
         out.sort(key=lambda r: r[0])
         return [r[1:] for r in out]
 
-
-    def whole_program_limit(self, program):
-        """The limit of PROGRAM run whole: its tests' map seconds summed."""
-        seconds = sum(u["seconds"] for u in self.units.values()
-                      if u["kind"] == "test" and u["program"] == program)
-        return max(UNIT_MIN_LIMIT, UNIT_FACTOR * seconds)
 
 
 def build(wdir, files, programs, scenarios, fuzz, jobs, cache_dir, say):

@@ -280,24 +280,6 @@ def run_mutant(w, m, cmap, sanitize, scn_clauses):
                                                    if retried else "")}
             if retried:
                 slow.append(name)
-        # A survivor of the selected tests runs each of those programs whole
-        # before it counts: the map misses tests whose work happens in a
-        # process they fork (test_spawn_fast's run_forked tests were never
-        # recorded entering fast_spawn, and kill six of its mutants), and a
-        # test may behave differently after tests the subset left out.
-        for name, argv, extra, _ in runs:
-            if "EVPOL_TEST_NAMES" not in extra:
-                continue
-            outcome, out, retried = run_step(w, argv, cmap.whole_program_limit(name),
-                                             step_env(w, w.env, {}))
-            if outcome == "timeout":
-                return {"status": "Timeout", "killers": {name: []},
-                        "reason": "%s, run whole, hung twice" % name}
-            if outcome == "fail":
-                return {"status": "Killed", "killers": killers(name, out, scn_clauses),
-                        "reason": "%s, run whole, failed" % name}
-            if retried:
-                slow.append(name + " (whole)")
         for san in sanitize:
             # The sanitizer tree's programs were built once, at the start;
             # they load the library, so only the library is rebuilt.
@@ -311,7 +293,7 @@ def run_mutant(w, m, cmap, sanitize, scn_clauses):
             env = dict(w.env, LD_LIBRARY_PATH=os.path.join(w.dir, sdir),
                        ASAN_OPTIONS="verify_asan_link_order=0:" +
                        os.environ.get("ASAN_OPTIONS", ""))
-            for name, _, extra, limit in cmap.runs(m, sdir):
+            for name, _, extra, limit in cmap.runs(m, sdir, line_only=True):
                 if not name.startswith("test_"):
                     continue
                 outcome, out, retried = run_step(
