@@ -516,6 +516,7 @@ int main(void)
     const harness_test tests[] = {
         WATCHER_TEST(test_exit_codes, pidfd, "CW-1 CW-3 CW-10"),
         WATCHER_TEST(test_killed_by_signal, pidfd, "CW-10"),
+        WATCHER_TEST(test_debug_logs_exit, pidfd, "LOOP-7"),
         WATCHER_TEST(test_exited_before_registration, pidfd, "CW-1"),
         WATCHER_TEST(test_loops_in_other_threads, pidfd, "CW-3"),
         WATCHER_TEST(test_replace, pidfd, "CW-2"),

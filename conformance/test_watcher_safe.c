@@ -80,6 +80,29 @@ static void test_exit_codes(void **state)
     fx_close(&fx);
 }
 
+/* LOOP-7: with the attached loop's debug flag set, each exit the watcher
+ * delivers is logged, naming the process. */
+static void test_debug_logs_exit(void **state)
+{
+    fixture fx;
+    fx_open(&fx, test_watcher_kind(state));
+    log_capture *cap = capture_new();
+    assert_ok(evpol_loop_set_debug(fx.loop, true, NULL));
+    exit_rec rec = {0};
+    int wfd;
+    pid_t pid = watched_child(fx.w, &wfd, 7, 0, record_exit, &rec);
+    release_child(wfd);
+    assert_true(run_until(fx.loop, &rec.count, TIMEOUT_MS));
+    run_once(fx.loop);
+    assert_int_equal(rec.count, 1);
+    assert_int_equal(rec.rc, 7);
+    char line[96];
+    snprintf(line, sizeof line, "process %ld exited with returncode 7", (long)pid);
+    assert_int_equal(capture_count(cap, EVPOL_LOG_DEBUG, EVPOL_LOG_CAT_DEBUG, line), 1);
+    capture_free(cap);
+    fx_close(&fx);
+}
+
 static void test_many_exit_together(void **state)
 {
     /* Several children exit before the loop looks: their SIGCHLDs coalesce
@@ -875,6 +898,7 @@ int main(void)
     const harness_test tests[] = {
         WATCHER_TESTS(test_exit_codes, W_SAFE | W_FAST,
             "CW-1 CW-3 CW-10 SAF-1@safe SAF-3@safe FST-1@fast FST-3@fast"),
+        WATCHER_TESTS(test_debug_logs_exit, W_SAFE | W_FAST, "LOOP-7"),
         WATCHER_TESTS(test_many_exit_together, W_SAFE | W_FAST,
             "CW-1 SAF-3@safe FST-1@fast FST-2@fast"),
         WATCHER_TESTS(test_replace_handler, W_SAFE | W_FAST, "CW-2"),

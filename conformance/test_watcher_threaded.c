@@ -227,6 +227,7 @@ int main(void)
     const harness_test tests[] = {
         WATCHER_TEST(test_exit_codes, threaded, "CW-1 CW-3 CW-10 THR-5"),
         WATCHER_TEST(test_killed_by_signal, threaded, "CW-10"),
+        WATCHER_TEST(test_debug_logs_exit, threaded, "LOOP-7"),
         WATCHER_TEST(test_exited_before_registration, threaded, "CW-1"),
         WATCHER_TEST(test_loops_in_other_threads, threaded, "THR-2 THR-5 CW-3"),
         WATCHER_TEST(test_replace, threaded, "CW-2 THR-1"),

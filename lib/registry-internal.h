@@ -191,7 +191,8 @@ EVPOL_HIDDEN void evpol__watcher_invoke(evpol_watcher *w, const evpol__child *c)
  * table; for Pidfd its fd already closed). Holds a watcher reference until
  * done. If the loop is closed (now or before the call runs) the callback is
  * not called and "Loop %p that handles pid %d is closed" is logged (CW-12).
- * A record without a handler is simply freed. Any thread; never allocates. */
+ * A record without a handler is simply freed. Any thread; never allocates.
+ * The caller holds a reference to w for the call. */
 EVPOL_HIDDEN void evpol__deliver(evpol_watcher *w, evpol__child *c);
 
 /* ---- the shared core of Threaded, Pidfd and MultiLoop ---- */

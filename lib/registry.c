@@ -437,11 +437,10 @@ void evpol__deliver(evpol_watcher *w, evpol__child *c)
         evpol__child_free(c);
         return;
     }
-    /* Held until the callback ran or was dropped. */
-    if (!evpol__watcher_try_ref(w)) {
-        evpol__child_free(c);
-        return;
-    }
+    /* Held until the callback ran or was dropped. The caller's own
+     * reference keeps the count above zero, so this cannot revive a watcher
+     * whose last unref is closing it. */
+    evpol_watcher_ref(w);
     if (!c->loop) {
         /* No loop to hand it to: call it here. */
         evpol__watcher_invoke(w, c);

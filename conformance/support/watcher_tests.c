@@ -280,6 +280,32 @@ void test_exit_codes(void **state)
     fixture_close(&f);
 }
 
+/* ---- LOOP-7: the loop's debug flag logs each exit it delivers ---- */
+
+void test_debug_logs_exit(void **state)
+{
+    watcher_fixture f = fixture_open(state);
+    log_capture *cap = capture_new();
+    assert_ok(evpol_loop_set_debug(f.loop, true, NULL));
+
+    result r = {0};
+    int fd;
+    r.expected_pid = spawn_lone_child(&fd, 7, 0);
+    r.expected_rc = 7;
+    assert_ok(register_in_loop(f.loop, f.w, r.expected_pid, on_exit_cb, &r, NULL));
+    release_child(fd);
+    assert_true(run_until_count(f.loop, (volatile int *)&r.calls, 1, HANG_GUARD_MS));
+    drain_loop(f.loop);
+    assert_int_equal(r.rc, 7);
+    char line[96];
+    snprintf(line, sizeof line, "process %ld exited with returncode 7", (long)r.expected_pid);
+    assert_int_equal(capture_count(cap, EVPOL_LOG_DEBUG, EVPOL_LOG_CAT_DEBUG, line), 1);
+
+    capture_free(cap);
+    assert_int_equal(evpol_watcher_close(f.w, NULL), 0);
+    fixture_close(&f);
+}
+
 /* ---- death by signal ---- */
 
 void test_killed_by_signal(void **state)

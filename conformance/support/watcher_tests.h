@@ -100,6 +100,7 @@ void skip_unless_available(evpol_watcher_kind kind);
  * with its watcher and its clauses. */
 void test_exit_codes(void **state);
 void test_killed_by_signal(void **state);
+void test_debug_logs_exit(void **state);
 void test_exited_before_registration(void **state);
 void test_loops_in_other_threads(void **state);
 void test_replace(void **state);
