@@ -522,6 +522,36 @@ static void test_exit_codes(void **state)
     assert_sigchld_original();
 }
 
+/* LOOP-7: with the registering loop's debug flag set, the exit delivered to
+ * it is logged, naming the process. */
+static void test_debug_logs_exit(void **state)
+{
+    (void)state;
+    resource_snapshot before = resources_now();
+    log_capture *cap = capture_new();
+    evpol_watcher *w = new_active_multiloop();
+    evpol_loop *loop = new_loop();
+    assert_ok(evpol_loop_set_debug(loop, true, NULL));
+    volatile int done = 0;
+    exit_rec r = {.done = &done};
+    int fd;
+    pid_t pid = spawn_waiting_child(&fd, 7, 0);
+    assert_ok(evpol_watcher_add_child_handler_on(w, loop, pid, record_exit, &r, NULL));
+    release_child(fd);
+    assert_true(run_until_count(loop, &done, 1, TIMEOUT_MS));
+    flush_loop(loop);
+    assert_int_equal(calls_of(&r), 1);
+    assert_int_equal(r.rc, 7);
+    char line[96];
+    snprintf(line, sizeof line, "process %ld exited with returncode 7", (long)pid);
+    assert_int_equal(capture_count(cap, EVPOL_LOG_DEBUG, EVPOL_LOG_CAT_DEBUG, line), 1);
+    close_and_free(w);
+    evpol_loop_unref(loop);
+    capture_free(cap);
+    assert_no_leaks(before);
+    assert_sigchld_original();
+}
+
 static void test_child_exited_before_registration(void **state)
 {
     (void)state;
@@ -1262,6 +1292,7 @@ int main(void)
         CLAUSE_TEST(test_second_watcher_cannot_attach, "MUL-1 MUL-6"),
         CLAUSE_TEST(test_sa_restart_resumes_blocked_read, "MUL-5 MUL-7"),
         WATCHER_TEST(test_exit_codes, multiloop, "CW-1 CW-3 CW-10"),
+        WATCHER_TEST(test_debug_logs_exit, multiloop, "LOOP-7"),
         WATCHER_TEST(test_child_exited_before_registration, multiloop, "CW-1 CW-10"),
         WATCHER_TEST(test_add_before_attach, multiloop, "CW-1 CW-6 MUL-1 MUL-6"),
         WATCHER_TEST(test_callbacks_on_registering_threads, multiloop, "CW-3 MUL-3"),
