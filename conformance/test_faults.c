@@ -1583,7 +1583,6 @@ int main(void)
 {
     /* Silences libevent's own warnings about the failures we cause. */
     event_set_log_callback(nop_libevent_log);
-    warm_up_threads();
     /* Before this program's first libevent call (see the file comment). */
     event_set_mem_functions(ev_malloc, ev_realloc, ev_free);
     const harness_test tests[] = {

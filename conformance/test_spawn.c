@@ -2683,7 +2683,6 @@ static void test_seam_pid_one_is_a_process(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    warm_up_threads();
     return 0;
 }
 

@@ -234,7 +234,6 @@ static void get_loop_names_attached_loop(void **state)
 
 int main(void)
 {
-    warm_up_threads();
     const harness_test tests[] = {
         WATCHER_TESTS(close_reaps_exited_children, W_MULTILOOP | W_SAFE | W_FAST,
             "CW-8 MUL-4@multiloop SAF-7@safe FST-8@fast"),

@@ -386,7 +386,6 @@ static void test_close_outside_main_thread_after_user_replaced_handler(void **st
 
 int main(void)
 {
-    warm_up_threads();
     const harness_test tests[] = {
         WATCHER_TEST(test_fast_identity, fast, "CW-9"),
         WATCHER_TEST(test_fast_add_needs_context, fast, "FST-4 CW-9"),

@@ -1281,7 +1281,6 @@ static void test_stress_many_children_many_threads(void **state)
 int main(void)
 {
     assert_int_equal(sigaction(SIGCHLD, NULL, &g_orig_sigchld), 0);
-    warm_up_threads();
     const harness_test tests[] = {
         WATCHER_TEST(test_handler_installed_on_first_attach, multiloop,
                      "MUL-1 MUL-5 MUL-6 CW-5 CW-6 CW-8"),

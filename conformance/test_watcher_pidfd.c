@@ -512,7 +512,6 @@ static void test_constant_work_per_exit(void **state)
 
 int main(void)
 {
-    warm_up_threads();
     const harness_test tests[] = {
         WATCHER_TEST(test_exit_codes, pidfd, "CW-1 CW-3 CW-10"),
         WATCHER_TEST(test_killed_by_signal, pidfd, "CW-10"),

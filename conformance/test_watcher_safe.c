@@ -894,7 +894,6 @@ static void test_safe_child_reaped_elsewhere(void **state)
 
 int main(void)
 {
-    warm_up_threads();
     const harness_test tests[] = {
         WATCHER_TESTS(test_exit_codes, W_SAFE | W_FAST,
             "CW-1 CW-3 CW-10 SAF-1@safe SAF-3@safe FST-1@fast FST-3@fast"),

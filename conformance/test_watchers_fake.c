@@ -1274,7 +1274,6 @@ static void delivery_loop_closed(void **state)
 
 int main(void)
 {
-    warm_up_threads();
 
     const harness_test tests[] = {
         WATCHER_TESTS(one_child, W_ALL, "CW-1 CW-3 CW-10 MUL-3@multiloop SAF-1@safe"),

@@ -137,6 +137,7 @@ int harness_run_tests(const char *group, const harness_test *tests, size_t count
             n++;
         }
     }
+    warm_up_threads();
     rc = _cmocka_run_group_tests(group, run, n, group_setup, group_teardown);
 out:
     for (size_t i = 0; names && i < total; i++)

@@ -220,7 +220,10 @@ pid_t spawn_lone_child(int *write_fd, int code, int sig);
 void wait_exited_not_reaped(pid_t pid);
 
 /* Sanitizer runtimes start a helper thread of their own with the first
- * pthread_create: call this before any test counts threads. */
+ * pthread_create (TSan's background thread), and keep it: a test whose
+ * snapshot is taken before the program's first thread would count it as a
+ * leak. harness_run_tests calls this before the first test, so it holds
+ * for every program and for any selection of its tests. */
 void warm_up_threads(void);
 
 /* Lower RLIMIT_NOFILE's soft limit to the lowest free fd, so that no new
