@@ -25,6 +25,7 @@ Each unit's duration in the map run (an -O0 build with counters, slower than
 the plain one) sets the limit of the runs it is part of.
 """
 
+import collections
 import concurrent.futures as cf
 import hashlib
 import json
@@ -63,6 +64,13 @@ def tree_hash(wdir, files):
     return h.hexdigest()[:16]
 
 
+# One process of a mutant's runs: STEP names it (a conformance program,
+# "fuzz-replay TARGET", "scenarios"), ARGV and ENV (added to the worker's)
+# start it, LIMIT is its time limit; ON_LINE: it holds a unit that executes
+# the mutant's line; SECONDS: its units' map-run seconds.
+Run = collections.namedtuple("Run", "step argv env limit on_line kind_rank seconds")
+
+
 class Map:
     """units: uid -> {kind: test|fuzz|scenario, program, name, seconds, ok};
     funcs: file -> [[start, end, name]]; entered: "file\\tfunction" -> [uid];
@@ -99,10 +107,10 @@ class Map:
 
     def runs(self, m, build, line_only=False):
         """The runs of mutant M against BUILD (the plain tree, or a sanitizer
-        tree for the conformance programs): [(step, argv, env, limit)],
-        the runs holding a unit that executes the line first, then the
-        quickest; [] when no unit reaches M. LINE_ONLY: only the units that
-        execute the line when there are any (the sanitizer reruns)."""
+        tree for the conformance programs): [Run], the runs holding a unit
+        that executes the line first, then the quickest; [] when no unit
+        reaches M. LINE_ONLY: only the units that execute the line when
+        there are any (the sanitizer reruns)."""
         on_line, rest = self.covering(m)
         if line_only and on_line:
             rest = set()
@@ -133,12 +141,11 @@ class Map:
             else:
                 argv = [os.path.join(build, "scenarios", "runner"), "-j", "1"] + sorted(
                     u["name"] for u in g["units"])
-            order = (0 if g["first"] else 1, {"test": 0, "fuzz": 1, "scenario": 2}[g["kind"]],
-                     seconds)
-            out.append((order, step, argv, env,
-                        max(UNIT_MIN_LIMIT, UNIT_FACTOR * seconds)))
-        out.sort(key=lambda r: r[0])
-        return [r[1:] for r in out]
+            out.append(Run(step, argv, env, max(UNIT_MIN_LIMIT, UNIT_FACTOR * seconds),
+                           g["first"], {"test": 0, "fuzz": 1, "scenario": 2}[g["kind"]],
+                           seconds))
+        out.sort(key=lambda r: (not r.on_line, r.kind_rank, r.seconds))
+        return out
 
 
 

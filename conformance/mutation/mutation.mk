@@ -37,8 +37,9 @@ MUTATION_SEED     ?= 1
 MUTATION_JOBS     ?= 2
 MUTATION_TIER     ?= full
 MUTATION_ARGS     ?=
-# Survivors of the plain build run again against the TSan and ASan+UBSan
-# builds (data races, use after free, reads out of bounds); 0 skips that.
+# The covering conformance tests also run against the TSan and ASan+UBSan
+# builds (data races, use after free, reads out of bounds), ordered with
+# the plain runs by cost; 0 skips them.
 MUTATION_SANITIZE ?= 1
 FILES             ?=
 MUTATION_MIN      ?= 85

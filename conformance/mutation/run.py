@@ -25,11 +25,12 @@ A run that fails or crashes kills the mutant; one that outlives its limit
 (from its units' durations in the map run) runs once more with twice that
 limit, and only a second timeout (a hang) kills it, so a machine slowed by
 other work does not pass for a deadlocked mutant. Every verdict is appended
-to WORK/results.jsonl as it comes. With --sanitize, a survivor's covering
-conformance tests run again against the TSan and the ASan+UBSan builds
+to WORK/results.jsonl as it comes. With --sanitize, the covering
+conformance tests also run against the TSan and the ASan+UBSan builds
 (data races, reads out of bounds and use after free that the plain build
 cannot see; only the sanitizer tree's library is rebuilt, its programs were
-built once); --sanitize thread runs only the TSan build.
+built once), placed among the plain runs by what each costs (plan());
+--sanitize thread runs only the TSan build.
 
 Every run is jailed: each program runs in a PID namespace of its own
 (unshare --pid --fork --mount-proc), so a mutant that signals pid 0 or -1
@@ -71,9 +72,23 @@ REAL_KERNEL_WATCHER_PROGRAMS = ("test_watcher_threaded", "test_watcher_multiloop
 # A timed-out program runs once more with this many times its limit before
 # the mutant counts as killed by a hang (run_step).
 HANG_RETRY = 2
-# TSan first: a deleted lock, the survivor of the plain build seen most,
-# shows in its first program ("unlock of an unlocked mutex").
+# The sanitizer builds of --sanitize's default: TSan for data races (a
+# deleted lock, the survivor of the plain build seen most, shows in the
+# first TSan program that takes the lock: "unlock of an unlocked mutex"),
+# ASan+UBSan for reads out of bounds and use after free.
 SANITIZERS = ("thread", "address,undefined")
+# The sanitizer builds run several times slower (TSan most): their runs get
+# this many times the plain limit.
+SANITIZER_LIMIT_FACTOR = 6
+# The limit of each program's whole run in the sanitizer baseline (the
+# slowest, test_watcher_threaded under TSan, takes 11 s on the idle machine).
+BASELINE_LIMIT = 600
+# What a second of a program's map run costs in each build, to order a
+# mutant's runs (plan()). Measured on the idle machine (2026-12-03, whole
+# programs): test_watcher_threaded 1.2 s plain, 10.7 s under TSan, 5.0 s
+# under ASan+UBSan; test_watcher_safe 0.8, 6.2, 3.8; the short programs
+# (test_loop, test_spawn) 1.1 to 2 times, mostly start-up.
+SLOWDOWN = {None: 1, "thread": 8, "address,undefined": 4}
 
 _print_lock = threading.Lock()
 
@@ -246,8 +261,106 @@ def step_env(w, base, extra):
     return env
 
 
-def run_mutant(w, m, cmap, sanitize, scn_clauses):
-    runs = cmap.runs(m, BUILD)
+def plan(m, cmap, sanitize, san_broken=None):
+    """The runs of mutant M, each (sanitizer or None, covmap.Run), in the
+    order they run: the verdict does not depend on the order (a mutant
+    survives only if every run passes), the time does. A deleted lock
+    passes every plain run and fails the first TSan run that takes the
+    lock; with the sanitizer runs after all the plain ones it waited for
+    the slow plain programs first (61 to 201 s for each of the first five
+    such mutants of a full run: about half the worker time of its first
+    hundred verdicts). So each run is
+    placed by what it costs: the runs that execute the mutant's line
+    first, then by map seconds times the build's slowdown."""
+    out = [(None, r) for r in cmap.runs(m, BUILD)]
+    for san in sanitize:
+        # Only the conformance programs have sanitizer builds here.
+        out += [(san, r) for r in cmap.runs(m, san_dir(san), line_only=True)
+                if r.step.startswith("test_") and r.step not in (san_broken or {}).get(san, {})]
+    out.sort(key=lambda sr: (not sr[1].on_line, sr[1].seconds * SLOWDOWN[sr[0]]))
+    return out
+
+
+def san_dir(san):
+    return "build/san-" + san.replace(",", "-")
+
+
+def san_env(w, san):
+    # ASan wants its runtime first in the list of libraries; the shim,
+    # preloaded, comes before it and interposes nothing ASan needs.
+    return dict(w.env, LD_LIBRARY_PATH=os.path.join(w.dir, san_dir(san)),
+                ASAN_OPTIONS="verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", ""))
+
+
+def sanitizer_baseline(workers, programs, sanitize):
+    """{sanitizer: {program: reason}}: the conformance programs that fail
+    under a sanitizer build of the unmutated tree. A kill under that build
+    would then be unearned (the program fails whatever the mutant), so
+    plan() leaves those programs out of that build's runs and the report
+    names them. Once TSan's own background thread, started by a program's
+    first thread, counted as a thread leak in whichever test came first."""
+    jobs = [(san, p) for san in sanitize for p in programs]
+    broken = {san: {} for san in sanitize}
+    free, lock = list(workers), threading.Lock()
+
+    def one(job):
+        san, prog = job
+        with lock:
+            w = free.pop()
+        try:
+            outcome, out = run_jailed(w, [os.path.join(san_dir(san), "conformance", prog)],
+                                      BASELINE_LIMIT, san_env(w, san))
+        finally:
+            with lock:
+                free.append(w)
+        if outcome != "ok":
+            failed = [t for t, _ in FAILED_TEST.findall(out)]
+            last = out.strip().splitlines()[-1:] or ["no output"]
+            broken[san][prog] = "%s without a mutant (%s)" % (
+                "fails" if outcome == "fail" else "outlives %ds" % BASELINE_LIMIT,
+                ", ".join(failed) or last[0][:120])
+
+    with cf.ThreadPoolExecutor(max_workers=len(workers)) as ex:
+        list(ex.map(one, jobs))
+    return broken
+
+
+def run_plan(w, runs, scn_clauses, slow):
+    """Runs RUNS (plan()) in order. The verdict of the first that fails or
+    hangs (Killed or Timeout), or None when all pass; those that passed
+    only on the longer rerun are appended to SLOW."""
+    built = {}
+    for san, run in runs:
+        env, limit, where = w.env, run.limit, run.step
+        if san:
+            if san not in built:
+                # The sanitizer tree's programs were built once, at the
+                # start; they load the library, so only the library is
+                # rebuilt.
+                r = w.make("%s/libevpol.so.%s" % (san_dir(san), LIB_VERSION), san=san,
+                           timeout=1800)
+                built[san] = r.returncode == 0
+            if not built[san]:
+                continue
+            env = san_env(w, san)
+            limit *= SANITIZER_LIMIT_FACTOR
+            where += " under " + san
+        outcome, out, retried = run_step(w, run.argv, limit, step_env(w, env, run.env))
+        if outcome == "timeout":
+            return {"status": "Timeout", "killers": {run.step: []},
+                    "reason": "%s outlived its %ds limit, then %ds" % (
+                        where, limit, limit * HANG_RETRY)}
+        if outcome == "fail":
+            return {"status": "Killed", "killers": killers(run.step, out, scn_clauses),
+                    "reason": "%s failed%s" % (where, " (on the rerun after a timeout)"
+                                               if retried else "")}
+        if retried:
+            slow.append(where)
+    return None
+
+
+def run_mutant(w, m, cmap, sanitize, scn_clauses, san_broken=None):
+    runs = plan(m, cmap, sanitize, san_broken)
     if not runs:
         return {"status": "NoCoverage",
                 "reason": "no unit of the tier enters %s (the coverage map)"
@@ -259,55 +372,20 @@ def run_mutant(w, m, cmap, sanitize, scn_clauses):
     try:
         with open(src, "w", encoding="utf-8") as f:
             f.write(mutate(original, m))
-        # Only what the mutant changes: the library (one object), and the
+        # Only what the plain runs need: the library (one object), and the
         # replay programs that link its objects when the replay reaches it.
         targets = ["%s/libevpol.so.%s" % (BUILD, LIB_VERSION)] + [
-            "%s/fuzz/%s" % (BUILD, step.split()[1]) for step, _, _, _ in runs
-            if step.startswith("fuzz-replay ")]
+            "%s/fuzz/%s" % (BUILD, run.step.split()[1]) for san, run in runs
+            if not san and run.step.startswith("fuzz-replay ")]
         r = w.make(*targets, timeout=600)
         if r.returncode != 0:
             return {"status": "CompileError", "reason": r.stdout[-400:]}
         slow = []  # programs that outlived their limit once, then passed
-        for name, argv, extra, limit in runs:
-            outcome, out, retried = run_step(w, argv, limit, step_env(w, w.env, extra))
-            if outcome == "timeout":
-                return {"status": "Timeout", "killers": {name: []},
-                        "reason": "%s outlived its %ds limit, then %ds" % (
-                            name, limit, limit * HANG_RETRY)}
-            if outcome == "fail":
-                return {"status": "Killed", "killers": killers(name, out, scn_clauses),
-                        "reason": "%s failed%s" % (name, " (on the rerun after a timeout)"
-                                                   if retried else "")}
-            if retried:
-                slow.append(name)
-        for san in sanitize:
-            # The sanitizer tree's programs were built once, at the start;
-            # they load the library, so only the library is rebuilt.
-            sdir = "build/san-" + san.replace(",", "-")
-            r = w.make("%s/libevpol.so.%s" % (sdir, LIB_VERSION), san=san, timeout=1800)
-            if r.returncode != 0:
-                continue
-            # ASan wants its runtime first in the list of libraries; the
-            # shim, preloaded, comes before it and interposes nothing ASan
-            # needs.
-            env = dict(w.env, LD_LIBRARY_PATH=os.path.join(w.dir, sdir),
-                       ASAN_OPTIONS="verify_asan_link_order=0:" +
-                       os.environ.get("ASAN_OPTIONS", ""))
-            for name, _, extra, limit in cmap.runs(m, sdir, line_only=True):
-                if not name.startswith("test_"):
-                    continue
-                outcome, out, retried = run_step(
-                    w, [os.path.join(sdir, "conformance", name)], limit * 6,
-                    step_env(w, env, extra))
-                if outcome != "ok":
-                    return {"status": "Killed" if outcome == "fail" else "Timeout",
-                            "reason": "%s under %s %s" % (
-                                name, san, "failed" if outcome == "fail" else "hung twice"),
-                            "killers": killers(name, out, scn_clauses)}
-                if retried:
-                    slow.append("%s under %s" % (name, san))
+        verdict = run_plan(w, runs, scn_clauses, slow)
+        if verdict:
+            return verdict
         return {"status": "Survived", "slow": slow, "reason": "every unit that reaches it "
-                "passed (%s)" % ", ".join(r[0] for r in runs) + (
+                "passed (%s)" % ", ".join(sorted({run.step for _, run in runs})) + (
                     " (%s outlived the limit once, then passed)" % ", ".join(slow)
                     if slow else "")}
     finally:
@@ -390,6 +468,10 @@ def report_text(mutants, results, out_path, args):
         lines.append("NOT MEASURED: %d mutants of the sample have no verdict (the run was "
                      "stopped before them); the score covers the other %d"
                      % (len(mutants) - len(st), len(st)))
+    for san, progs in sorted(getattr(args, "san_broken", {}).items()):
+        for prog, why in sorted(progs.items()):
+            lines.append("sanitizer baseline: %s under %s %s: left out of that build's runs"
+                         % (prog, san, why))
     lines.append("floor: %g%%" % args.floor)
     lines.append("")
     lines.append("per file:")
@@ -440,7 +522,7 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--tier", choices=("full", "conformance", "ci"), default="full")
     ap.add_argument("--sanitize", nargs="?", const=" ".join(SANITIZERS), default="",
-                    help="the sanitizer builds survivors run again against, space-separated "
+                    help="the sanitizer builds the covering conformance tests also run against, space-separated "
                          "(default: %s)" % " ".join(SANITIZERS))
     ap.add_argument("--floor", type=float, default=0.0)
     ap.add_argument("--reports", default="build/reports")
@@ -516,6 +598,16 @@ def main():
     say("mutation: coverage map ready in %.0fs (load %s)" % (
         time.time() - t0, open("/proc/loadavg").read().split()[0]))
     scn_clauses = clauses_of_scenarios()
+    t0 = time.time()
+    san_broken = sanitizer_baseline(workers, suite.programs, args.sanitize)
+    args.san_broken = san_broken
+    if args.sanitize:
+        say("mutation: sanitizer baseline (each conformance program whole, unmutated) in %.0fs"
+            % (time.time() - t0))
+    for san in args.sanitize:
+        for prog, why in sorted(san_broken[san].items()):
+            say("mutation: WARNING: %s under %s %s: left out of that build's runs"
+                % (prog, san, why))
 
     results = {}
     todo = []
@@ -533,7 +625,7 @@ def main():
             w = free.pop()
         try:
             t0 = time.time()
-            res = run_mutant(w, m, cmap, args.sanitize, scn_clauses)
+            res = run_mutant(w, m, cmap, args.sanitize, scn_clauses, san_broken)
         finally:
             with free_lock:
                 free.append(w)
