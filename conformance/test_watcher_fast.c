@@ -86,6 +86,8 @@ static void test_fast_kept_exit_reported_at_registration(void **state)
     fx_open(&fx, EVPOL_WATCHER_FAST);
     log_capture cap;
     capture_start(&cap);
+    /* LOOP-7: the kept exit is logged with the loop's debug flag. */
+    assert_ok(evpol_loop_set_debug(fx.loop, true, NULL));
     assert_ok(evpol_watcher_enter(fx.w, NULL));
     pid_t pid = fork_exit(44);
     wait_exited_not_reaped(pid);
@@ -103,6 +105,9 @@ static void test_fast_kept_exit_reported_at_registration(void **state)
     assert_ptr_equal(rec.ran_on, fx.loop);
     /* Claimed, so neither dropped nor unknown. */
     assert_int_equal(capture_count(&cap, -1, -1, "Caught subprocess"), 0);
+    char line[96];
+    snprintf(line, sizeof line, "unknown process %ld exited with returncode 44", (long)pid);
+    assert_int_equal(capture_count(&cap, EVPOL_LOG_DEBUG, EVPOL_LOG_CAT_DEBUG, line), 1);
     capture_stop();
     fx_close(&fx);
 }
@@ -389,7 +394,7 @@ int main(void)
     const harness_test tests[] = {
         WATCHER_TEST(test_fast_identity, fast, "CW-9"),
         WATCHER_TEST(test_fast_add_needs_context, fast, "FST-4 CW-9"),
-        WATCHER_TEST(test_fast_kept_exit_reported_at_registration, fast, "FST-5 CW-3"),
+        WATCHER_TEST(test_fast_kept_exit_reported_at_registration, fast, "FST-5 CW-3 LOOP-7"),
         WATCHER_TEST(test_fast_kept_exits_dropped_at_last_exit, fast, "FST-6 CW-9"),
         WATCHER_TEST(test_fast_unknown_child_without_context, fast, "FST-7"),
         WATCHER_TEST(test_fast_no_memory_to_keep_an_exit, fast, "FST-5 FST-7"),
