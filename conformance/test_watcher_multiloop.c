@@ -12,8 +12,10 @@
 #include "alloc_count.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -480,6 +482,71 @@ static void test_sa_restart_resumes_blocked_read(void **state)
     close(pfd[1]);
     close_and_free(w);
     evpol_loop_unref(loop);
+}
+
+/* ------------------------------------------------------------------ */
+/* The reaper's poll fails                                             */
+/* ------------------------------------------------------------------ */
+
+/* This program's poll interposes on the C library's for the whole process,
+ * as test_sys_oom.c's calloc does: the watcher's reaper thread blocks in
+ * poll on its wake-up pipe, and poll on one valid descriptor fails only
+ * when the kernel cannot allocate (ENOMEM), which no test can arrange. On
+ * request, the next call that looks like the reaper's (one descriptor, no
+ * time limit; its events are not read: glibc declares the array
+ * write-only) fails that way once. */
+static atomic_int fail_next_reaper_poll;
+
+int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+    static int (*real_poll)(struct pollfd *, nfds_t, int);
+    if (n == 1 && timeout == -1 && atomic_exchange(&fail_next_reaper_poll, 0)) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (!real_poll)
+        *(void **)&real_poll = dlsym(RTLD_NEXT, "poll");
+    return real_poll(fds, n, timeout);
+}
+
+/* When its poll fails, the reaper logs it and stops (children exiting from
+ * then on are not reported, as the message says) instead of spinning on the
+ * failing call; closing the watcher afterwards still ends cleanly. */
+static void test_reaper_stops_when_poll_fails(void **state)
+{
+    (void)state;
+    resource_snapshot before = resources_now();
+    log_capture *cap = capture_new();
+    evpol_watcher *w = new_active_multiloop();
+    evpol_loop *loop = new_loop();
+    atomic_store(&fail_next_reaper_poll, 1);
+    /* A child's exit wakes the reaper, whose next poll is the failing one
+     * (or its first, if it had not reached poll yet). */
+    volatile int done = 0;
+    exit_rec r = {.done = &done};
+    int fd;
+    pid_t pid = spawn_waiting_child(&fd, 3, 0);
+    assert_ok(evpol_watcher_add_child_handler_on(w, loop, pid, record_exit, &r, NULL));
+    release_child(fd);
+    const char *needle = "poll on its pipe failed";
+    for (int waited = 0; waited < TIMEOUT_MS && capture_count(cap, EVPOL_LOG_ERROR, -1, needle) == 0;
+         waited += 5)
+        sleep_ms(5);
+    assert_int_equal(capture_count(cap, EVPOL_LOG_ERROR, EVPOL_LOG_CAT_RUNTIME, needle), 1);
+    /* The reaper thread has ended: only the threads from before are left. */
+    assert_true(wait_threads_at_most(before.threads, TIMEOUT_MS));
+    assert_int_equal(atomic_load(&fail_next_reaper_poll), 0);
+    close_and_free(w);
+    /* Reaped by the watcher before its poll failed, or left to us. */
+    if (waitpid(pid, NULL, 0) != pid)
+        assert_int_equal(errno, ECHILD);
+    flush_loop(loop);
+    assert_true(calls_of(&r) <= 1);
+    assert_int_equal(capture_count(cap, EVPOL_LOG_ERROR, -1, needle), 1);
+    evpol_loop_unref(loop);
+    capture_free(cap);
+    assert_no_leaks(before);
+    assert_sigchld_original();
 }
 
 /* ------------------------------------------------------------------ */
@@ -1292,6 +1359,7 @@ int main(void)
         CLAUSE_TEST(test_sa_restart_resumes_blocked_read, "MUL-5 MUL-7"),
         WATCHER_TEST(test_exit_codes, multiloop, "CW-1 CW-3 CW-10"),
         WATCHER_TEST(test_debug_logs_exit, multiloop, "LOOP-7"),
+        WATCHER_TEST(test_reaper_stops_when_poll_fails, multiloop, "ERR-1 ERR-2"),
         WATCHER_TEST(test_child_exited_before_registration, multiloop, "CW-1 CW-10"),
         WATCHER_TEST(test_add_before_attach, multiloop, "CW-1 CW-6 MUL-1 MUL-6"),
         WATCHER_TEST(test_callbacks_on_registering_threads, multiloop, "CW-3 MUL-3"),

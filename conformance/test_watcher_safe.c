@@ -10,6 +10,7 @@
  * asserts (they would longjmp out of a running loop): they record what they
  * saw and the test asserts afterwards.
  */
+#include "alloc_count.h"
 #include "attached_watcher.h"
 #include "harness.h"
 
@@ -175,6 +176,50 @@ static void test_remove_handler(void **state)
     /* Silently: a removed handler is not an unknown child. */
     assert_int_equal(capture_count(&cap, -1, -1, "nknown"), 0);
     capture_stop();
+    fx_close(&fx);
+}
+
+static void ignore_signal(int signum, void *arg)
+{
+    (void)signum;
+    (void)arg;
+}
+
+/* The program took the watcher's SIGCHLD handler off its loop itself: the
+ * switch to another loop finds no handler to remove (remove reports 0),
+ * which is not an error. The old loop's link is freed all the same (it
+ * is not left behind for a later attach to overwrite), and SIGCHLD is
+ * heard on the new loop. */
+static void test_attach_after_program_removed_handler(void **state)
+{
+    fixture fx;
+    fx_open(&fx, test_watcher_kind(state));
+    evpol_loop *b = NULL;
+    assert_ok(evpol_loop_new(EVPOL_BACKEND_DEFAULT, &b, NULL));
+    assert_int_equal(evpol_loop_remove_signal_handler(fx.loop, SIGCHLD, NULL), 1);
+    /* B's first signal handler also allocates B's index of handlers: have
+     * it made now, so that the count below sees only the switch. */
+    assert_ok(evpol_loop_add_signal_handler(b, SIGUSR1, ignore_signal, NULL, NULL));
+    assert_int_equal(evpol_loop_remove_signal_handler(b, SIGUSR1, NULL), 1);
+    long blocks = alloc_count_evpol();
+    assert_ok(evpol_watcher_attach_loop(fx.w, b, NULL));
+    /* The old link freed, the new one in its place, and B's record of the
+     * handler: one block more. */
+    assert_int_equal(alloc_count_evpol(), blocks + 1);
+    exit_rec rec = {0};
+    int wfd;
+    pid_t pid = watched_child(fx.w, &wfd, 9, 0, record_exit, &rec);
+    release_child(wfd);
+    assert_true(run_until(b, &rec.count, TIMEOUT_MS));
+    run_once(b);
+    assert_int_equal(rec.count, 1);
+    assert_int_equal(rec.pid, pid);
+    assert_int_equal(rec.rc, 9);
+    assert_ptr_equal(rec.ran_on, b);
+    /* B goes before fx_close counts the descriptors. */
+    assert_int_equal(evpol_watcher_close(fx.w, NULL), 0);
+    assert_int_equal(evpol_loop_close(b, NULL), 0);
+    evpol_loop_unref(b);
     fx_close(&fx);
 }
 
@@ -903,6 +948,8 @@ int main(void)
         WATCHER_TESTS(test_replace_handler, W_SAFE | W_FAST, "CW-2"),
         WATCHER_TESTS(test_remove_handler, W_SAFE | W_FAST, "CW-4"),
         WATCHER_TESTS(test_attach_switch_reaps_once_on_new_loop, W_SAFE | W_FAST,
+            "CW-5 SAF-5@safe FST-3@fast"),
+        WATCHER_TESTS(test_attach_after_program_removed_handler, W_SAFE | W_FAST,
             "CW-5 SAF-5@safe FST-3@fast"),
         WATCHER_TESTS(test_detach_with_pending_warns, W_SAFE | W_FAST, "CW-5 SAF-4@safe"),
         WATCHER_TESTS(test_is_active_only_while_loop_runs, W_SAFE | W_FAST,
