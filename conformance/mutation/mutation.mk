@@ -18,20 +18,22 @@
 # that do not compile are left out. Below the floor the target fails. The
 # floors sit at what was measured and only ever go up.
 # The default sample is the issue's: 400 mutants of all of lib/ (seed 1),
-# every suite and the sanitizer reruns. On the shared 2-core machine that
-# is hours: issue 14's third round measured it on the conformance tier,
-# split into runs on disjoint --keys and merged with --results (README.md,
-# "Where it stands"); it did not reach the 95% the issue asks for, so
-# MUTATION_MIN stays at 85, which that partial measurement is above but no
-# complete run has shown. mutation-ci: seed 1, 40 mutants (a subset of the
-# 400), the ci tier, measured 2026-12-02 in a fresh-clone CI run of the
-# merged session-five tree (hangs confirmed by a second, doubled limit):
-# 38 killed / 40 (95.0%), 8 of the kills confirmed hangs. MUTATION_CI_MIN
-# is 92, one mutant under that (37/40 = 92.5% passes): a kill that a
-# slower or faster machine turns into a survivor is one mutant, and CI must
-# not go red on it; the floor was 82 before. The 85% floors written before
-# the second round were never enforced (run.py compared the last
-# file's score, not the overall one, so a 75% run passed).
+# every suite and both sanitizer builds. Measured 2026-12-03 from a fresh
+# clone on the idle 2-core machine: 383 killed / 384 (99.7%), 15
+# equivalent left out, 1 did not compile, in 12 min 24 s (README.md,
+# "Where it stands"). MUTATION_MIN is 97: under the measurement by ten
+# mutants, so that a kill a slower or busier machine turns into a survivor
+# (a race TSan sees on one interleaving, a hang judged by a time limit)
+# does not fail it, and above the 95% the issue asks for; it was 85,
+# never measured. mutation-ci: seed 1, 40 mutants (a subset of the 400),
+# the ci tier, measured 2026-12-02 in a fresh-clone CI run of the merged
+# session-five tree (hangs confirmed by a second, doubled limit): 38 killed
+# / 40 (95.0%), 8 of the kills confirmed hangs. MUTATION_CI_MIN is 92, one
+# mutant under that (37/40 = 92.5% passes): a kill that a slower or faster
+# machine turns into a survivor is one mutant, and CI must not go red on
+# it; the floor was 82 before. The 85% floors written before the second
+# round were never enforced (run.py compared the last file's score, not
+# the overall one, so a 75% run passed).
 MUTATION_SAMPLE   ?= 400
 MUTATION_SEED     ?= 1
 MUTATION_JOBS     ?= 2
@@ -42,7 +44,7 @@ MUTATION_ARGS     ?=
 # the plain runs by cost; 0 skips them.
 MUTATION_SANITIZE ?= 1
 FILES             ?=
-MUTATION_MIN      ?= 85
+MUTATION_MIN      ?= 97
 MUTATION_CI_SAMPLE ?= 40
 MUTATION_CI_SEED   ?= 1
 MUTATION_CI_MIN    ?= 92
