@@ -32,7 +32,12 @@ $(BUILD)/lib/%.o: lib/%.c $(LIB_HDRS) | deps
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -fPIC -fvisibility=hidden -Ilib/include -Ilib $(EVENT_CFLAGS) -c $< -o $@
 
-SHLIB_MAPS = lib/evpol.map $(if $(filter --coverage,$(CFLAGS)),lib/gcov.map)
+# GCOV_SHARED_LIST=1 (the mutation map's --coverage build, covmap.py) adds
+# lib/gcov.map. `make coverage` does not: with the list shared, a process
+# merging into counter files an earlier process of the same run wrote gets
+# "libgcov profiling error: ... Merge mismatch" (on stderr, which
+# test_errors captures and compares), a cause not found yet (2026-12-03).
+SHLIB_MAPS = lib/evpol.map $(if $(GCOV_SHARED_LIST),lib/gcov.map)
 
 $(SHLIB): $(LIB_OBJS) $(SHLIB_MAPS)
 	$(CC) $(BASE_CFLAGS) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined \

@@ -49,7 +49,7 @@ UNIT_MIN_LIMIT = 5.0
 
 def cov_make(wdir, *targets):
     cmd = ["make", "--no-print-directory", "-s", "BUILD=" + COV_BUILD, "CC=gcc",
-           "OPT=-O0 -g", "CFLAGS=--coverage", "SANITIZE=", "EVPOL_LIB=",
+           "OPT=-O0 -g", "CFLAGS=--coverage", "GCOV_SHARED_LIST=1", "SANITIZE=", "EVPOL_LIB=",
            "REPORTS=%s/reports" % COV_BUILD] + list(targets)
     return subprocess.run(cmd, cwd=wdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, errors="replace")
