@@ -47,6 +47,7 @@ as not killed. Below --floor the run fails.
 import argparse
 import collections
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import json
 import os
@@ -273,9 +274,9 @@ def plan(m, cmap, sanitize, san_broken=None):
     lock; with the sanitizer runs after all the plain ones it waited for
     the slow plain programs first (61 to 201 s for each of the first five
     such mutants of a full run: about half the worker time of its first
-    hundred verdicts). So each run is
-    placed by what it is expected to cost: the runs that execute the
-    mutant's line first, then by expected_cost()."""
+    hundred verdicts). So each run is placed by what it is expected to
+    cost: the runs that execute the mutant's line first, then by
+    expected_cost()."""
     out = [(None, r) for r in cmap.runs(m, BUILD)]
     for san in sanitize:
         # Only the conformance programs have sanitizer builds here.
@@ -307,7 +308,25 @@ def san_env(w, san):
                 ASAN_OPTIONS="verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", ""))
 
 
-def sanitizer_baseline(workers, programs, sanitize):
+class Pool:
+    """The workers, each lent to one job at a time (each has a tree of its
+    own)."""
+
+    def __init__(self, workers):
+        self.free, self.lock = list(workers), threading.Lock()
+
+    @contextlib.contextmanager
+    def lend(self):
+        with self.lock:
+            w = self.free.pop()
+        try:
+            yield w
+        finally:
+            with self.lock:
+                self.free.append(w)
+
+
+def sanitizer_baseline(pool, programs, sanitize):
     """{sanitizer: {program: reason}}: the conformance programs that fail
     under a sanitizer build of the unmutated tree. A kill under that build
     would then be unearned (the program fails whatever the mutant), so
@@ -316,18 +335,12 @@ def sanitizer_baseline(workers, programs, sanitize):
     first thread, counted as a thread leak in whichever test came first."""
     jobs = [(san, p) for san in sanitize for p in programs]
     broken = {san: {} for san in sanitize}
-    free, lock = list(workers), threading.Lock()
 
     def one(job):
         san, prog = job
-        with lock:
-            w = free.pop()
-        try:
+        with pool.lend() as w:
             outcome, out = run_jailed(w, [os.path.join(san_dir(san), "conformance", prog)],
                                       BASELINE_LIMIT, san_env(w, san))
-        finally:
-            with lock:
-                free.append(w)
         if outcome != "ok":
             failed = [t for t, _ in FAILED_TEST.findall(out)]
             last = out.strip().splitlines()[-1:] or ["no output"]
@@ -335,7 +348,7 @@ def sanitizer_baseline(workers, programs, sanitize):
                 "fails" if outcome == "fail" else "outlives %ds" % BASELINE_LIMIT,
                 ", ".join(failed) or last[0][:120])
 
-    with cf.ThreadPoolExecutor(max_workers=len(workers)) as ex:
+    with cf.ThreadPoolExecutor(max_workers=len(pool.free)) as ex:
         list(ex.map(one, jobs))
     return broken
 
@@ -614,7 +627,8 @@ def main():
         time.time() - t0, open("/proc/loadavg").read().split()[0]))
     scn_clauses = clauses_of_scenarios()
     t0 = time.time()
-    san_broken = sanitizer_baseline(workers, suite.programs, args.sanitize)
+    pool = Pool(workers)
+    san_broken = sanitizer_baseline(pool, suite.programs, args.sanitize)
     args.san_broken = san_broken
     if args.sanitize:
         say("mutation: sanitizer baseline (each conformance program whole, unmutated) in %.0fs"
@@ -631,21 +645,15 @@ def main():
             results[m["key"]] = ignored(equivalents, m)
         else:
             todo.append(m)
-    free = list(workers)
-    free_lock = threading.Lock()
+    log_lock = threading.Lock()
     done = [0]
 
     def job(m):
-        with free_lock:
-            w = free.pop()
-        try:
+        with pool.lend() as w:
             t0 = time.time()
             res = run_mutant(w, m, cmap, args.sanitize, scn_clauses, san_broken)
-        finally:
-            with free_lock:
-                free.append(w)
         results[m["key"]] = res
-        with free_lock:
+        with log_lock:
             # Each verdict as it comes, for triage while the run goes on.
             log.write(json.dumps(dict(res, key=m["key"], file=m["file"], line=m["line"])) + "\n")
             log.flush()
